@@ -1,0 +1,28 @@
+"""Settings for the test suite: the base settings plus fixed test keys.
+
+``DATABASE_URL`` still applies, so the same suite runs on PostgreSQL.
+"""
+
+import os
+
+# Set before the base settings read them; real values in the environment win.
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("DEBUG", "true")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import DATA_DIR, Q_CLUSTER  # noqa: E402
+
+# Two fixed keys, newest first, so tests exercise decryption with an older key.
+FIELD_ENCRYPTION_KEYS = [
+    "paguwMV_2smqTOIgj2MQcCPjPsh1yCKGA1Uj-OYCbOE=",
+    "stqOBaY5MBuqzFqVIJkA2slqJl1daYSU1QZHRk8zkAE=",
+]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SECURE_SSL_REDIRECT = False
+# Tasks run inline in tests so a service's enqueued work is observable.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+DATA_DIR.mkdir(parents=True, exist_ok=True)

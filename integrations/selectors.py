@@ -1,0 +1,114 @@
+"""Reads for the integrations app. Views, admin, API and tasks read through these."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from django.db import models
+from django.db.models import Q, QuerySet
+
+from integrations.models import Integration, IntegrationStatus, Membership, Namespace, Project, Role, Tenant
+
+
+def integration_list(*, tenant: Tenant | None = None) -> QuerySet[Integration]:
+    """Integrations people see: those being deleted are hidden at once."""
+    qs = Integration.objects.exclude(status=IntegrationStatus.DELETING).select_related("tenant", "root_namespace")
+    return qs.filter(tenant=tenant) if tenant is not None else qs
+
+
+def integration_get_credentials(*, integration: Integration):
+    """The decrypted credentials, for the Bitbucket client only. Fails closed."""
+    from integrations.bitbucket.credentials import Credentials
+
+    return Credentials.from_json(integration.auth_method, integration.credentials.reveal())
+
+
+def membership_role(*, user, tenant: Tenant) -> str | None:
+    if user.is_superuser or user.is_staff:
+        return Role.OWNER
+    return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
+
+
+def namespace_ancestors(*, namespace: Namespace) -> list[Namespace]:
+    """From the top of the tree down to ``namespace``'s parent."""
+    chain: list[Namespace] = []
+    node = namespace.parent
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    return list(reversed(chain))
+
+
+def namespace_subtree_levels(*, root_ids: list[int]) -> list[list[int]]:
+    """Namespace ids under (and including) ``root_ids``, one list per depth.
+
+    One query per level; trees here are a few levels deep.
+    """
+    levels: list[list[int]] = []
+    seen: set[int] = set()
+    current = [i for i in dict.fromkeys(root_ids) if i is not None]
+    while current:
+        current = [i for i in current if i not in seen]
+        if not current:
+            break
+        seen.update(current)
+        levels.append(current)
+        current = list(Namespace.objects.filter(parent_id__in=current).values_list("id", flat=True))
+    return levels
+
+
+def integration_subtree_levels(*, integration: Integration) -> list[list[int]]:
+    """Every namespace that goes when the integration goes: its root's subtree,
+    including hand-made children, and any other namespace it manages."""
+    roots = [integration.root_namespace_id] + list(
+        Namespace.objects.filter(integration=integration).values_list("id", flat=True)
+    )
+    return namespace_subtree_levels(root_ids=roots)
+
+
+def cascade_querysets(qs: QuerySet) -> Iterator[QuerySet]:
+    """Querysets to delete, children first, so that deleting ``qs`` orphans nothing.
+
+    Follows every reverse ``CASCADE`` relation (including those of apps that hang
+    results off projects or integrations), skipping self-relations (trees are
+    deleted level by level by the caller). ``PROTECT`` relations are the caller's
+    job to empty first; ``SET_NULL`` ones are left to Django's collector.
+    """
+    model = qs.model
+    for rel in model._meta.related_objects:
+        if rel.many_to_many or rel.related_model is model or rel.on_delete is not models.CASCADE:
+            continue
+        child = rel.related_model._base_manager.filter(**{f"{rel.field.name}__in": qs.values("pk")})
+        yield from cascade_querysets(child)
+    yield qs
+
+
+def integration_purge_plan(*, integration: Integration) -> list[QuerySet]:
+    """The ordered querysets that deleting ``integration`` removes, bottom-up."""
+    levels = integration_subtree_levels(integration=integration)
+    all_ids = [i for level in levels for i in level]
+    plan: list[QuerySet] = []
+    plan.extend(cascade_querysets(Project._base_manager.filter(namespace_id__in=all_ids)))
+    for level in reversed(levels):
+        plan.extend(cascade_querysets(Namespace._base_manager.filter(id__in=level)))
+    plan.extend(cascade_querysets(Integration._base_manager.filter(pk=integration.pk)))
+    return plan
+
+
+def integration_delete_preview(*, integration: Integration) -> dict[str, int]:
+    """How many rows of each kind deleting the integration removes.
+
+    Keys are verbose plural names ("namespaces", "projects", "references", ...);
+    a row reachable by two paths (a sync log of a project, and of the integration)
+    is counted once.
+    """
+    per_model: dict[type[models.Model], Q] = defaultdict(Q)
+    for qs in integration_purge_plan(integration=integration):
+        if qs.model is Integration:
+            continue
+        per_model[qs.model] |= Q(pk__in=qs.values("pk"))
+    preview = {"namespaces": 0, "projects": 0, "references": 0}
+    for model, condition in per_model.items():
+        preview[str(model._meta.verbose_name_plural)] = model._base_manager.filter(condition).count()
+    return preview

@@ -1,0 +1,498 @@
+"""Writes for the integrations app.
+
+Every function is keyword-only, atomic at the outermost call, raises
+``ValidationError`` (keyed by field where one is at fault) for bad input, and writes
+an audit event naming the acting user. Views, admin, API, commands and tasks only
+adapt their input and call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from integrations.bitbucket.credentials import clean_credentials
+from integrations.bitbucket.urls import parse_target
+from integrations.crypto import seal
+from integrations.models import (
+    AuditEvent,
+    Integration,
+    IntegrationStatus,
+    Membership,
+    Namespace,
+    Project,
+    Role,
+    Tenant,
+    default_pr_settings,
+)
+from integrations.selectors import cascade_querysets, integration_delete_preview, integration_purge_plan
+from integrations.slugs import MAX_LENGTH, is_valid_slug, slugify_name, unique_slug
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | None
+SECRET_KEYS = ("token", "secret", "password", "credential", "authorization", "api_key")
+MIN_SCAN_INTERVAL = timedelta(hours=1)
+MAX_SCAN_INTERVAL = timedelta(days=30)
+
+
+# --- Audit ---------------------------------------------------------------------------
+
+def _scrub(value: Any) -> Any:
+    """Belt and braces: drop anything secret-looking from audit details."""
+    if isinstance(value, dict):
+        return {
+            k: ("[redacted]" if any(s in str(k).lower() for s in SECRET_KEYS) else _scrub(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def audit(
+    *, actor: Actor, action: str, target: models.Model, tenant: Tenant | None, details: dict | None = None
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        actor=actor if actor is not None and actor.pk else None,
+        actor_repr=actor.get_username() if actor is not None and actor.pk else "system",
+        action=action,
+        target_type=target._meta.label_lower,
+        target_id=str(target.pk),
+        target_repr=str(target)[:255],
+        details=_scrub(details or {}),
+    )
+
+
+# --- Tenants and memberships ---------------------------------------------------------
+
+@transaction.atomic
+def tenant_create(*, name: str, slug: str = "", actor: Actor) -> Tenant:
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Enter a name for the organisation."})
+    slug = slug.strip() or slugify_name(name)
+    if not is_valid_slug(slug):
+        raise ValidationError({"slug": "Use only a-z, 0-9, '-' and '_' (at most 64 characters)."})
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": f"The slug '{slug}' is taken by another organisation."})
+    tenant = Tenant.objects.create(name=name, slug=slug)
+    audit(actor=actor, action="tenant.create", target=tenant, tenant=tenant, details={"slug": slug})
+    return tenant
+
+
+@transaction.atomic
+def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: Actor) -> Membership:
+    if role not in Role.values:
+        raise ValidationError({"role": f"Role must be one of: {', '.join(Role.values)}."})
+    membership, created = Membership.objects.update_or_create(user=user, tenant=tenant, defaults={"role": role})
+    audit(actor=actor, action="membership.set", target=membership, tenant=tenant,
+          details={"user": user.get_username(), "role": role, "created": created})
+    return membership
+
+
+# --- Namespaces ----------------------------------------------------------------------
+
+def _managed_refusal(namespace: Namespace, doing: str) -> ValidationError:
+    owner = namespace.integration.name if namespace.integration_id else "an integration"
+    return ValidationError(
+        f"Namespace '{namespace.name}' is managed by integration '{owner}', so it cannot be {doing}: "
+        "its contents come from Bitbucket. Change it in Bitbucket (the next scan follows), "
+        "or delete the integration.",
+        code="managed",
+    )
+
+
+def _sibling_slugs(tenant: Tenant, parent: Namespace | None, exclude_pk: int | None = None) -> set[str]:
+    qs = Namespace.objects.filter(tenant=tenant, parent=parent)
+    if exclude_pk:
+        qs = qs.exclude(pk=exclude_pk)
+    return set(qs.values_list("slug", flat=True))
+
+
+def _clean_slug(slug: str, field: str = "slug") -> str:
+    slug = slug.strip()
+    if not is_valid_slug(slug):
+        raise ValidationError({field: (
+            f"'{slug}' is not a valid slug: use only a-z, 0-9, '-' and '_', at most {MAX_LENGTH} characters."
+        )})
+    return slug
+
+
+@transaction.atomic
+def namespace_create(
+    *, tenant: Tenant, name: str, parent: Namespace | None = None, slug: str = "", description: str = "",
+    actor: Actor,
+) -> Namespace:
+    """A hand-made (unmanaged) namespace. Only a superuser may add one inside a
+    managed namespace (the integration's delete removes it with the rest)."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Enter a name."})
+    if parent is not None:
+        if parent.tenant_id != tenant.pk:
+            raise ValidationError({"parent": "The parent namespace belongs to another organisation."})
+        if parent.managed and not (actor is not None and actor.is_superuser):
+            raise _managed_refusal(parent, "given new namespaces")
+    taken = _sibling_slugs(tenant, parent)
+    if slug:
+        slug = _clean_slug(slug)
+        if slug in taken:
+            raise ValidationError({"slug": f"A namespace with slug '{slug}' already exists here."})
+    else:
+        slug = unique_slug(name, taken)
+    namespace = Namespace.objects.create(tenant=tenant, parent=parent, name=name, slug=slug, description=description)
+    audit(actor=actor, action="namespace.create", target=namespace, tenant=tenant,
+          details={"slug": slug, "parent": parent.pk if parent else None})
+    return namespace
+
+
+@transaction.atomic
+def namespace_update(
+    *, namespace: Namespace, actor: Actor, name: str | None = None, slug: str | None = None,
+    description: str | None = None,
+) -> Namespace:
+    if namespace.managed:
+        raise _managed_refusal(namespace, "renamed or edited")
+    changes: dict[str, Any] = {}
+    if name is not None and name.strip() != namespace.name:
+        if not name.strip():
+            raise ValidationError({"name": "Enter a name."})
+        changes["name"] = name.strip()
+    if slug is not None and slug.strip() != namespace.slug:
+        slug = _clean_slug(slug)
+        if slug in _sibling_slugs(namespace.tenant, namespace.parent, exclude_pk=namespace.pk):
+            raise ValidationError({"slug": f"A namespace with slug '{slug}' already exists here."})
+        changes["slug"] = slug
+    if description is not None and description != namespace.description:
+        changes["description"] = description
+    if changes:
+        for field, value in changes.items():
+            setattr(namespace, field, value)
+        namespace.save(update_fields=[*changes, "updated_at"])
+        audit(actor=actor, action="namespace.update", target=namespace, tenant=namespace.tenant,
+              details={"changed": sorted(changes)})
+    return namespace
+
+
+@transaction.atomic
+def namespace_delete(*, namespace: Namespace, actor: Actor) -> None:
+    """Delete an empty, unmanaged namespace. Contents are never deleted implicitly."""
+    if namespace.managed:
+        raise _managed_refusal(namespace, "deleted")
+    children = namespace.children.count()
+    projects = namespace.projects.count()
+    if children or projects:
+        raise ValidationError(
+            f"Namespace '{namespace.name}' is not empty ({children} namespaces, {projects} projects). "
+            "Move or delete what is inside it first; if it holds an integration, delete the integration.",
+            code="not_empty",
+        )
+    audit(actor=actor, action="namespace.delete", target=namespace, tenant=namespace.tenant,
+          details={"slug": namespace.slug})
+    namespace.delete()
+
+
+# --- Projects added by hand ----------------------------------------------------------
+
+@transaction.atomic
+def project_create(
+    *, namespace: Namespace, name: str, actor: Actor, slug: str = "", full_name: str = "",
+    integration: Integration | None = None, remote_uuid: str = "", is_private: bool = True, web_url: str = "",
+) -> Project:
+    """A project added by a person (not by a scan). Refused inside managed namespaces."""
+    if namespace.managed and not (actor is not None and actor.is_superuser):
+        raise _managed_refusal(namespace, "given new projects")
+    if integration is not None and integration.tenant_id != namespace.tenant_id:
+        raise ValidationError({"integration": "The integration belongs to another organisation."})
+    taken = set(namespace.projects.values_list("slug", flat=True))
+    slug = _clean_slug(slug) if slug else unique_slug(name, taken)
+    if slug in taken:
+        raise ValidationError({"slug": f"A project with slug '{slug}' already exists in this namespace."})
+    project = Project.objects.create(
+        namespace=namespace, name=name.strip(), slug=slug, full_name=full_name, integration=integration,
+        remote_uuid=remote_uuid, is_private=is_private, web_url=web_url,
+    )
+    audit(actor=actor, action="project.create", target=project, tenant=namespace.tenant,
+          details={"namespace": namespace.pk, "full_name": full_name})
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project, actor: Actor) -> None:
+    namespace = project.namespace
+    if namespace.managed:
+        raise _managed_refusal(namespace, "have projects deleted by hand")
+    audit(actor=actor, action="project.delete", target=project, tenant=namespace.tenant,
+          details={"full_name": project.full_name})
+    for qs in _project_plan(project):
+        qs.delete()
+
+
+def _project_plan(project: Project):
+    return cascade_querysets(Project._base_manager.filter(pk=project.pk))
+
+
+# --- Integrations --------------------------------------------------------------------
+
+def _clean_settings(
+    *, scanners: Iterable[str] | None = None, pr_settings: dict | None = None,
+    scan_interval: timedelta | None = None, labels: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Validate the editable settings; returns only those given."""
+    cleaned: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    if scanners is not None:
+        scanners = [s.strip() for s in scanners if s and s.strip()]
+        known = set(settings.SCANNERS_AVAILABLE)
+        unknown = [s for s in scanners if s not in known]
+        if unknown:
+            errors["scanners"] = f"Unknown scanner(s): {', '.join(unknown)}. Available: {', '.join(sorted(known))}."
+        cleaned["scanners"] = sorted(set(scanners))
+    if pr_settings is not None:
+        if not isinstance(pr_settings, dict):
+            errors["pr_settings"] = "Pull-request settings must be an object."
+        else:
+            allowed = default_pr_settings()
+            unknown = sorted(set(pr_settings) - set(allowed))
+            if unknown:
+                errors["pr_settings"] = f"Unknown pull-request setting(s): {', '.join(unknown)}."
+            cleaned["pr_settings"] = {**allowed, **{k: v for k, v in pr_settings.items() if k in allowed}}
+    if scan_interval is not None:
+        if not isinstance(scan_interval, timedelta) or not MIN_SCAN_INTERVAL <= scan_interval <= MAX_SCAN_INTERVAL:
+            errors["scan_interval"] = "The scan interval must be between 1 hour and 30 days."
+        cleaned["scan_interval"] = scan_interval
+    if labels is not None:
+        labels = [str(label).strip() for label in labels if str(label).strip()]
+        too_long = [label for label in labels if len(label) > 64]
+        if too_long:
+            errors["labels"] = f"Labels may have at most 64 characters: '{too_long[0][:20]}...'."
+        cleaned["labels"] = sorted(set(labels))
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+@transaction.atomic
+def integration_create(
+    *, tenant: Tenant, parent: Namespace, name: str, auth_method: str, credentials: dict[str, str],
+    actor: Actor, bitbucket_url: str = "", workspace: str = "", project_key: str = "",
+    scanners: Iterable[str] = (), pr_settings: dict | None = None, scan_interval: timedelta | None = None,
+    labels: Iterable[str] = (), description: str = "",
+) -> Integration:
+    """Connect a workspace (or one project) and create its root managed namespace
+    under ``parent``. The Bitbucket URL is fixed from here on."""
+    errors: dict[str, Any] = {}
+    name = name.strip()
+    if not name:
+        errors["name"] = "Enter a name for the integration."
+    elif Integration.objects.filter(tenant=tenant, name=name).exclude(status=IntegrationStatus.DELETING).exists():
+        errors["name"] = f"An integration named '{name}' already exists in this organisation."
+    if parent is None:
+        errors["parent"] = "Choose the namespace the workspace goes under."
+    elif parent.tenant_id != tenant.pk:
+        errors["parent"] = "The parent namespace belongs to another organisation."
+    elif parent.managed:
+        errors["parent"] = (
+            f"'{parent.name}' is managed by integration '{parent.integration}'; choose a namespace you created."
+        )
+    target = None
+    try:
+        target = parse_target(url=bitbucket_url, workspace=workspace, project_key=project_key)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    creds = None
+    try:
+        creds = clean_credentials(auth_method, credentials)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        cleaned = _clean_settings(
+            scanners=scanners, pr_settings=pr_settings if pr_settings is not None else {},
+            scan_interval=scan_interval or timedelta(hours=24), labels=labels,
+        )
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+        cleaned = {}
+    if target is not None and Integration.objects.filter(
+        tenant=tenant, workspace=target.workspace, project_key=target.project_key
+    ).exclude(status=IntegrationStatus.DELETING).exists():
+        errors["bitbucket_url"] = f"{target.url} is already connected in this organisation."
+    if errors:
+        raise ValidationError(errors)
+
+    integration = Integration.objects.create(
+        tenant=tenant, name=name, description=description.strip(),
+        bitbucket_url=target.url, workspace=target.workspace, project_key=target.project_key,
+        auth_method=auth_method, credential_identity=creds.identity, credentials=seal(creds.to_json()),
+        credentials_updated_at=timezone.now(), webhook_secret=seal(secrets.token_urlsafe(32)),
+        created_by=actor if actor is not None and actor.pk else None, **cleaned,
+    )
+    root = Namespace.objects.create(
+        tenant=tenant, parent=parent, name=target.workspace, managed=True, integration=integration,
+        slug=unique_slug(target.workspace, _sibling_slugs(tenant, parent)),
+    )
+    integration.root_namespace = root
+    integration.save(update_fields=["root_namespace"])
+    audit(actor=actor, action="integration.create", target=integration, tenant=tenant, details={
+        "bitbucket_url": target.url, "auth_method": auth_method, "parent": parent.pk, "root_namespace": root.pk,
+    })
+    return integration
+
+
+IMMUTABLE_FIELDS = ("bitbucket_url", "workspace", "project_key")
+EDITABLE_FIELDS = ("name", "description", "scanners", "pr_settings", "scan_interval", "labels", "status")
+
+
+@transaction.atomic
+def integration_update(*, integration: Integration, actor: Actor, **changes: Any) -> Integration:
+    """Edit settings (scanners, PR settings, interval, labels, description, name,
+    active/paused). They apply from the next scan."""
+    immutable = [f for f in IMMUTABLE_FIELDS if f in changes and changes[f] != getattr(integration, f)]
+    if immutable:
+        raise ValidationError({immutable[0]: (
+            "The Bitbucket URL of an integration cannot be changed. To connect a different workspace or "
+            "project, delete this integration and create a new one."
+        )})
+    unknown = sorted(set(changes) - set(EDITABLE_FIELDS) - set(IMMUTABLE_FIELDS))
+    if unknown:
+        raise ValidationError(f"These fields cannot be edited here: {', '.join(unknown)}.")
+    if integration.status == IntegrationStatus.DELETING:
+        raise ValidationError("This integration is being deleted.")
+    cleaned = _clean_settings(
+        scanners=changes.get("scanners"), pr_settings=changes.get("pr_settings"),
+        scan_interval=changes.get("scan_interval"), labels=changes.get("labels"),
+    )
+    errors: dict[str, str] = {}
+    if "name" in changes:
+        name = (changes["name"] or "").strip()
+        if not name:
+            errors["name"] = "Enter a name for the integration."
+        elif Integration.objects.filter(tenant=integration.tenant, name=name).exclude(
+            pk=integration.pk).exclude(status=IntegrationStatus.DELETING).exists():
+            errors["name"] = f"An integration named '{name}' already exists in this organisation."
+        cleaned["name"] = name
+    if "description" in changes:
+        cleaned["description"] = (changes["description"] or "").strip()
+    if "status" in changes:
+        if changes["status"] not in (IntegrationStatus.ACTIVE, IntegrationStatus.PAUSED):
+            errors["status"] = "An integration can only be set to active or paused."
+        cleaned["status"] = changes["status"]
+    if errors:
+        raise ValidationError(errors)
+    changed = sorted(f for f, v in cleaned.items() if getattr(integration, f) != v)
+    if not changed:
+        return integration
+    for field in changed:
+        setattr(integration, field, cleaned[field])
+    integration.save(update_fields=[*changed, "updated_at"])
+    audit(actor=actor, action="integration.update", target=integration, tenant=integration.tenant,
+          details={"changed": changed})
+    return integration
+
+
+@transaction.atomic
+def credentials_update(
+    *, integration: Integration, auth_method: str, credentials: dict[str, str], actor: Actor,
+) -> Integration:
+    """Replace the credentials (possibly switching method). The old secret is never
+    read back or shown; the new one is encrypted before it leaves this function."""
+    if integration.status == IntegrationStatus.DELETING:
+        raise ValidationError("This integration is being deleted.")
+    creds = clean_credentials(auth_method, credentials)
+    previous_method = integration.auth_method
+    integration.auth_method = auth_method
+    integration.credential_identity = creds.identity
+    integration.credentials = seal(creds.to_json())
+    integration.credentials_updated_at = timezone.now()
+    integration.save(update_fields=[
+        "auth_method", "credential_identity", "credentials", "credentials_updated_at", "updated_at",
+    ])
+    audit(actor=actor, action="integration.credentials_update", target=integration, tenant=integration.tenant,
+          details={"auth_method": auth_method, "previous_auth_method": previous_method})
+    return integration
+
+
+@transaction.atomic
+def webhook_secret_rotate(*, integration: Integration, actor: Actor) -> Integration:
+    integration.webhook_secret = seal(secrets.token_urlsafe(32))
+    integration.save(update_fields=["webhook_secret", "updated_at"])
+    audit(actor=actor, action="integration.webhook_secret_rotate", target=integration, tenant=integration.tenant)
+    return integration
+
+
+# --- Deletion ------------------------------------------------------------------------
+
+@transaction.atomic
+def integration_delete_request(*, integration: Integration, actor: Actor) -> dict[str, int]:
+    """Hide the integration at once and queue the bottom-up purge of its subtree.
+
+    Returns the preview counts that were recorded in the audit event.
+    """
+    integration = Integration.objects.select_for_update().get(pk=integration.pk)
+    preview = integration_delete_preview(integration=integration)
+    if integration.status != IntegrationStatus.DELETING:
+        integration.status = IntegrationStatus.DELETING
+        integration.next_scan_at = None
+        integration.save(update_fields=["status", "next_scan_at", "updated_at"])
+        audit(actor=actor, action="integration.delete", target=integration, tenant=integration.tenant,
+              details={"preview": preview})
+    integration_id = integration.pk
+    transaction.on_commit(lambda: _enqueue("integrations.tasks.integration_purge_task", integration_id))
+    return preview
+
+
+def _enqueue(func: str, *args: Any) -> None:
+    from django_q.tasks import async_task
+
+    async_task(func, *args, task_name=f"{func.rsplit('.', 1)[-1]}:{':'.join(map(str, args))}")
+
+
+def integration_purge(*, integration_id: int, chunk_size: int | None = None) -> bool:
+    """Delete an integration marked ``deleting`` and its whole subtree.
+
+    Bottom-up, in chunks of ``chunk_size`` rows with one transaction per chunk, so
+    memory and lock time stay bounded. Restartable: a run killed half-way leaves a
+    consistent tree (only leaves were removed) and the next run finishes the job.
+    Returns False if there was nothing to do (already gone, or not marked).
+    """
+    chunk_size = chunk_size or settings.INTEGRATION_PURGE_CHUNK
+    integration = Integration.objects.filter(pk=integration_id, status=IntegrationStatus.DELETING).first()
+    if integration is None:
+        return False
+    tenant, label = integration.tenant, str(integration)
+    removed: dict[str, int] = {}
+    for qs in integration_purge_plan(integration=integration):
+        removed_here = _delete_in_chunks(qs, chunk_size)
+        if removed_here:
+            key = str(qs.model._meta.verbose_name_plural)
+            removed[key] = removed.get(key, 0) + removed_here
+    AuditEvent.objects.create(
+        tenant=tenant, actor=None, actor_repr="system", action="integration.purged",
+        target_type=Integration._meta.label_lower, target_id=str(integration_id), target_repr=label,
+        details={"removed": removed},
+    )
+    logger.info("Purged integration %s (%s): %s", integration_id, label, removed)
+    return True
+
+
+def _delete_in_chunks(qs: models.QuerySet, chunk_size: int) -> int:
+    model = qs.model
+    total = 0
+    while True:
+        with transaction.atomic():
+            ids = list(qs.order_by().values_list("pk", flat=True)[:chunk_size])
+            if not ids:
+                return total
+            model._base_manager.filter(pk__in=ids).delete()
+            total += len(ids)
