@@ -128,7 +128,8 @@ class SettingsFieldsMixin(forms.Form):
 
 
 class IntegrationCreateForm(SettingsFieldsMixin, CredentialsForm):
-    name = forms.CharField(max_length=200)
+    # Not required here: the service reports every problem at once, by field.
+    name = forms.CharField(max_length=200, required=False)
     bitbucket_url = forms.CharField(
         required=False, label="Bitbucket URL",
         help_text="A workspace (https://bitbucket.org/acme) or a project (https://bitbucket.org/acme/workspace/projects/KEY). "

@@ -11,6 +11,19 @@ from django.db.models import Q, QuerySet
 from integrations.models import Integration, IntegrationStatus, Membership, Namespace, Project, Role, Tenant
 
 
+def secrets_under_old_keys() -> dict[str, int]:
+    """Per ``model.field``, how many stored secrets are not under the newest key."""
+    from integrations.crypto import encrypted_fields, key_ring
+
+    prefix = key_ring().prefix
+    counts: dict[str, int] = {}
+    for model, field in encrypted_fields():
+        stale = (model._base_manager.exclude(**{field.name: ""}).exclude(**{f"{field.name}__isnull": True})
+                 .exclude(**{f"{field.name}__startswith": prefix}).count())
+        counts[f"{model._meta.label}.{field.name}"] = stale
+    return counts
+
+
 def integration_list(*, tenant: Tenant | None = None) -> QuerySet[Integration]:
     """Integrations people see: those being deleted are hidden at once."""
     qs = Integration.objects.exclude(status=IntegrationStatus.DELETING).select_related("tenant", "root_namespace")
@@ -41,20 +54,28 @@ def namespace_ancestors(*, namespace: Namespace) -> list[Namespace]:
 
 
 def namespace_subtree_levels(*, root_ids: list[int]) -> list[list[int]]:
-    """Namespace ids under (and including) ``root_ids``, one list per depth.
+    """Namespace ids under (and including) ``root_ids``, grouped by depth.
 
-    One query per level; trees here are a few levels deep.
+    Each root is walked in turn; a root already reached from an earlier one is
+    skipped, so depths are true depths and deleting the deepest level first never
+    meets a protected parent. One query per level; trees here are a few levels deep.
     """
     levels: list[list[int]] = []
     seen: set[int] = set()
-    current = [i for i in dict.fromkeys(root_ids) if i is not None]
-    while current:
-        current = [i for i in current if i not in seen]
-        if not current:
-            break
-        seen.update(current)
-        levels.append(current)
-        current = list(Namespace.objects.filter(parent_id__in=current).values_list("id", flat=True))
+    for root in root_ids:
+        if root is None or root in seen:
+            continue
+        current, depth = [root], 0
+        while current:
+            current = [i for i in current if i not in seen]
+            if not current:
+                break
+            seen.update(current)
+            if depth == len(levels):
+                levels.append([])
+            levels[depth].extend(current)
+            current = list(Namespace.objects.filter(parent_id__in=current).values_list("id", flat=True))
+            depth += 1
     return levels
 
 
