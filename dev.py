@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -52,9 +53,12 @@ def ensure_venv(extras: str) -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     say(f"installing dependencies ({extras or 'base'}); this takes a minute the first time")
-    run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    target = f".[{extras}]" if extras else "."
-    run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", target])
+    # The project runs from this folder, so only its dependencies are installed.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    if extras:
+        requirements += project["optional-dependencies"][extras]
+    run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements])
     stamp.write_text(digest)
 
 

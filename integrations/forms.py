@@ -149,6 +149,7 @@ class IntegrationCreateForm(SettingsFieldsMixin, CredentialsForm):
         super().__init__(*args, **kwargs)
         if parent_queryset is not None:
             self.fields["parent"].queryset = parent_queryset
+        self.fields["parent"].label_from_instance = lambda ns: f"{ns.tenant.name} / {ns.name}"
 
 
 class IntegrationSettingsForm(SettingsFieldsMixin):
