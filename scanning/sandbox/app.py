@@ -447,7 +447,7 @@ class Sandbox:
                           "members": self._link(f"{api}/members"), "owners": self._link(f"{api}/members?q=permission%3D%22owner%22"),
                           "projects": self._link(f"{api}/projects"),
                           "repositories": self._link(f"{self.api_base}/repositories/{ws.slug}"),
-                          "hooks": self._link(f"{api}/hooks"), "snippets": self._link(f"{self.api_base}/snippets/{ws.slug}")}}
+                          "snippets": self._link(f"{self.api_base}/snippets/{ws.slug}")}}
 
     def _project_json(self, ws, project) -> dict:
         return {"type": "project", "uuid": project.uuid, "key": project.key, "name": project.name,
@@ -531,8 +531,10 @@ class Sandbox:
                 "reason": "", "draft": False,
                 "summary": {"raw": pr.title, "markup": "markdown", "html": f"<p>{pr.title}</p>"},
                 "links": {"self": self._link(api), "html": self._link(f"{self.web_base}/{repo.full_name}/pull-requests/{pr.id}"),
+                          "commits": self._link(f"{api}/commits"), "diff": self._link(f"{api}/diff"),
                           "diffstat": self._link(f"{api}/diffstat"), "comments": self._link(f"{api}/comments"),
-                          "statuses": self._link(f"{api}/statuses")}}
+                          "activity": self._link(f"{api}/activity"), "approve": self._link(f"{api}/approve"),
+                          "merge": self._link(f"{api}/merge"), "decline": self._link(f"{api}/decline")}}
 
     def _comment_json(self, repo: Repo, pr: PullRequest, comment: Comment) -> dict:
         api = f"{self.api_base}/repositories/{repo.full_name}/pullrequests/{pr.id}/comments/{comment.id}"
@@ -582,7 +584,6 @@ class Sandbox:
         values = [{"type": "workspace_access", "administrator": auth.credential.kind != "access_token",
                    "workspace": {"type": "workspace_base", "uuid": ws.uuid, "slug": ws.slug, "name": ws.name,
                                  "links": {"self": self._link(f"{self.api_base}/workspaces/{ws.slug}"),
-                                           "html": self._link(f"{self.web_base}/{ws.slug}/"),
                                            "avatar": self._link(f"{self.web_base}/workspaces/{ws.slug}/avatar/")}}}
                   for ws in self.world.workspaces.values() if self._can_reach(auth, ws.slug)]
         return self._page(request, values)
@@ -642,11 +643,9 @@ class Sandbox:
 
     @_route("GET", "/repositories/{workspace}/{slug}/src", legacy=("repository",), granular=(R,), bucket="repositories")
     def src_root(self, request, auth, workspace, slug):
+        """The root directory at the main branch's head."""
         repo = self._repo(auth, workspace, slug)
-        head = repo.branches[repo.mainbranch]
-        location = f"{self.api_base}/repositories/{repo.full_name}/src/{head}/"
-        return Response(302, b"", {"Location": location + ("?" + urlencode(
-            [(k, v) for k, vs in request.query.items() for v in vs]) if request.query else "")})
+        return self.src(request, auth, workspace, slug, repo.branches[repo.mainbranch], "")
 
     @_route("GET", "/repositories/{workspace}/{slug}/src/{commit}/{path}", legacy=("repository",), granular=(R,),
             bucket="repositories")

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from scanning.sandbox.app import Request, Sandbox
 from scanning.sandbox.data import World, generate
@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        request = Request(method=self.command, path=parts.path, query=parse_qs(parts.query, keep_blank_values=True),
+        request = Request(method=self.command, path=unquote(parts.path), query=parse_qs(parts.query, keep_blank_values=True),
                           headers={k.lower(): v for k, v in self.headers.items()}, body=body)
         response = self.sandbox.handle(request)
         if response.drop:
@@ -44,13 +44,16 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (e.g. it timed out)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
@@ -112,7 +115,8 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "SandboxServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="bitbucket-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="bitbucket-sandbox", daemon=True)
         self._thread.start()
         return self
 
