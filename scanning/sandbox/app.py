@@ -70,7 +70,7 @@ class Response:
 
     @classmethod
     def of_json(cls, status: int, payload: Any, headers: dict | None = None) -> "Response":
-        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), {"Content-Type": JSON, **(headers or {})})
+        return cls(status, _dumps(payload), {"Content-Type": JSON, **(headers or {})})
 
 
 class ApiError(Exception):
@@ -168,6 +168,7 @@ class Sandbox:
         self.oauth_tokens: dict[str, tuple[Credential, float]] = {}
         self._windows: dict[tuple[str, str], deque] = {}
         self._cache: dict[tuple, list] = {}
+        self._encoded: dict[int, bytes] = {}  # id(cached document) -> its JSON
         self.version = 0  # bumped on every change; keys list caches
         self.deliveries: list[dict] = []
         self.routes = [Route(m, p, getattr(self, name), lg, gr, b)
@@ -357,6 +358,7 @@ class Sandbox:
     def _changed(self) -> None:
         self.version += 1
         self._cache.clear()
+        self._encoded.clear()
 
     def _workspace(self, auth: Auth, slug: str):
         ws = self.world.workspaces.get(slug)
@@ -410,15 +412,21 @@ class Sandbox:
             if key:
                 self._cache[key] = selected
         start = (page - 1) * pagelen
-        envelope: dict[str, Any] = {"pagelen": pagelen, "size": len(selected), "page": page,
-                                    "values": selected[start:start + pagelen]}
+        values = selected[start:start + pagelen]
+        envelope: dict[str, Any] = {"pagelen": pagelen, "size": len(selected), "page": page}
         base = self.api_base.rsplit("/2.0", 1)[0] + request.path
         others = [(k, v) for k, vs in request.query.items() if k != "page" for v in vs]
         if start + pagelen < len(selected):
             envelope["next"] = f"{base}?{urlencode(others + [('page', str(page + 1))])}"
         if page > 1:
             envelope["previous"] = f"{base}?{urlencode(others + [('page', str(page - 1))])}"
-        return self._json(request, 200, envelope)
+        if key is None or request.arg("fields"):
+            return self._json(request, 200, {**envelope, "values": values})
+        # Cached listings: splice each document's JSON, encoded once, into the envelope.
+        encoded = [self._encoded.get(id(doc)) or self._encoded.setdefault(id(doc), _dumps(doc)) for doc in values]
+        head = _dumps(envelope)[:-1]
+        body = head + b',"values":[' + b",".join(encoded) + b"]}"
+        return Response(200, body, {"Content-Type": JSON})
 
     def _json(self, request: Request, status: int, payload: dict) -> Response:
         fields = request.arg("fields")
@@ -1231,6 +1239,10 @@ class Sandbox:
         if action == "deliveries" and method == "GET":
             return self.deliveries
         raise ApiError(404, f"Unknown sandbox control action: {method} {action}")
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _pkt(data: bytes) -> bytes:

@@ -6,7 +6,6 @@ into a small tree and evaluated against an object's full JSON representation.
 
 from __future__ import annotations
 
-import copy
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -216,12 +215,14 @@ def _tree(paths: list[str]) -> dict:
 
 
 def _pick(value: Any, tree: dict) -> Any:
+    """A copy of the selected parts. Containers are new; leaves are shared, which is
+    safe because results are only serialised, never mutated in place."""
     if not tree:
-        return copy.deepcopy(value)
+        return _copy_containers(value)
     if isinstance(value, list):
         return [_pick(v, tree) for v in value]
     if not isinstance(value, dict):
-        return copy.deepcopy(value)
+        return value
     out: dict = {}
     for key, sub in tree.items():
         if key == "*":
@@ -230,6 +231,14 @@ def _pick(value: Any, tree: dict) -> Any:
         elif key in value:
             out[key] = _merge(out.get(key), _pick(value[key], sub))
     return out
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
 
 
 def _merge(a: Any, b: Any) -> Any:
@@ -268,7 +277,7 @@ def apply_fields(doc: dict, fields: str) -> dict:
     if not terms:
         return doc
     keep = [t for t in terms if t[0] not in "+-"]
-    result = _pick(doc, _tree(keep)) if keep else copy.deepcopy(doc)
+    result = _pick(doc, _tree(keep)) if keep else _copy_containers(doc)
     for term in terms:
         if term.startswith("-"):
             _remove(result, term[1:].split("."))

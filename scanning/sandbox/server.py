@@ -29,6 +29,12 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "BitbucketSandbox/1.0"
     sandbox: Sandbox  # set on the subclass made per server
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out as separate writes; without NODELAY, Nagle plus the
+        # client's delayed ACK add ~40 ms to every small keep-alive response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _serve(self) -> None:
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
