@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One entry point for a fresh machine with only Python 3.11+.
 
-    python3 dev.py run    # set up, then run the web server and the task cluster (Ctrl-C stops both)
+    python3 dev.py run    # set up, then run the web server and the task cluster (Ctrl-C stops it all)
     python3 dev.py test   # set up, then run the whole test suite
 
 Setting up means: a virtual environment in .venv with the project's dependencies
@@ -81,22 +81,53 @@ def manage(*args: str, env: dict | None = None) -> None:
     run([str(PYTHON), "manage.py", *args], env=env)
 
 
+def real_bitbucket_configured() -> bool:
+    if os.environ.get("BITBUCKET_API_URL"):
+        return True
+    return ENV_FILE.exists() and any(line.startswith("BITBUCKET_API_URL=") for line in ENV_FILE.read_text().splitlines())
+
+
+def wait_for(url: str, seconds: float = 30) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(f"Nothing answered at {url} within {seconds:.0f}s.")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     ensure_venv("")
     ensure_env_file()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     manage("migrate", "--no-input", "-v", "0", env=env)
     manage("init_portal", env=env)
+    processes: list[subprocess.Popen] = []
+    if not real_bitbucket_configured():
+        sandbox = f"http://127.0.0.1:{args.sandbox_port}"
+        say(f"no BITBUCKET_API_URL configured: starting the built-in Bitbucket sandbox on {sandbox}")
+        processes.append(subprocess.Popen([str(PYTHON), "manage.py", "bitbucket_sandbox", "--port",
+                                           str(args.sandbox_port)], cwd=ROOT, env=env))
+        env.update(BITBUCKET_API_URL=f"{sandbox}/2.0", BITBUCKET_WEB_URL=sandbox)
+        wait_for(f"{sandbox}/2.0/repositories")
+        manage("sandbox_demo", env=env)
     address = f"127.0.0.1:{args.port}"
-    say(f"starting the web server on http://{address}/ and the task cluster; Ctrl-C stops both")
-    processes = [
+    say(f"starting the web server on http://{address}/ and the task cluster; Ctrl-C stops everything")
+    processes += [
         subprocess.Popen([str(PYTHON), "manage.py", "runserver", "--noreload", address], cwd=ROOT, env=env),
         subprocess.Popen([str(PYTHON), "manage.py", "qcluster"], cwd=ROOT, env=env),
     ]
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
-        say("a process stopped; stopping the other")
+        say("a process stopped; stopping the others")
     except KeyboardInterrupt:
         say("stopping")
     finally:
@@ -126,6 +157,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="set up and run the portal")
     p_run.add_argument("--port", type=int, default=8000)
+    p_run.add_argument("--sandbox-port", type=int, default=8111, help="port of the built-in Bitbucket sandbox")
     p_run.set_defaults(func=cmd_run)
     p_test = sub.add_parser("test", help="set up and run the test suite (extra arguments go to pytest)")
     p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)

@@ -1,0 +1,36 @@
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations import services
+from integrations.models import Integration, IntegrationStatus, Namespace, Tenant
+from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
+
+
+class Command(BaseCommand):
+    help = ("Connect the demo organisation to the sandbox's 'demo' workspace with the sandbox's workspace "
+            "access token (idempotent). Run with BITBUCKET_API_URL/BITBUCKET_WEB_URL pointing at the sandbox.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", default="Demo")
+        parser.add_argument("--workspace", default="demo")
+
+    def handle(self, *args, tenant: str, workspace: str, **options):
+        if "bitbucket.org" in settings.BITBUCKET_WEB_URL:
+            raise CommandError("BITBUCKET_WEB_URL points at Bitbucket itself; start the sandbox and point it there.")
+        organisation = Tenant.objects.filter(name=tenant).first()
+        if organisation is None:
+            raise CommandError(f"No organisation named '{tenant}'; run init_portal first.")
+        existing = Integration.objects.filter(tenant=organisation, workspace=workspace, project_key="").exclude(
+            status=IntegrationStatus.DELETING).first()
+        if existing:
+            self.stdout.write(f"Demo integration '{existing}' already connects {existing.bitbucket_url}.")
+            return
+        parent = Namespace.objects.filter(tenant=organisation, parent=None, managed=False).order_by("id").first()
+        actor = get_user_model().objects.filter(is_superuser=True).order_by("id").first()
+        integration = services.integration_create(
+            tenant=organisation, parent=parent, name="Demo workspace (sandbox)", workspace=workspace,
+            auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=actor,
+            scanners=list(settings.SCANNERS_AVAILABLE), description="Connected to the built-in Bitbucket sandbox.",
+        )
+        self.stdout.write(self.style.SUCCESS(f"Connected '{integration}' to {integration.bitbucket_url}."))
