@@ -140,6 +140,22 @@ FIELD_ENCRYPTION_ROTATE_BATCH = env.int("FIELD_ENCRYPTION_ROTATE_BATCH", default
 BITBUCKET_API_URL = env.str("BITBUCKET_API_URL", default="https://api.bitbucket.org/2.0")
 BITBUCKET_WEB_URL = env.str("BITBUCKET_WEB_URL", default="https://bitbucket.org")
 
+# Client behaviour. Timeouts in seconds; retries apply to 429, 5xx and connection resets only.
+BITBUCKET_CONNECT_TIMEOUT = env.float("BITBUCKET_CONNECT_TIMEOUT", default=5.0)
+BITBUCKET_READ_TIMEOUT = env.float("BITBUCKET_READ_TIMEOUT", default=30.0)
+BITBUCKET_RETRIES = env.int("BITBUCKET_RETRIES", default=3)
+BITBUCKET_BACKOFF_FACTOR = env.float("BITBUCKET_BACKOFF_FACTOR", default=0.5)
+BITBUCKET_BACKOFF_MAX = env.float("BITBUCKET_BACKOFF_MAX", default=30.0)
+# A 429 asking to wait longer than this is not waited out in-process.
+BITBUCKET_MAX_RETRY_AFTER = env.float("BITBUCKET_MAX_RETRY_AFTER", default=60.0)
+# Concurrent git ref reads per scan (they count against git's 60,000/hour, not REST's budget).
+BITBUCKET_GIT_CONCURRENCY = env.int("BITBUCKET_GIT_CONCURRENCY", default=8)
+
+# --- Sync logs -------------------------------------------------------------------------------
+SYNCLOG_RETENTION_DAYS = env.int("SYNCLOG_RETENTION_DAYS", default=90)
+# How often the dispatcher looks for integrations whose next scan is due (minutes).
+SCAN_DISPATCH_MINUTES = env.int("SCAN_DISPATCH_MINUTES", default=5)
+
 # --- Scanners an integration can select (implemented in scanning/scanners/) ----------
 SCANNERS_AVAILABLE = {
     "dependencies": "Dependency inventory: packages from manifests and lock files",

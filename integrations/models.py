@@ -158,6 +158,8 @@ class Integration(models.Model):
     pr_settings = models.JSONField(default=default_pr_settings, blank=True)
     scan_interval = models.DurationField(default=timedelta(hours=24))
     labels = models.JSONField(default=list, blank=True)
+    # Branches tracked besides each repository's main branch (glob patterns).
+    tracked_branches = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=IntegrationStatus.choices, default=IntegrationStatus.ACTIVE)
     last_scan_at = models.DateTimeField(null=True, blank=True)
     next_scan_at = models.DateTimeField(null=True, blank=True)
@@ -226,10 +228,8 @@ class Project(models.Model):
     class Meta:
         ordering = ["full_name", "slug"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["integration", "remote_uuid"], condition=~Q(remote_uuid=""),
-                name="project_unique_remote_per_integration",
-            ),
+            # Unconditional, so the sync can upsert on it (ON CONFLICT needs a plain unique index).
+            models.UniqueConstraint(fields=["integration", "remote_uuid"], name="project_unique_remote_per_integration"),
             models.UniqueConstraint(
                 fields=["namespace", "slug"], name="project_unique_slug_in_namespace",
                 violation_error_message="A project with this slug already exists in the namespace.",
@@ -272,6 +272,24 @@ class Reference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}@{self.name}"
+
+
+class Member(models.Model):
+    """A workspace member as Bitbucket lists it: the tenant's people inventory."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="members")
+    uuid = models.CharField(max_length=64)
+    account_id = models.CharField(max_length=128, blank=True)
+    display_name = models.CharField(max_length=255, blank=True)
+    nickname = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+        constraints = [models.UniqueConstraint(fields=["integration", "uuid"], name="member_unique_per_integration")]
+
+    def __str__(self) -> str:
+        return self.display_name or self.nickname or self.uuid
 
 
 class AuditEvent(models.Model):

@@ -248,6 +248,7 @@ def _project_plan(project: Project):
 def _clean_settings(
     *, scanners: Iterable[str] | None = None, pr_settings: dict | None = None,
     scan_interval: timedelta | None = None, labels: Iterable[str] | None = None,
+    tracked_branches: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Validate the editable settings; returns only those given."""
     cleaned: dict[str, Any] = {}
@@ -278,20 +279,37 @@ def _clean_settings(
         if too_long:
             errors["labels"] = f"Labels may have at most 64 characters: '{too_long[0][:20]}...'."
         cleaned["labels"] = sorted(set(labels))
+    if tracked_branches is not None:
+        patterns = [str(p).strip() for p in tracked_branches if str(p).strip()]
+        if any(len(p) > 200 or any(c in p for c in " \t\n~^:\\") for p in patterns):
+            errors["tracked_branches"] = "Branch patterns are globs like release/* (no spaces, ~, ^, : or \\)."
+        cleaned["tracked_branches"] = sorted(set(patterns))
     if errors:
         raise ValidationError(errors)
     return cleaned
 
 
-@transaction.atomic
+class VerificationFailed(ValidationError):
+    """Verification against Bitbucket failed; ``report`` says which checks and why."""
+
+    def __init__(self, report) -> None:
+        self.report = report
+        super().__init__({"__all__": report.summary_lines() or ["Verification against Bitbucket failed."]})
+
+
 def integration_create(
     *, tenant: Tenant, parent: Namespace, name: str, auth_method: str, credentials: dict[str, str],
     actor: Actor, bitbucket_url: str = "", workspace: str = "", project_key: str = "",
     scanners: Iterable[str] = (), pr_settings: dict | None = None, scan_interval: timedelta | None = None,
-    labels: Iterable[str] = (), description: str = "",
+    labels: Iterable[str] = (), description: str = "", tracked_branches: Iterable[str] = (), verify: bool = True,
 ) -> Integration:
     """Connect a workspace (or one project) and create its root managed namespace
-    under ``parent``. The Bitbucket URL is fixed from here on."""
+    under ``parent``. The Bitbucket URL is fixed from here on.
+
+    With ``verify`` (the default), Bitbucket is asked first whether the credentials
+    can do what the integration needs; if not, :class:`VerificationFailed` carries the
+    report and nothing is saved. The first scan is queued once the rows are committed.
+    """
     errors: dict[str, Any] = {}
     name = name.strip()
     if not name:
@@ -319,7 +337,7 @@ def integration_create(
     try:
         cleaned = _clean_settings(
             scanners=scanners, pr_settings=pr_settings if pr_settings is not None else {},
-            scan_interval=scan_interval or timedelta(hours=24), labels=labels,
+            scan_interval=scan_interval or timedelta(hours=24), labels=labels, tracked_branches=tracked_branches,
         )
     except ValidationError as exc:
         errors.update(exc.message_dict)
@@ -331,27 +349,43 @@ def integration_create(
     if errors:
         raise ValidationError(errors)
 
-    integration = Integration.objects.create(
-        tenant=tenant, name=name, description=description.strip(),
-        bitbucket_url=target.url, workspace=target.workspace, project_key=target.project_key,
-        auth_method=auth_method, credential_identity=creds.identity, credentials=seal(creds.to_json()),
-        credentials_updated_at=timezone.now(), webhook_secret=seal(secrets.token_urlsafe(32)),
-        created_by=actor if actor is not None and actor.pk else None, **cleaned,
-    )
-    root = Namespace.objects.create(
-        tenant=tenant, parent=parent, name=target.workspace, managed=True, integration=integration,
-        slug=unique_slug(target.workspace, _sibling_slugs(tenant, parent)),
-    )
-    integration.root_namespace = root
-    integration.save(update_fields=["root_namespace"])
-    audit(actor=actor, action="integration.create", target=integration, tenant=tenant, details={
-        "bitbucket_url": target.url, "auth_method": auth_method, "parent": parent.pk, "root_namespace": root.pk,
-    })
+    if verify:
+        # Outside any transaction: these are network calls.
+        from integrations.bitbucket.verify import verify_connection
+
+        report = verify_connection(target=target, credentials=creds, scanners=cleaned.get("scanners", []),
+                                   pr_enabled=bool(cleaned.get("pr_settings", {}).get("enabled")))
+        if not report.ok:
+            raise VerificationFailed(report)
+
+    with transaction.atomic():
+        integration = Integration.objects.create(
+            tenant=tenant, name=name, description=description.strip(),
+            bitbucket_url=target.url, workspace=target.workspace, project_key=target.project_key,
+            auth_method=auth_method, credential_identity=creds.identity, credentials=seal(creds.to_json()),
+            credentials_updated_at=timezone.now(), webhook_secret=seal(secrets.token_urlsafe(32)),
+            created_by=actor if actor is not None and actor.pk else None, next_scan_at=timezone.now(), **cleaned,
+        )
+        root = Namespace.objects.create(
+            tenant=tenant, parent=parent, name=target.workspace, managed=True, integration=integration,
+            slug=unique_slug(target.workspace, _sibling_slugs(tenant, parent)),
+        )
+        integration.root_namespace = root
+        integration.save(update_fields=["root_namespace"])
+        audit(actor=actor, action="integration.create", target=integration, tenant=tenant, details={
+            "bitbucket_url": target.url, "auth_method": auth_method, "parent": parent.pk, "root_namespace": root.pk,
+            "verified": verify,
+        })
+        actor_id = actor.pk if actor is not None and actor.pk else None
+        integration_id = integration.pk
+        # The first scan starts at once (scanning owns scans; referenced by path only).
+        transaction.on_commit(lambda: _enqueue("scanning.tasks.first_scan_task", integration_id, actor_id))
     return integration
 
 
 IMMUTABLE_FIELDS = ("bitbucket_url", "workspace", "project_key")
-EDITABLE_FIELDS = ("name", "description", "scanners", "pr_settings", "scan_interval", "labels", "status")
+EDITABLE_FIELDS = ("name", "description", "scanners", "pr_settings", "scan_interval", "labels", "status",
+                   "tracked_branches")
 
 
 @transaction.atomic
@@ -372,6 +406,7 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     cleaned = _clean_settings(
         scanners=changes.get("scanners"), pr_settings=changes.get("pr_settings"),
         scan_interval=changes.get("scan_interval"), labels=changes.get("labels"),
+        tracked_branches=changes.get("tracked_branches"),
     )
     errors: dict[str, str] = {}
     if "name" in changes:

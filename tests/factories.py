@@ -72,7 +72,8 @@ def make_integration(*, tenant: Tenant | None = None, parent: Namespace | None =
     return services.integration_create(
         tenant=tenant, parent=parent, name=name or f"Integration {n}", workspace=workspace or f"ws-{n}",
         project_key=project_key, auth_method=auth_method,
-        credentials=credentials or {"token": f"ATCTT3xTestToken{n:08d}"}, actor=actor, **kwargs,
+        credentials=credentials or {"token": f"ATCTT3xTestToken{n:08d}"}, actor=actor,
+        verify=kwargs.pop("verify", False), **kwargs,
     )
 
 

@@ -28,6 +28,26 @@ APP_PASSWORD_REMOVED = (
     "(Workspace settings > Access tokens) and use it as an access token."
 )
 
+# What to do about a rejected credential or a missing scope, per auth method.
+SCOPE_HELP = {
+    AuthMethod.API_TOKEN: "Create a new API token with these scopes (Atlassian account settings > Security > "
+                          "API tokens > Create API token with scopes > Bitbucket) and update the credentials.",
+    AuthMethod.ACCESS_TOKEN: "Create a new access token with these scopes (Workspace, project or repository "
+                             "settings > Access tokens) and update the credentials: a token's scopes cannot be "
+                             "changed after creation.",
+    AuthMethod.OAUTH: "Add these permissions to the OAuth consumer (Workspace settings > OAuth consumers > Edit); "
+                      "the portal fetches a new token on the next scan.",
+}
+EXPIRED_HELP = {
+    AuthMethod.API_TOKEN: "The API token is invalid, expired (they last at most a year) or revoked, or the email "
+                          "is not the account that created it. Create a new API token and update the credentials.",
+    AuthMethod.ACCESS_TOKEN: "The access token is invalid, expired or revoked. Create a new one in the workspace, "
+                             "project or repository settings (Access tokens) and update the credentials.",
+    AuthMethod.OAUTH: "Bitbucket refused the OAuth consumer key and secret, or its token. Check that the consumer "
+                      "still exists, is private and has client credentials enabled, then update the credentials.",
+}
+
+
 # Prefixes Atlassian gives its secrets. App passwords start with ATBB; API tokens with
 # ATATT; access tokens with ATCTT. Only ATBB is refused; the others steer hints.
 APP_PASSWORD_PREFIX = "ATBB"

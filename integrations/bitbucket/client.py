@@ -1,0 +1,402 @@
+"""The one Bitbucket Cloud client.
+
+* base URLs from settings (``BITBUCKET_API_URL``, ``BITBUCKET_WEB_URL``), never per
+  integration;
+* a timeout on every request;
+* auth in one place (:func:`auth_for`): Basic email + API token, Bearer access token,
+  or an OAuth consumer's client-credentials token, cached and refreshed before expiry;
+* one ``_request`` that turns every failure into a typed :class:`BitbucketError`,
+  raised ``from`` its cause, with the method and path (never the query or a secret);
+* retries from urllib3's ``Retry`` (429, 5xx, connection resets; honouring
+  ``Retry-After`` up to a cap, else capped exponential backoff with jitter), never for
+  401, 403, 404 or TLS errors;
+* one pagination iterator that follows ``next`` exactly as given.
+
+Docs: https://developer.atlassian.com/cloud/bitbucket/rest/intro/ and the spec in
+../shared/bitbucket/.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from integrations.bitbucket.credentials import Credentials
+from integrations.models import AuthMethod
+
+USER_AGENT = "bitbucket-portal/0.1 (+self-hosted)"
+
+
+# --- Typed failures ---------------------------------------------------------------------------
+
+class BitbucketError(Exception):
+    """A failed Bitbucket call. ``str()`` is safe to show and to log: no secrets."""
+
+    def __init__(self, message: str, *, status: int | None = None, method: str = "", path: str = "",
+                 remote_message: str = "", detail: Any = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.method, self.path = message, status, method, path
+        self.remote_message, self.detail = remote_message, detail
+
+
+class Unauthorized(BitbucketError):
+    """401: the credential is invalid, expired or revoked."""
+
+
+class AppPasswordRejected(Unauthorized):
+    """401 whose body shows an app password was used (removed on 2026-07-28)."""
+
+
+class Forbidden(BitbucketError):
+    """403. ``missing_scopes`` names what the credential lacks, when Bitbucket says."""
+
+    def __init__(self, message: str, *, missing_scopes: list[str] | None = None,
+                 granted_scopes: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.missing_scopes = missing_scopes or []
+        self.granted_scopes = granted_scopes or []
+
+
+class NotFound(BitbucketError):
+    """404: missing, or private and out of the credential's reach."""
+
+
+class RateLimited(BitbucketError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class CertificateError(BitbucketError):
+    """TLS verification failed (self-signed, expired, wrong host, intercepting proxy)."""
+
+
+class HostUnreachable(BitbucketError):
+    """DNS failure, connection refused, or a URL that is not Bitbucket's API."""
+
+
+class Timeout(BitbucketError):
+    pass
+
+
+class ServerError(BitbucketError):
+    """5xx after retries."""
+
+
+class UnexpectedResponse(BitbucketError):
+    """Anything else: an unexpected status or a body that is not what the API sends."""
+
+
+# --- Retry policy ------------------------------------------------------------------------------
+
+class CappedRetry(Retry):
+    """urllib3 ``Retry`` that will not sleep longer than ``max_retry_after``.
+
+    A 429 whose ``Retry-After`` exceeds the cap is not retried: the caller gets
+    :class:`RateLimited` with the wait, and can pace itself instead of blocking.
+    """
+
+    max_retry_after: float = 60.0
+
+    def sleep_for_retry(self, response=None) -> bool:
+        retry_after = self.get_retry_after(response) if response is not None else None
+        if retry_after is not None:
+            time.sleep(min(retry_after, self.max_retry_after))
+            return True
+        return False
+
+    def increment(self, *args, **kwargs):
+        response = kwargs.get("response")
+        if response is not None and response.status == 429:
+            retry_after = self.get_retry_after(response)
+            if retry_after is not None and retry_after > self.max_retry_after:
+                # Too long to wait here: exhaust, so urllib3 hands the 429 back as is.
+                return self.new(total=0, status=0).increment(*args, **kwargs)
+        return super().increment(*args, **kwargs)
+
+
+def build_retry() -> Retry:
+    retry = CappedRetry(
+        total=settings.BITBUCKET_RETRIES, connect=settings.BITBUCKET_RETRIES, read=settings.BITBUCKET_RETRIES,
+        status=settings.BITBUCKET_RETRIES, other=0,  # other=0: TLS errors are never retried
+        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
+        backoff_factor=settings.BITBUCKET_BACKOFF_FACTOR, backoff_max=settings.BITBUCKET_BACKOFF_MAX,
+        backoff_jitter=settings.BITBUCKET_BACKOFF_FACTOR, respect_retry_after_header=True, raise_on_status=False,
+    )
+    retry.max_retry_after = settings.BITBUCKET_MAX_RETRY_AFTER
+    return retry
+
+
+# --- Auth --------------------------------------------------------------------------------------
+
+class _OAuthTokenCache:
+    """Client-credentials tokens per consumer, shared across clients in a process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        with self._lock:
+            token = self._tokens.get(key)
+        return token[0] if token and token[1] > time.time() else None
+
+    def put(self, key: tuple[str, str], token: str, expires_in: float) -> None:
+        # Refresh a minute early (or at half-life for very short tokens).
+        margin = min(60.0, expires_in / 2)
+        with self._lock:
+            self._tokens[key] = (token, time.time() + expires_in - margin)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+
+
+oauth_tokens = _OAuthTokenCache()
+
+
+class OAuthBearer(requests.auth.AuthBase):
+    def __init__(self, client: "BitbucketClient") -> None:
+        self.client = client
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.client.oauth_access_token()}"
+        return request
+
+
+class Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+# --- The client --------------------------------------------------------------------------------
+
+@dataclass
+class CallStats:
+    rest: int = 0
+    git: int = 0
+    oauth: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, kind: str) -> None:
+        with self.lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+
+
+class BitbucketClient:
+    def __init__(self, credentials: Credentials, *, api_url: str | None = None, web_url: str | None = None,
+                 timeout: tuple[float, float] | None = None, pool_size: int = 10) -> None:
+        self.credentials = credentials
+        self.api_url = (api_url or settings.BITBUCKET_API_URL).rstrip("/")
+        self.web_url = (web_url or settings.BITBUCKET_WEB_URL).rstrip("/")
+        self.timeout = timeout or (settings.BITBUCKET_CONNECT_TIMEOUT, settings.BITBUCKET_READ_TIMEOUT)
+        self.stats = CallStats()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=build_retry(), pool_connections=4, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        self.session.auth = self._auth()
+
+    # Auth in one place.
+    def _auth(self) -> requests.auth.AuthBase | tuple[str, str]:
+        method = self.credentials.method
+        if method == AuthMethod.API_TOKEN:
+            return (self.credentials.identity, self.credentials.secret)
+        if method == AuthMethod.ACCESS_TOKEN:
+            return Bearer(self.credentials.secret)
+        if method == AuthMethod.OAUTH:
+            return OAuthBearer(self)
+        raise ValueError(f"Unsupported auth method {method!r}")
+
+    def git_auth(self) -> tuple[str, str]:
+        """HTTP Basic for git over HTTPS: API tokens and access/OAuth tokens use
+        different fixed usernames."""
+        method = self.credentials.method
+        if method == AuthMethod.API_TOKEN:
+            return ("x-bitbucket-api-token-auth", self.credentials.secret)
+        if method == AuthMethod.OAUTH:
+            return ("x-token-auth", self.oauth_access_token())
+        return ("x-token-auth", self.credentials.secret)
+
+    def oauth_access_token(self) -> str:
+        key = (self.credentials.identity, self.web_url)
+        token = oauth_tokens.get(key)
+        if token:
+            return token
+        url = f"{self.web_url}/site/oauth2/access_token"
+        self.stats.add("oauth")
+        try:
+            response = requests.post(url, data={"grant_type": "client_credentials"}, timeout=self.timeout,
+                                     auth=(self.credentials.identity, self.credentials.secret),
+                                     headers={"User-Agent": USER_AGENT})
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, "POST", url) from exc
+        if response.status_code != 200:
+            body = _json_or_none(response) or {}
+            raise Unauthorized(
+                "Bitbucket refused the OAuth consumer key and secret.", status=response.status_code, method="POST",
+                path=urlsplit(url).path, remote_message=str(body.get("error_description") or body.get("error") or ""))
+        body = response.json()
+        oauth_tokens.put(key, body["access_token"], float(body.get("expires_in", 3600)))
+        return body["access_token"]
+
+    # The one request path.
+    def _request(self, method: str, url: str, *, params: dict | None = None, json: Any = None,
+                 kind: str = "rest", auth: Any = None, allow_statuses: tuple[int, ...] = ()) -> requests.Response:
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.api_url}/{url.lstrip('/')}"
+        path = urlsplit(url).path
+        self.stats.add(kind)
+        try:
+            response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
+                                            auth=auth, allow_redirects=True)
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, method, url) from exc
+        if response.status_code == 401 and self.credentials.method == AuthMethod.OAUTH and kind == "rest":
+            # The cached token may have been revoked early: fetch a new one once.
+            oauth_tokens.forget((self.credentials.identity, self.web_url))
+            try:
+                response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
+                                                auth=auth, allow_redirects=True)
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, method, url) from exc
+        if response.status_code < 400 or response.status_code in allow_statuses:
+            return response
+        raise self._status_error(response, method, path)
+
+    def _transport_error(self, exc: requests.RequestException, method: str, url: str) -> BitbucketError:
+        path, host = urlsplit(url).path, urlsplit(url).netloc
+        if isinstance(exc, requests.exceptions.SSLError):
+            return CertificateError(f"The TLS certificate of {host} could not be verified.", method=method, path=path,
+                                    remote_message=_short(exc))
+        if isinstance(exc, requests.exceptions.Timeout):
+            return Timeout(f"{host} did not answer within {self.timeout[1]:.0f} seconds.", method=method, path=path)
+        if isinstance(exc, requests.exceptions.RetryError):
+            return ServerError(f"{host} kept failing after retries.", method=method, path=path)
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.InvalidURL,
+                            requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+            return HostUnreachable(f"Could not connect to {host}.", method=method, path=path, remote_message=_short(exc))
+        return UnexpectedResponse(f"Request to {host} failed: {type(exc).__name__}.", method=method, path=path)
+
+    def _status_error(self, response: requests.Response, method: str, path: str) -> BitbucketError:
+        status = response.status_code
+        body = _json_or_none(response)
+        error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+        remote = str(error.get("message") or (response.text[:200] if body is None else ""))
+        detail = error.get("detail")
+        common = {"status": status, "method": method, "path": path, "remote_message": remote, "detail": detail}
+        if status == 401:
+            if "app password" in remote.lower():
+                return AppPasswordRejected("Bitbucket rejected an app password.", **common)
+            return Unauthorized("Bitbucket rejected the credentials (invalid, expired or revoked).", **common)
+        if status == 403:
+            required = detail.get("required", []) if isinstance(detail, dict) else []
+            granted = detail.get("granted", []) if isinstance(detail, dict) else []
+            missing = [s for s in required if s not in granted]
+            return Forbidden("The credentials lack permission for this call.", missing_scopes=missing,
+                             granted_scopes=granted, **common)
+        if status == 404:
+            return NotFound("Bitbucket answered 404: not found, or not visible to these credentials.", **common)
+        if status == 429:
+            retry_after = response.headers.get("Retry-After")
+            return RateLimited("Bitbucket's rate limit was reached.", retry_after=float(retry_after)
+                               if retry_after and retry_after.isdigit() else None, **common)
+        if status >= 500:
+            return ServerError(f"Bitbucket answered {status} after retries.", **common)
+        return UnexpectedResponse(f"Bitbucket answered {status}.", **common)
+
+    # --- Reading ------------------------------------------------------------------------------
+    def get(self, path: str, **params: Any) -> dict:
+        return _expect_json(self._request("GET", path, params=params or None), "GET", path)
+
+    def paginate(self, path: str, *, fields: str | None = None, pagelen: int = 100, q: str | None = None,
+                 **params: Any) -> Iterator[dict]:
+        """Yield pages (the envelope) of a collection, following ``next`` verbatim."""
+        first = {"pagelen": pagelen, **params}
+        if fields:
+            first["fields"] = fields if "next" in fields.split(",") else f"next,size,{fields}"
+        if q:
+            first["q"] = q
+        url: str | None = f"{self.api_url}/{path.lstrip('/')}"
+        query: dict | None = first
+        while url:
+            page = _expect_json(self._request("GET", url, params=query), "GET", urlsplit(url).path)
+            yield page
+            url, query = page.get("next"), None
+
+    def iterate(self, path: str, **kwargs: Any) -> Iterator[dict]:
+        for page in self.paginate(path, **kwargs):
+            yield from page.get("values", [])
+
+    def git_refs(self, workspace: str, slug: str) -> dict[str, str]:
+        """Branch and tag heads from git's smart-HTTP ref advertisement (what
+        ``git ls-remote`` reads): one request, counted against git's own limit."""
+        url = f"{self.web_url}/{workspace}/{slug}.git/info/refs"
+        response = self._request("GET", url, params={"service": "git-upload-pack"}, kind="git",
+                                 auth=self.git_auth())
+        return parse_ref_advertisement(response.content)
+
+
+def parse_ref_advertisement(body: bytes) -> dict[str, str]:
+    """Parse pkt-lines into ``{ref name: sha}`` (``HEAD`` included; peeled tags skipped)."""
+    refs: dict[str, str] = {}
+    pos = 0
+    while pos + 4 <= len(body):
+        try:
+            length = int(body[pos:pos + 4], 16)
+        except ValueError as exc:
+            raise UnexpectedResponse("The git ref advertisement is malformed.") from exc
+        if length == 0:
+            pos += 4
+            continue
+        line = body[pos + 4:pos + length].rstrip(b"\n").split(b"\0", 1)[0].decode("utf-8", "replace")
+        pos += length
+        if line.startswith("#"):
+            continue
+        sha, _, name = line.partition(" ")
+        if name and not name.endswith("^{}") and len(sha) >= 40:
+            refs[name] = sha
+    return refs
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _expect_json(response: requests.Response, method: str, path: str) -> Any:
+    body = _json_or_none(response)
+    if body is None:
+        raise UnexpectedResponse(
+            "Bitbucket answered with something that is not JSON; is BITBUCKET_API_URL the API address?",
+            status=response.status_code, method=method, path=path)
+    return body
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def client_for(integration) -> BitbucketClient:
+    """A client with the integration's (decrypted) credentials."""
+    from integrations.selectors import integration_get_credentials
+
+    return BitbucketClient(integration_get_credentials(integration=integration),
+                           pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY))

@@ -1,0 +1,155 @@
+"""Verification: can these credentials do what this integration needs?
+
+Run before an integration is saved, and later as "Test configuration". Each check
+calls Bitbucket once; a failing required check (credentials rejected, workspace or
+project not found, repositories or projects not listable, a scope that a selected
+scanner or pull-request scanning needs) fails verification and names the missing
+scopes for the chosen auth method. Members and git access are reported as warnings:
+the scan goes on without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from integrations.bitbucket import client as bb
+from integrations.bitbucket.credentials import EXPIRED_HELP, SCOPE_HELP, Credentials
+from integrations.bitbucket.urls import BitbucketTarget
+
+# Scopes, as Bitbucket names them for each auth method, per feature (for messages).
+NEEDS = {
+    "repositories": {"api_token": "read:repository:bitbucket", "other": "repository"},
+    "projects": {"api_token": "read:project:bitbucket", "other": "project"},
+    "members": {"api_token": "read:workspace:bitbucket", "other": "account"},
+    "posture": {"api_token": "admin:repository:bitbucket", "other": "repository:admin"},
+    "pullrequests": {"api_token": "read:pullrequest:bitbucket", "other": "pullrequest"},
+    "webhooks": {"api_token": "write:webhook:bitbucket", "other": "webhook"},
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+    required: bool = True
+    missing_scopes: list[str] = field(default_factory=list)
+    error: bb.BitbucketError | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "required": self.required, "message": self.message,
+                "missing_scopes": self.missing_scopes}
+
+
+@dataclass
+class VerificationReport:
+    checks: list[Check] = field(default_factory=list)
+    repositories_seen: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.required)
+
+    @property
+    def missing_scopes(self) -> list[str]:
+        return sorted({s for c in self.checks for s in c.missing_scopes})
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and c.required]
+
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and not c.required]
+
+    def summary_lines(self) -> list[str]:
+        return [f"{c.name}: {c.message}" for c in self.failures()]
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "missing_scopes": self.missing_scopes, "checks": [c.as_dict() for c in self.checks]}
+
+
+def _scope(feature: str, method: str) -> str:
+    return NEEDS[feature]["api_token" if method == "api_token" else "other"]
+
+
+def _failed(name: str, exc: bb.BitbucketError, method: str, *, required: bool, feature: str | None) -> Check:
+    if isinstance(exc, bb.Forbidden):
+        missing = exc.missing_scopes or ([_scope(feature, method)] if feature else [])
+        help_text = SCOPE_HELP.get(method, "")
+        return Check(name, False, f"missing scope(s) {', '.join(missing)}. {help_text}".strip(), required, missing, exc)
+    if isinstance(exc, bb.AppPasswordRejected):
+        from integrations.bitbucket.credentials import APP_PASSWORD_REMOVED
+        return Check(name, False, APP_PASSWORD_REMOVED, required, error=exc)
+    if isinstance(exc, bb.Unauthorized):
+        return Check(name, False, EXPIRED_HELP.get(method, exc.message), required, error=exc)
+    return Check(name, False, exc.message, required, error=exc)
+
+
+def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scanners: list[str] | tuple = (),
+                      pr_enabled: bool = False, client: bb.BitbucketClient | None = None) -> VerificationReport:
+    client = client or bb.BitbucketClient(credentials)
+    method = credentials.method
+    report = VerificationReport()
+    ws, key = target.workspace, target.project_key
+
+    # 1. The workspace or project is there, and projects can be listed.
+    try:
+        if key:
+            project = client.get(f"workspaces/{ws}/projects/{key}", fields="key,name")
+            report.checks.append(Check("Project reachable", True, f"{ws}/{project.get('key', key)} ({project.get('name', '')})"))
+        else:
+            page = next(client.paginate(f"workspaces/{ws}/projects", pagelen=1, fields="values.key"))
+            report.checks.append(Check("Projects listable", True, f"{page.get('size', '?')} project(s) in {ws}"))
+    except bb.NotFound as exc:
+        what = f"project {key} in workspace {ws}" if key else f"workspace {ws}"
+        report.checks.append(Check("Workspace reachable", False, f"Bitbucket has no {what} visible to these "
+                                   "credentials. Check the URL, and that the credential belongs to that workspace.",
+                                   error=exc))
+        return report
+    except bb.BitbucketError as exc:
+        report.checks.append(_failed("Project reachable" if key else "Projects listable", exc, method,
+                                     required=True, feature="projects"))
+        if isinstance(exc, (bb.Unauthorized, bb.HostUnreachable, bb.CertificateError, bb.Timeout)):
+            return report
+
+    # 2. Repositories can be listed (the heart of the sync).
+    first_repo = None
+    try:
+        page = next(client.paginate(f"repositories/{ws}", pagelen=1, fields="values.slug",
+                                    q=f'project.key="{key}"' if key else None))
+        report.repositories_seen = page.get("size")
+        first_repo = (page.get("values") or [{}])[0].get("slug")
+        report.checks.append(Check("Repositories listable", True, f"{page.get('size', '?')} repositories visible"))
+    except bb.BitbucketError as exc:
+        report.checks.append(_failed("Repositories listable", exc, method, required=True, feature="repositories"))
+        return report
+
+    # 3. Optional: workspace members.
+    try:
+        next(client.paginate(f"workspaces/{ws}/members", pagelen=1, fields="values.user.uuid"))
+        report.checks.append(Check("Members listable", True, "workspace members can be read", required=False))
+    except bb.BitbucketError as exc:
+        report.checks.append(_failed("Members listable", exc, method, required=False, feature="members"))
+
+    if first_repo:
+        # 4. git ref reads (head commits without spending REST budget); REST is the fallback.
+        try:
+            client.git_refs(ws, first_repo)
+            report.checks.append(Check("Git access", True, "head commits are read over git", required=False))
+        except bb.BitbucketError as exc:
+            check = _failed("Git access", exc, method, required=False, feature="repositories")
+            check.message = f"git refused ({exc.message}); head commits will be read over REST instead."
+            report.checks.append(check)
+        # 5. What the selected scanners and pull-request scanning need.
+        probes = []
+        if "posture" in scanners:
+            probes.append(("Posture scanner", f"repositories/{ws}/{first_repo}/branch-restrictions", "posture"))
+        if pr_enabled:
+            probes.append(("Pull-request scans", f"repositories/{ws}/{first_repo}/pullrequests", "pullrequests"))
+            probes.append(("Webhooks", f"repositories/{ws}/{first_repo}/hooks", "webhooks"))
+        for name, path, feature in probes:
+            try:
+                next(client.paginate(path, pagelen=1))
+                report.checks.append(Check(name, True, "allowed"))
+            except bb.BitbucketError as exc:
+                report.checks.append(_failed(name, exc, method, required=True, feature=feature))
+    return report

@@ -1,0 +1,160 @@
+"""Writes for scanning: requesting, running and dispatching scans.
+
+``org_rescan_request`` is the one way to ask for a scan (admin action, pages, API,
+``rescan_org``, the scheduler and the first scan after creation all use it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.bitbucket import client as bb
+from integrations.bitbucket.urls import parse_target
+from integrations.bitbucket.verify import VerificationReport, verify_connection
+from integrations.models import Integration, IntegrationStatus
+from integrations.selectors import integration_get_credentials
+from integrations.services import Actor, _enqueue, audit
+from scanning.models import ACTIVE_SCAN_STATUSES, ScanRun, ScanStatus, Trigger
+from scanning.sync import ListingIncomplete, OrgSync
+from synclogs.classify import classify
+from synclogs.models import Level, Operation
+from synclogs.services import sync_log_record, sync_logs_resolve
+
+logger = logging.getLogger(__name__)
+
+
+class ScanAlreadyRunning(Exception):
+    def __init__(self, scan_run: ScanRun | None) -> None:
+        self.scan_run = scan_run
+        super().__init__(f"A scan of this integration is already {scan_run.status if scan_run else 'running'}"
+                         + (f" (scan #{scan_run.pk})." if scan_run else "."))
+
+
+def next_scan_time(integration: Integration, after: datetime) -> datetime:
+    """``after`` plus the interval, less a stable per-integration offset (up to 5% of the
+    interval, at most an hour) so integrations created together drift apart."""
+    interval = integration.scan_interval
+    spread = min(interval * 0.05, timedelta(hours=1))
+    offset = spread * ((integration.uuid.int % 1000) / 1000)
+    return after + interval - offset
+
+
+def org_rescan_request(*, integration: Integration, trigger: str, actor: Actor) -> ScanRun:
+    """Queue a scan. Raises :class:`ScanAlreadyRunning` (and changes nothing) when one
+    is queued or running; a database constraint makes that hold under races too."""
+    if integration.status == IntegrationStatus.DELETING:
+        raise ValidationError("This integration is being deleted.")
+    if trigger not in Trigger.values:
+        raise ValidationError(f"Unknown trigger {trigger!r}.")
+    try:
+        with transaction.atomic():
+            run = ScanRun.objects.create(integration=integration, trigger=trigger, status=ScanStatus.QUEUED,
+                                         requested_by=actor if actor is not None and actor.pk else None)
+            audit(actor=actor, action="integration.rescan", target=integration, tenant=integration.tenant,
+                  details={"scan_run": run.pk, "trigger": trigger})
+            transaction.on_commit(lambda: _enqueue("scanning.tasks.scan_run_task", run.pk))
+    except IntegrityError:
+        raise ScanAlreadyRunning(ScanRun.objects.filter(integration=integration,
+                                                        status__in=ACTIVE_SCAN_STATUSES).first()) from None
+    return run
+
+
+def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = None) -> ScanRun:
+    """Run a queued scan to the end. Safe to call twice: only one caller claims it."""
+    now = timezone.now()
+    if not ScanRun.objects.filter(pk=scan_run_id, status=ScanStatus.QUEUED).update(status=ScanStatus.RUNNING,
+                                                                                    started_at=now):
+        return ScanRun.objects.get(pk=scan_run_id)
+    run = ScanRun.objects.select_related("integration__root_namespace", "integration__tenant").get(pk=scan_run_id)
+    integration = run.integration
+    sync = None
+    status, summary = ScanStatus.FAILED, ""
+    try:
+        if integration.status == IntegrationStatus.DELETING:
+            raise ValidationError("The integration is being deleted.")
+        sync = OrgSync(run, client=client)
+        outcome = sync.execute()
+        status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
+        summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
+    except ListingIncomplete as exc:
+        cause = exc.__cause__ or exc
+        entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=cause,
+                                message=f"The scan stopped while listing Bitbucket, so nothing was removed: {cause}")
+        summary = entry.message
+    except bb.BitbucketError as exc:
+        entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
+        summary = entry.message
+    except ValidationError as exc:
+        summary = " ".join(exc.messages)
+    except Exception as exc:  # noqa: BLE001 - recorded, classified, and re-raised nowhere: the scan is over
+        logger.exception("Scan %s of integration %s failed unexpectedly", run.pk, integration.pk)
+        entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
+        summary = entry.message
+    return _finish(run, integration, sync, status, summary, started=now)
+
+
+def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status: str, summary: str, *,
+            started: datetime) -> ScanRun:
+    finished = timezone.now()
+    run.status, run.finished_at, run.summary = status, finished, summary[:2000]
+    if sync is not None:
+        run.counts = sync.counts.data
+        run.rest_requests, run.git_requests = sync.client.stats.rest + sync.client.stats.oauth, sync.client.stats.git
+    run.save(update_fields=["status", "finished_at", "summary", "counts", "rest_requests", "git_requests"])
+    fields = {"last_scan_at": finished}
+    if integration.status != IntegrationStatus.DELETING:
+        fields["next_scan_at"] = next_scan_time(integration, started)
+        if integration.status != IntegrationStatus.PAUSED:
+            fields["status"] = IntegrationStatus.ERROR if status == ScanStatus.FAILED else IntegrationStatus.ACTIVE
+    Integration.objects.filter(pk=integration.pk).update(**fields)
+    if status == ScanStatus.SUCCEEDED:
+        sync_logs_resolve(integration=integration, scan_run_id=run.pk, before=started)
+    logger.info("Scan %s of %s: %s (%s REST, %s git) %s", run.pk, integration, status, run.rest_requests,
+                run.git_requests, run.counts)
+    return run
+
+
+def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
+    """Queue scans for active integrations whose next scan is due, and fail runs whose
+    worker vanished (running far longer than any task may)."""
+    now = now or timezone.now()
+    stale_after = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 300)
+    stale = ScanRun.objects.filter(status=ScanStatus.RUNNING, started_at__lt=now - stale_after).update(
+        status=ScanStatus.FAILED, finished_at=now, summary="The worker running this scan stopped before it finished.")
+    stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after * 4).update(
+        status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?")
+    queued = skipped = 0
+    due = Integration.objects.filter(status__in=[IntegrationStatus.ACTIVE, IntegrationStatus.ERROR],
+                                     next_scan_at__lte=now).select_related("tenant")
+    for integration in due:
+        try:
+            org_rescan_request(integration=integration, trigger=Trigger.SCHEDULE, actor=None)
+            queued += 1
+        except ScanAlreadyRunning:
+            skipped += 1
+        # Push the next run out either way, so a slow scan is not queued again every few minutes.
+        Integration.objects.filter(pk=integration.pk).update(next_scan_at=next_scan_time(integration, now))
+    return {"queued": queued, "skipped": skipped, "stale_failed": stale}
+
+
+def integration_test_configuration(*, integration: Integration, actor: Actor) -> VerificationReport:
+    """Verify the stored credentials now ("Test configuration"); failures are recorded
+    as sync log entries (operation: verify) with their remediation hints."""
+    report = verify_connection(
+        target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
+        credentials=integration_get_credentials(integration=integration), scanners=integration.scanners,
+        pr_enabled=bool((integration.pr_settings or {}).get("enabled")))
+    for check in report.failures() + report.warnings():
+        if check.error is not None:
+            sync_log_record(integration=integration, operation=Operation.VERIFY, exc=check.error,
+                            level=Level.ERROR if check.required else Level.WARNING,
+                            message=f"{check.name}: {classify(check.error, auth_method=integration.auth_method).message}")
+    audit(actor=actor, action="integration.verify", target=integration, tenant=integration.tenant,
+          details={"ok": report.ok, "missing_scopes": report.missing_scopes})
+    return report

@@ -1,0 +1,349 @@
+"""The org sync: Bitbucket projects, repositories, branch heads and members into the
+inventory, as one scan run.
+
+Budget: Bitbucket allows 1,000 REST requests an hour for an API-token user, and a
+repository listing carries no head commits. So:
+
+* discovery streams ``/repositories/{workspace}`` 100 at a time with ``fields=`` (one
+  request per 100 repositories) and compares each page with what is stored;
+* only repositories that are new or whose ``updated_on`` (or name, project, privacy,
+  main branch) changed cost anything more: their heads are read from git's
+  smart-HTTP ref advertisement, which counts against git's own 60,000/hour, with
+  bounded concurrency; REST ``refs/branches`` is the fallback where git is refused;
+* writes are bulk upserts of just the changed rows, so an unchanged workspace writes
+  nothing;
+* reconciliation (removing what disappeared) happens only after a complete listing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from integrations.bitbucket import client as bb
+from integrations.models import Integration, Member, Namespace, Project, Reference, ReferenceKind
+from integrations.selectors import cascade_querysets
+from integrations.slugs import assign_slugs, slugify_name, unique_slug
+from scanning.models import ScanRun
+from synclogs.classify import Classified
+from synclogs.models import Category, Level, Operation
+from synclogs.services import sync_log_record
+
+logger = logging.getLogger(__name__)
+
+REPO_FIELDS = ",".join(f"values.{f}" for f in (
+    "uuid", "slug", "name", "full_name", "is_private", "language", "updated_on", "mainbranch.name",
+    "project.uuid", "project.key", "links.html.href"))
+PROJECT_FIELDS = "values.uuid,values.key,values.name,values.description"
+MEMBER_FIELDS = "values.user.uuid,values.user.account_id,values.user.display_name,values.user.nickname"
+PROJECT_COMPARED = ("namespace_id", "name", "slug", "full_name", "is_private", "language", "main_branch", "web_url",
+                    "remote_updated_on")
+
+
+class ListingIncomplete(Exception):
+    """The listing failed part-way: nothing may be removed."""
+
+
+@dataclass
+class Counts:
+    data: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, kind: str, action: str, n: int = 1) -> None:
+        if n:
+            bucket = self.data.setdefault(kind, {"created": 0, "updated": 0, "removed": 0})
+            bucket[action] += n
+
+    @property
+    def rows_written(self) -> int:
+        return sum(sum(v.values()) for v in self.data.values())
+
+
+@dataclass
+class Outcome:
+    complete: bool = False
+    problems: int = 0  # per-repository failures that make a scan partial
+    git_fallbacks: list[str] = field(default_factory=list)
+
+
+class OrgSync:
+    def __init__(self, scan_run: ScanRun, *, client: bb.BitbucketClient | None = None) -> None:
+        self.run = scan_run
+        self.integration: Integration = scan_run.integration
+        self.client = client or bb.client_for(self.integration)
+        self.counts = Counts()
+        self.outcome = Outcome()
+        self.ws = self.integration.workspace
+        self.patterns = list(self.integration.tracked_branches or [])
+
+    # --- Entry ---------------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        namespaces = self._sync_namespaces()
+        seen = self._sync_repositories(namespaces)
+        self.outcome.complete = True
+        self._remove_missing(seen)
+        self._sync_members()
+        if self.outcome.git_fallbacks:
+            names = ", ".join(self.outcome.git_fallbacks[:10]) + ("..." if len(self.outcome.git_fallbacks) > 10 else "")
+            sync_log_record(
+                integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
+                classified=Classified(
+                    Category.INSUFFICIENT_PERMISSIONS,
+                    f"git access was refused for {len(self.outcome.git_fallbacks)} repositories ({names}); "
+                    "their head commits were read over REST instead.",
+                    "Reading heads over REST spends the hourly REST budget (one request per repository). Give the "
+                    "credential repository read access over git (access tokens need the repository scope; API "
+                    "tokens read:repository:bitbucket) so scans use git's separate limit."),
+            )
+        return self.outcome
+
+    # --- Projects -> managed child namespaces ----------------------------------------------
+    def _remote_projects(self) -> list[dict]:
+        if self.integration.project_key:
+            return [self.client.get(f"workspaces/{self.ws}/projects/{self.integration.project_key}",
+                                    fields="uuid,key,name,description")]
+        return list(self.client.iterate(f"workspaces/{self.ws}/projects", fields=PROJECT_FIELDS))
+
+    def _sync_namespaces(self) -> dict[str, int]:
+        """Managed child namespaces for each Bitbucket project; returns {project key: namespace id}."""
+        root = self.integration.root_namespace
+        remote = self._remote_projects()
+        existing = {ns.remote_uuid: ns for ns in Namespace.objects.filter(integration=self.integration, parent=root)
+                    .exclude(remote_uuid="")}
+        taken = set(Namespace.objects.filter(parent=root).values_list("slug", flat=True))
+        new = [p for p in remote if p["uuid"] not in existing]
+        slugs = assign_slugs([(p["uuid"], p.get("name") or p["key"]) for p in new], taken=taken)
+        to_create = [Namespace(tenant_id=root.tenant_id, parent=root, name=p.get("name") or p["key"],
+                               slug=slugs[p["uuid"]], managed=True, integration=self.integration,
+                               remote_uuid=p["uuid"], remote_key=p["key"], description=p.get("description") or "")
+                     for p in new]
+        to_update = []
+        for p in remote:
+            ns = existing.get(p["uuid"])
+            if ns is None:
+                continue
+            name, description = p.get("name") or p["key"], p.get("description") or ""
+            if (ns.name, ns.remote_key, ns.description) != (name, p["key"], description):
+                ns.name, ns.remote_key, ns.description = name, p["key"], description
+                to_update.append(ns)
+        with transaction.atomic():
+            Namespace.objects.bulk_create(to_create)
+            if to_update:
+                Namespace.objects.bulk_update(to_update, ["name", "remote_key", "description", "updated_at"])
+        self.counts.add("namespaces", "created", len(to_create))
+        self.counts.add("namespaces", "updated", len(to_update))
+        self._remote_project_uuids = {p["uuid"] for p in remote}
+        by_uuid = {ns.remote_uuid: ns.pk for ns in Namespace.objects.filter(integration=self.integration,
+                                                                               parent=root).exclude(remote_uuid="")}
+        return {p["key"]: by_uuid[p["uuid"]] for p in remote}
+
+    # --- Repositories -> projects and references -----------------------------------------------
+    def _sync_repositories(self, namespace_by_key: dict[str, int]) -> set[str]:
+        existing: dict[str, tuple] = {}
+        for row in Project.objects.filter(integration=self.integration).values_list("remote_uuid", "pk",
+                                                                                    *PROJECT_COMPARED):
+            existing[row[0]] = row[1:]
+        # Slugs taken in each namespace, kept current as repositories are placed.
+        taken: dict[int, set[str]] = {}
+        for ns_id, slug in Project.objects.filter(namespace_id__in=set(namespace_by_key.values()) | {
+                self.integration.root_namespace_id}).values_list("namespace_id", "slug"):
+            taken.setdefault(ns_id, set()).add(slug)
+        q = f'project.key="{self.integration.project_key}"' if self.integration.project_key else None
+        seen: set[str] = set()
+        done = 0
+        try:
+            for page in self.client.paginate(f"repositories/{self.ws}", fields=REPO_FIELDS, q=q):
+                values = page.get("values", [])
+                if done == 0 and page.get("size") is not None:
+                    ScanRun.objects.filter(pk=self.run.pk).update(progress_total=page["size"])
+                changed = []
+                for repo in values:
+                    seen.add(repo["uuid"])
+                    row = self._desired(repo, namespace_by_key, existing.get(repo["uuid"]), taken)
+                    if row is not None:
+                        changed.append((repo, row))
+                if changed:
+                    self._apply(changed, existing)
+                done += len(values)
+                ScanRun.objects.filter(pk=self.run.pk).update(progress_done=done, rest_requests=self.client.stats.rest,
+                                                              git_requests=self.client.stats.git)
+        except bb.BitbucketError as exc:
+            raise ListingIncomplete(str(exc)) from exc
+        return seen
+
+    def _desired(self, repo: dict, namespace_by_key: dict[str, int], old: tuple | None,
+                 taken: dict[int, set[str]]) -> dict | None:
+        """The row this repository should be, or None when nothing changed."""
+        project_key = (repo.get("project") or {}).get("key")
+        namespace_id = namespace_by_key.get(project_key, self.integration.root_namespace_id)
+        updated_on = parse_datetime(repo["updated_on"]) if repo.get("updated_on") else None
+        fields = {
+            "namespace_id": namespace_id, "name": repo.get("name") or repo["slug"],
+            "full_name": repo.get("full_name") or f"{self.ws}/{repo['slug']}", "is_private": bool(repo.get("is_private")),
+            "language": repo.get("language") or "", "main_branch": (repo.get("mainbranch") or {}).get("name") or "",
+            "web_url": ((repo.get("links") or {}).get("html") or {}).get("href", ""), "remote_updated_on": updated_on,
+        }
+        if old is not None:
+            old_fields = dict(zip(PROJECT_COMPARED, old[1:]))
+            base = slugify_name(repo["slug"])
+            slug = old_fields["slug"]
+            if old_fields["namespace_id"] != namespace_id or not (slug == base or slug.startswith(base + "-")):
+                taken.get(old_fields["namespace_id"], set()).discard(slug)
+                slug = unique_slug(repo["slug"], taken.setdefault(namespace_id, set()))
+                taken[namespace_id].add(slug)
+            fields["slug"] = slug
+            if all(old_fields[k] == fields[k] for k in PROJECT_COMPARED):
+                return None
+        else:
+            fields["slug"] = unique_slug(repo["slug"], taken.setdefault(namespace_id, set()))
+            taken[namespace_id].add(fields["slug"])
+        return fields
+
+    def _apply(self, changed: list[tuple[dict, dict]], existing: dict[str, tuple]) -> None:
+        heads = self._read_heads([repo["slug"] for repo, _ in changed])
+        now = timezone.now()
+        objs = [Project(integration=self.integration, remote_uuid=repo["uuid"], last_scanned_at=now, **row)
+                for repo, row in changed]
+        with transaction.atomic():
+            Project.objects.bulk_create(
+                objs, update_conflicts=True, unique_fields=["integration", "remote_uuid"],
+                update_fields=[*[f for f in PROJECT_COMPARED], "last_scanned_at", "updated_at"])
+            ids = dict(Project.objects.filter(integration=self.integration,
+                                              remote_uuid__in=[repo["uuid"] for repo, _ in changed])
+                       .values_list("remote_uuid", "pk"))
+            created = sum(1 for repo, _ in changed if repo["uuid"] not in existing)
+            self.counts.add("projects", "created", created)
+            self.counts.add("projects", "updated", len(changed) - created)
+            self._write_references([(ids[repo["uuid"]], row["main_branch"], heads.get(repo["slug"]))
+                                    for repo, row in changed])
+        for repo, row in changed:
+            existing[repo["uuid"]] = (ids[repo["uuid"]], *[row[k] for k in PROJECT_COMPARED])
+
+    def _read_heads(self, slugs: list[str]) -> dict[str, dict[str, str] | None]:
+        """Branch heads per repository: git ref advertisement, REST where git is refused.
+        None for a repository whose heads could not be read (its references stay as they are)."""
+        def read(slug: str) -> tuple[str, dict[str, str] | None, BaseException | None, bool]:
+            try:
+                refs = self.client.git_refs(self.ws, slug)
+                return slug, {n[len("refs/heads/"):]: h for n, h in refs.items() if n.startswith("refs/heads/")}, None, False
+            except (bb.Unauthorized, bb.Forbidden):
+                try:
+                    branches = {b["name"]: b["target"]["hash"] for b in self.client.iterate(
+                        f"repositories/{self.ws}/{slug}/refs/branches", fields="values.name,values.target.hash")}
+                    return slug, branches, None, True
+                except bb.BitbucketError as exc:
+                    return slug, None, exc, True
+            except bb.BitbucketError as exc:
+                return slug, None, exc, False
+
+        results: dict[str, dict[str, str] | None] = {}
+        with ThreadPoolExecutor(max_workers=max(1, settings.BITBUCKET_GIT_CONCURRENCY)) as pool:
+            for slug, heads, error, fell_back in pool.map(read, slugs):
+                results[slug] = heads
+                if fell_back:
+                    self.outcome.git_fallbacks.append(slug)
+                if error is not None:
+                    self.outcome.problems += 1
+                    project = Project.objects.filter(integration=self.integration, full_name=f"{self.ws}/{slug}").first()
+                    sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=error,
+                                    project=project, level=Level.WARNING,
+                                    message=f"Could not read the branches of {self.ws}/{slug}: {error}")
+        return results
+
+    def _write_references(self, rows: list[tuple[int, str, dict[str, str] | None]]) -> None:
+        """Default branch (and tracked branches) for each changed project."""
+        wanted: list[Reference] = []
+        keep: dict[int, set[str]] = {}
+        readable = [(pid, main, heads) for pid, main, heads in rows if heads is not None]
+        for project_id, main, heads in readable:
+            names = {main} if main else set()
+            names |= {b for b in heads if any(fnmatch.fnmatchcase(b, p) for p in self.patterns)}
+            keep[project_id] = names
+            for name in sorted(names):
+                wanted.append(Reference(project_id=project_id, kind=ReferenceKind.BRANCH, name=name,
+                                        head_commit=heads.get(name, ""), is_default=(name == main)))
+        if not readable:
+            return
+        project_ids = [pid for pid, _, _ in readable]
+        current = {(pid, name): (head, default) for pid, name, head, default in Reference.objects.filter(
+            project_id__in=project_ids, kind=ReferenceKind.BRANCH).values_list("project_id", "name", "head_commit",
+                                                                               "is_default")}
+        stale = [(pid, name) for (pid, name) in current if name not in keep.get(pid, set())]
+        if stale:
+            for pid in {pid for pid, _ in stale}:
+                names = [name for p, name in stale if p == pid]
+                for qs in cascade_querysets(Reference.objects.filter(project_id=pid, kind=ReferenceKind.BRANCH,
+                                                                     name__in=names)):
+                    qs.delete()
+            self.counts.add("references", "removed", len(stale))
+        # A main branch that moved: clear the old default first (one default per project).
+        moved = [pid for pid, main, _ in readable
+                 if any(default and name != main for (p, name), (_, default) in current.items() if p == pid)]
+        if moved:
+            Reference.objects.filter(project_id__in=moved, is_default=True).update(is_default=False)
+        changed = [r for r in wanted if current.get((r.project_id, r.name)) != (r.head_commit, r.is_default)]
+        if changed:
+            Reference.objects.bulk_create(changed, update_conflicts=True, unique_fields=["project", "kind", "name"],
+                                          update_fields=["head_commit", "is_default", "updated_at"])
+            created = sum(1 for r in changed if (r.project_id, r.name) not in current)
+            self.counts.add("references", "created", created)
+            self.counts.add("references", "updated", len(changed) - created)
+
+    # --- Reconciliation (complete listings only) --------------------------------------------
+    def _remove_missing(self, seen: set[str]) -> None:
+        # Compared in Python: a list of every seen UUID would make a huge IN clause.
+        ids = [pk for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True)
+               .values_list("pk", "remote_uuid") if uuid not in seen]
+        if ids:
+            with transaction.atomic():
+                for qs in cascade_querysets(Project.objects.filter(pk__in=ids)):
+                    qs.delete()
+            self.counts.add("projects", "removed", len(ids))
+        # Namespaces of projects that disappeared: removed when empty.
+        root = self.integration.root_namespace
+        stale_ns = Namespace.objects.filter(integration=self.integration, parent=root).exclude(remote_uuid="").exclude(
+            remote_uuid__in=self._remote_project_uuids)
+        for ns in stale_ns:
+            if ns.children.exists() or ns.projects.exists():
+                sync_log_record(
+                    integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
+                    classified=Classified(Category.UNEXPECTED,
+                                          f"Bitbucket project {ns.remote_key} is gone, but namespace '{ns.name}' still "
+                                          "holds namespaces or projects added by hand, so it was kept.",
+                                          "Move or delete what was added by hand; the next scan removes the namespace."))
+                continue
+            ns.delete()
+            self.counts.add("namespaces", "removed")
+
+    # --- Members ------------------------------------------------------------------------------
+    def _sync_members(self) -> None:
+        try:
+            remote = {m["user"]["uuid"]: m["user"] for m in self.client.iterate(
+                f"workspaces/{self.ws}/members", fields=MEMBER_FIELDS) if m.get("user", {}).get("uuid")}
+        except (bb.Forbidden, bb.Unauthorized, bb.NotFound) as exc:
+            sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=exc, level=Level.WARNING,
+                            message=f"Workspace members were not read: {exc} The rest of the scan went on.")
+            return
+        current = {m.uuid: m for m in Member.objects.filter(integration=self.integration)}
+        changed = [Member(integration=self.integration, uuid=u, account_id=d.get("account_id") or "",
+                          display_name=d.get("display_name") or "", nickname=d.get("nickname") or "")
+                   for u, d in remote.items()
+                   if u not in current or (current[u].account_id, current[u].display_name, current[u].nickname)
+                   != (d.get("account_id") or "", d.get("display_name") or "", d.get("nickname") or "")]
+        gone = [u for u in current if u not in remote]
+        with transaction.atomic():
+            if changed:
+                Member.objects.bulk_create(changed, update_conflicts=True, unique_fields=["integration", "uuid"],
+                                           update_fields=["account_id", "display_name", "nickname", "updated_at"])
+            if gone:
+                Member.objects.filter(integration=self.integration, uuid__in=gone).delete()
+        created = sum(1 for m in changed if m.uuid not in current)
+        self.counts.add("members", "created", created)
+        self.counts.add("members", "updated", len(changed) - created)
+        self.counts.add("members", "removed", len(gone))

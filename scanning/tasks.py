@@ -1,0 +1,33 @@
+"""django-q2 tasks of the scanning app: take ids, load, call a service."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+
+from integrations.models import Integration
+from scanning import services
+from scanning.models import Trigger
+from synclogs.services import sync_logs_prune
+
+
+def first_scan_task(integration_id: int, actor_id: int | None = None) -> None:
+    integration = Integration.objects.filter(pk=integration_id).first()
+    if integration is None:
+        return
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    try:
+        services.org_rescan_request(integration=integration, trigger=Trigger.MANUAL, actor=actor)
+    except services.ScanAlreadyRunning:
+        pass
+
+
+def scan_run_task(scan_run_id: int) -> str:
+    return services.scan_run_execute(scan_run_id=scan_run_id).status
+
+
+def dispatch_due_scans_task() -> dict:
+    return services.scans_dispatch_due()
+
+
+def prune_sync_logs_task() -> int:
+    return sync_logs_prune()
