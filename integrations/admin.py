@@ -298,6 +298,7 @@ class IntegrationAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = IntegrationCreateForm(request.POST or None, parent_queryset=self._parent_queryset())
+        report = None
         if request.method == "POST" and form.is_valid():
             parent = form.cleaned_data["parent"]
             data = form.cleaned_data
@@ -307,14 +308,18 @@ class IntegrationAdmin(admin.ModelAdmin):
                     credentials=form.credentials(), bitbucket_url=data["bitbucket_url"],
                     workspace=data["workspace"], project_key=data["project_key"], actor=request.user,
                     **form.settings_values())
+            except services.VerificationFailed as exc:
+                report = exc.report
+                form.add_error(None, "Bitbucket verification failed; nothing was saved. See the checks below.")
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                self.message_user(request, f"Connected {integration.bitbucket_url} as '{integration}'.",
-                                  messages.SUCCESS)
+                self.message_user(request, f"Connected {integration.bitbucket_url} as '{integration}'. "
+                                           "The first scan has started.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
         return self._render(request, "admin/integrations/integration/form.html", {
-            "title": "Add Bitbucket Cloud integration", "form": form, "submit_label": "Save and connect",
+            "title": "Add Bitbucket Cloud integration", "form": form, "submit_label": "Verify, save and scan",
+            "report": report,
         })
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -334,8 +339,13 @@ class IntegrationAdmin(admin.ModelAdmin):
         return self._render(request, "admin/integrations/integration/form.html", {
             "title": f"Edit integration: {integration}", "form": form, "integration": integration,
             "original": integration, "submit_label": "Save", "show_tools": True,
-            "note": "Changes to scanners and settings apply from the next scan.",
+            "note": "Changes to scanners and settings apply from the next scan; Rescan Org applies them now.",
+            **self.extra_integration_context(request, integration),
         })
+
+    def extra_integration_context(self, request, integration: Integration) -> dict:
+        """Hook for apps that add to the integration page (scanning adds scan state)."""
+        return {}
 
     @sensitive
     def credentials_view(self, request, object_id):
@@ -390,7 +400,9 @@ class IntegrationAdmin(admin.ModelAdmin):
         })
 
     def _get(self, request, object_id) -> Integration:
-        return get_object_or_404(self.get_queryset(request).select_related("tenant", "root_namespace"), pk=object_id)
+        # The base queryset, not the changelist's annotated one.
+        return get_object_or_404(Integration.objects.exclude(status=IntegrationStatus.DELETING)
+                                 .select_related("tenant", "root_namespace"), pk=object_id)
 
     @admin.action(description="Pause selected integrations (no scheduled scans)", permissions=["change"])
     def pause(self, request, queryset):

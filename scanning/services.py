@@ -83,9 +83,10 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
         summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
     except ListingIncomplete as exc:
-        cause = exc.__cause__ or exc
-        entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=cause,
-                                message=f"The scan stopped while listing Bitbucket, so nothing was removed: {cause}")
+        classified = classify(exc.__cause__ or exc, auth_method=integration.auth_method)
+        entry = sync_log_record(integration=integration, operation=Operation.SYNC, classified=classified,
+                                message="The scan stopped while listing Bitbucket, so nothing was removed: "
+                                        + classified.message)
         summary = entry.message
     except bb.BitbucketError as exc:
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
@@ -102,6 +103,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
 def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status: str, summary: str, *,
             started: datetime) -> ScanRun:
     finished = timezone.now()
+    run.refresh_from_db(fields=["progress_done", "progress_total"])
     run.status, run.finished_at, run.summary = status, finished, summary[:2000]
     if sync is not None:
         run.counts = sync.counts.data

@@ -58,3 +58,48 @@ def sandbox(sandbox_world):
         return
     for method, path, status, body, content_type, partial in seen:
         contract.validate(method, path, status, body, content_type, partial)
+
+
+@pytest.fixture
+def bitbucket(sandbox, settings, db):
+    """Point the portal at the sandbox, with quick retries so failure tests stay fast."""
+    settings.BITBUCKET_API_URL = sandbox.api_url
+    settings.BITBUCKET_WEB_URL = sandbox.web_url
+    settings.BITBUCKET_RETRIES = 2
+    settings.BITBUCKET_BACKOFF_FACTOR = 0.01
+    settings.BITBUCKET_BACKOFF_MAX = 0.05
+    settings.BITBUCKET_MAX_RETRY_AFTER = 1
+    settings.BITBUCKET_READ_TIMEOUT = 5
+    return sandbox
+
+
+class WriteCounter:
+    """Counts rows written (INSERT/UPDATE/DELETE) to the given tables."""
+
+    def __init__(self, prefixes):
+        self.prefixes = tuple(prefixes)
+        self.rows = 0
+        self.statements = []
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        head = sql.lstrip()[:6].upper()
+        if head in ("INSERT", "UPDATE", "DELETE") and any(f'"{p}' in sql or f" {p}" in sql for p in self.prefixes):
+            self.rows += max(context["cursor"].rowcount, 0)
+            self.statements.append(sql[:80])
+        return result
+
+
+@pytest.fixture
+def count_writes():
+    from contextlib import contextmanager
+
+    from django.db import connection
+
+    @contextmanager
+    def counting(*prefixes):
+        counter = WriteCounter(prefixes or ("integrations_namespace", "integrations_project", "integrations_reference",
+                                            "integrations_member"))
+        with connection.execute_wrapper(counter):
+            yield counter
+    return counting

@@ -120,7 +120,7 @@ class CappedRetry(Retry):
             retry_after = self.get_retry_after(response)
             if retry_after is not None and retry_after > self.max_retry_after:
                 # Too long to wait here: exhaust, so urllib3 hands the 429 back as is.
-                return self.new(total=0, status=0).increment(*args, **kwargs)
+                return Retry.increment(self.new(total=0, status=0), *args, **kwargs)
         return super().increment(*args, **kwargs)
 
 

@@ -187,6 +187,7 @@ class Sandbox:
         try:
             fault = self._fault(path)
             if fault is not None:
+                self._record(request, None, kind, fault.status)
                 return fault
             if kind == "git":
                 auth, response = self._git_refs(request)

@@ -102,10 +102,12 @@ def test_log_changelists_are_constant_too(staff_client, populated, url_name, mod
     assert count() == small
 
 
-def test_add_integration_through_the_admin(staff_client, tenant):
+def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
+    from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+
     parent = NamespaceFactory(tenant=tenant)
     url = reverse("admin:integrations_integration_add")
-    bad = staff_client.post(url, {"name": "", "bitbucket_url": "https://bitbucket.org/acme/repo",
+    bad = staff_client.post(url, {"name": "", "bitbucket_url": f"{bitbucket.web_url}/acme/repo",
                                   "parent": parent.pk, "auth_method": "api_token", "email": "x",
                                   "token": TOKEN, "scan_interval_hours": 24})
     assert bad.status_code == 200
@@ -114,9 +116,19 @@ def test_add_integration_through_the_admin(staff_client, tenant):
     assert TOKEN not in body  # the secret is not echoed back into the form
     assert Integration.objects.count() == 0
 
-    ok = staff_client.post(url, {"name": "Acme", "bitbucket_url": "https://bitbucket.org/acme", "parent": parent.pk,
-                                 "auth_method": "access_token", "token": TOKEN, "scan_interval_hours": 12,
-                                 "scanners": ["posture"], "labels": "prod, eu", "pr_target_branches": "main"})
+    # Verification against Bitbucket: a token without a scope the posture scanner needs.
+    refused = staff_client.post(url, {"name": "Acme", "workspace": "demo", "parent": parent.pk,
+                                      "auth_method": "api_token", "email": SANDBOX_EMAIL,
+                                      "token": SANDBOX_API_TOKEN_NO_ADMIN, "scan_interval_hours": 12,
+                                      "scanners": ["posture"]})
+    body = refused.content.decode()
+    assert refused.status_code == 200 and "verification failed" in body and "admin:repository:bitbucket" in body
+    assert SANDBOX_API_TOKEN_NO_ADMIN not in body and Integration.objects.count() == 0
+
+    ok = staff_client.post(url, {"name": "Acme", "workspace": "demo", "parent": parent.pk,
+                                 "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN,
+                                 "scan_interval_hours": 12, "scanners": ["posture"], "labels": "prod, eu",
+                                 "pr_target_branches": "main"})
     assert ok.status_code == 302
     integration = Integration.objects.get()
     assert integration.root_namespace.parent == parent

@@ -20,7 +20,7 @@ def test_create_makes_a_managed_root_under_the_chosen_parent(tenant, actor):
     integration = services.integration_create(
         tenant=tenant, parent=parent, name="Acme", bitbucket_url="https://bitbucket.org/acme",
         auth_method="access_token", credentials={"token": TOKEN}, actor=actor, scanners=["posture"],
-        labels=["prod", "prod", " team-a "],
+        labels=["prod", "prod", " team-a "], verify=False,
     )
     root = integration.root_namespace
     assert root.parent == parent and root.managed and root.integration == integration
@@ -49,7 +49,7 @@ def test_create_reports_every_bad_field_and_saves_nothing(tenant):
         services.integration_create(
             tenant=tenant, parent=managed_parent, name=" ", bitbucket_url="https://github.com/acme",
             auth_method="api_token", credentials={"email": "nope", "token": ""}, actor=None,
-            scanners=["nonsense"], scan_interval=timedelta(minutes=1),
+            scanners=["nonsense"], scan_interval=timedelta(minutes=1), verify=False,
         )
     assert set(e.value.message_dict) >= {"name", "parent", "bitbucket_url", "email", "token", "scanners", "scan_interval"}
     assert Integration.objects.count() == 1
