@@ -73,33 +73,9 @@ def bitbucket(sandbox, settings, db):
     return sandbox
 
 
-class WriteCounter:
-    """Counts rows written (INSERT/UPDATE/DELETE) to the given tables."""
-
-    def __init__(self, prefixes):
-        self.prefixes = tuple(prefixes)
-        self.rows = 0
-        self.statements = []
-
-    def __call__(self, execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        head = sql.lstrip()[:6].upper()
-        if head in ("INSERT", "UPDATE", "DELETE") and any(f'"{p}' in sql or f" {p}" in sql for p in self.prefixes):
-            self.rows += max(context["cursor"].rowcount, 0)
-            self.statements.append(sql[:80])
-        return result
-
-
 @pytest.fixture
 def count_writes():
-    from contextlib import contextmanager
+    """``with count_writes() as w: ...; w.rows`` counts inventory rows written."""
+    from scanning.metrics import counting_writes
 
-    from django.db import connection
-
-    @contextmanager
-    def counting(*prefixes):
-        counter = WriteCounter(prefixes or ("integrations_namespace", "integrations_project", "integrations_reference",
-                                            "integrations_member"))
-        with connection.execute_wrapper(counter):
-            yield counter
-    return counting
+    return counting_writes
