@@ -38,6 +38,15 @@ from integrations.selectors import integration_delete_preview
 
 sensitive = method_decorator(sensitive_post_parameters("token", "secret"))
 
+# DRF's token admin lists token keys, which are secrets: tokens are managed with
+# `manage.py drf_create_token` (and the user's page), never shown in a list.
+try:
+    from rest_framework.authtoken.models import TokenProxy
+
+    admin.site.unregister(TokenProxy)
+except (ImportError, admin.sites.NotRegistered):
+    pass
+
 
 class MembershipInline(admin.TabularInline):
     model = Membership

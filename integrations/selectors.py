@@ -37,10 +37,37 @@ def integration_get_credentials(*, integration: Integration):
     return Credentials.from_json(integration.auth_method, integration.credentials.reveal())
 
 
-def membership_role(*, user, tenant: Tenant) -> str | None:
-    if user.is_superuser or user.is_staff:
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def membership_role(*, user, tenant: Tenant | int) -> str | None:
+    """The user's role in a tenant; staff act as owners everywhere; None: no access."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    if user.is_staff:
         return Role.OWNER
-    return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
+    tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    return user_tenant_roles(user=user).get(tenant_id)
+
+
+def user_tenant_roles(*, user) -> dict[int, str]:
+    """{tenant id: role} for a non-staff user (cached on the user object per request)."""
+    cached = getattr(user, "_tenant_roles", None)
+    if cached is None:
+        cached = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
+        user._tenant_roles = cached
+    return cached
+
+
+def tenants_visible(*, user) -> QuerySet[Tenant]:
+    if user.is_staff:
+        return Tenant.objects.all()
+    return Tenant.objects.filter(pk__in=list(user_tenant_roles(user=user)))
+
+
+def has_role(*, user, tenant: Tenant | int, minimum: str) -> bool:
+    role = membership_role(user=user, tenant=tenant)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
 
 
 def namespace_ancestors(*, namespace: Namespace) -> list[Namespace]:

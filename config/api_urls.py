@@ -1,0 +1,24 @@
+"""``/api/v1/``: each app contributes its routes; the schema and docs cover them all."""
+
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from integrations.api import views as integrations
+from scanning import api as scanning
+from synclogs import api as synclogs
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("tenants", integrations.TenantViewSet, basename="tenant")
+router.register("integrations", integrations.IntegrationViewSet, basename="integration")
+router.register("namespaces", integrations.NamespaceViewSet, basename="namespace")
+router.register("projects", integrations.ProjectViewSet, basename="project")
+router.register("references", integrations.ReferenceViewSet, basename="reference")
+router.register("scans", scanning.ScanRunViewSet, basename="scan")
+router.register("sync-logs", synclogs.SyncLogViewSet, basename="synclog")
+
+urlpatterns = [
+    path("integrations/<int:pk>/rescan/", scanning.RescanView.as_view(), name="integration-rescan"),
+    path("integrations/<int:pk>/verify/", scanning.VerifyView.as_view(), name="integration-verify"),
+    *router.urls,
+]

@@ -1,0 +1,1 @@
+"""The DRF API (``/api/v1/``): thin adapters over the services and selectors."""

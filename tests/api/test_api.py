@@ -1,0 +1,276 @@
+"""The /api/v1/ API: every endpoint, role, tenancy boundary and error shape."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import get_resolver, reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from integrations.models import Integration, IntegrationStatus, Namespace, Project, Role
+from scanning.models import ScanRun
+from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from synclogs.models import SyncLog
+from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, TenantFactory, make_integration, member
+
+
+@pytest.fixture
+def world(db):
+    a, b = TenantFactory(slug="alpha"), TenantFactory(slug="beta")
+    users = {role: member(a, role, username=f"{role}-a") for role in Role.values}
+    users["outsider"] = member(b, Role.OWNER, username="owner-b")
+    integration = make_integration(tenant=a, name="Alpha BB", workspace="demo")
+    project = ProjectFactory(namespace=integration.root_namespace, integration=integration)
+    ReferenceFactory(project=project)
+    run = ScanRun.objects.create(integration=integration, trigger="manual", status="succeeded")
+    log = SyncLog.objects.create(integration=integration, category="rate_limited", operation="sync", message="slow")
+    free_ns = NamespaceFactory(tenant=a, name="Free")
+    return {"a": a, "b": b, "users": users, "integration": integration, "project": project, "run": run, "log": log,
+            "reference": project.references.get(), "namespace": free_ns}
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def assert_error(response, status, code=None):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_unauthenticated_gets_401_in_the_error_shape(world):
+    assert_error(APIClient().get("/api/v1/integrations/"), 401, "not_authenticated")
+    bad = APIClient()
+    bad.credentials(HTTP_AUTHORIZATION="Token nope")
+    assert_error(bad.get("/api/v1/integrations/"), 401)
+
+
+def test_tokens_from_the_command_line(world, capsys):
+    user = world["users"]["viewer"]
+    call_command("drf_create_token", user.username)
+    key = Token.objects.get(user=user).key
+    assert key in capsys.readouterr().out
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/tenants/").status_code == 200
+    call_command("drf_create_token", "-r", user.username)
+    assert client.get("/api/v1/tenants/").status_code == 401
+
+
+def test_reads_for_a_viewer(world):
+    viewer = client_for(world["users"]["viewer"])
+    tenants = viewer.get("/api/v1/tenants/").json()["results"]
+    assert [(t["slug"], t["role"]) for t in tenants] == [("alpha", "viewer")]
+    listed = viewer.get("/api/v1/integrations/").json()
+    assert listed["count"] == 1
+    item = listed["results"][0]
+    assert item["name"] == "Alpha BB" and item["open_errors"] == 1 and item["scope"] == "workspace"
+    assert "credentials" not in item and "webhook_secret" not in item and "ATCTT3xTestToken" not in str(item)
+    for path in ("namespaces", "projects", "references", "scans", "sync-logs"):
+        assert viewer.get(f"/api/v1/{path}/").json()["count"] >= 1, path
+    project = viewer.get(f"/api/v1/projects/{world['project'].pk}/").json()
+    assert project["default_reference"]["name"] == "main"
+    scan = viewer.get(f"/api/v1/scans/{world['run'].pk}/").json()
+    assert scan["progress"] == {"done": 0, "total": 0, "percent": None}
+
+
+def test_filters(world):
+    c = client_for(world["users"]["viewer"])
+    assert c.get("/api/v1/sync-logs/?state=open&category=rate_limited").json()["count"] == 1
+    assert c.get("/api/v1/sync-logs/?state=resolved").json()["count"] == 0
+    SyncLog.objects.filter(pk=world["log"].pk).update(created_at="2020-01-01T00:00:00Z")
+    assert c.get("/api/v1/sync-logs/").json()["count"] == 0  # last 7 days by default
+    assert c.get("/api/v1/sync-logs/?days=0").json()["count"] == 1
+    assert c.get(f"/api/v1/projects/?search={world['project'].name[-3:]}").json()["count"] == 1
+    assert c.get("/api/v1/projects/?search=zzz-none").json()["count"] == 0
+    assert c.get("/api/v1/namespaces/?managed=true").json()["count"] == 1
+    assert c.get("/api/v1/integrations/?status=paused").json()["count"] == 0
+    assert_error(c.get("/api/v1/integrations/?status=bogus"), 400, "invalid")
+
+
+@pytest.mark.parametrize("role,allowed", [("viewer", False), ("member", True), ("admin", True), ("owner", True)])
+def test_rescan_needs_member(world, role, allowed):
+    response = client_for(world["users"][role]).post(f"/api/v1/integrations/{world['integration'].pk}/rescan/")
+    if allowed:
+        assert response.status_code == 202 and response.json()["status"] == "queued"
+        again = client_for(world["users"][role]).post(f"/api/v1/integrations/{world['integration'].pk}/rescan/")
+        assert_error(again, 409, "scan_running")
+    else:
+        assert_error(response, 403, "permission_denied")
+
+
+@pytest.mark.parametrize("role", ["viewer", "member"])
+def test_writes_need_admin(world, role):
+    c = client_for(world["users"][role])
+    i = world["integration"].pk
+    assert_error(c.patch(f"/api/v1/integrations/{i}/", {"description": "x"}, format="json"), 403)
+    assert_error(c.delete(f"/api/v1/integrations/{i}/"), 403)
+    assert_error(c.post(f"/api/v1/integrations/{i}/credentials/", {"auth_method": "access_token", "token": "x" * 20},
+                        format="json"), 403)
+    assert_error(c.post(f"/api/v1/integrations/{i}/verify/"), 403)
+    assert_error(c.post("/api/v1/namespaces/", {"name": "n"}, format="json"), 403)
+    assert_error(c.delete(f"/api/v1/namespaces/{world['namespace'].pk}/"), 403)
+    assert Integration.objects.get(pk=i).description == ""
+
+
+def test_admin_edits_settings_and_the_url_stays(world):
+    c = client_for(world["users"]["admin"])
+    i = world["integration"].pk
+    ok = c.patch(f"/api/v1/integrations/{i}/", {"scanners": ["posture"], "scan_interval_hours": 6,
+                                                "labels": ["prod"], "status": "paused"}, format="json")
+    assert ok.status_code == 200 and ok.json()["scan_interval_hours"] == 6 and ok.json()["status"] == "paused"
+    err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"bitbucket_url": "https://bitbucket.org/other"},
+                               format="json"), 400, "invalid")
+    assert "delete this integration and create a new one" in err["fields"]["bitbucket_url"][0]
+    err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"scan_interval_hours": 0}, format="json"), 400)
+    assert "scan_interval_hours" in err["fields"]
+    err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"scanners": ["nope"]}, format="json"), 400)
+    assert "Unknown scanner" in err["fields"]["scanners"][0]
+
+
+def test_credentials_are_write_only(world):
+    c = client_for(world["users"]["owner"])
+    i = world["integration"].pk
+    response = c.post(f"/api/v1/integrations/{i}/credentials/",
+                      {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"},
+                      format="json")
+    assert response.status_code == 200 and "ATATT3xBrandNewSecret9" not in response.content.decode()
+    assert response.json()["auth_method"] == "api_token" and response.json()["credential_identity"] == "ops@example.com"
+    detail = c.get(f"/api/v1/integrations/{i}/").content.decode()
+    assert "ATATT3xBrandNewSecret9" not in detail
+    err = assert_error(c.post(f"/api/v1/integrations/{i}/credentials/", {"auth_method": "api_token",
+                                                                         "token": "ATBB" + "x" * 28}, format="json"), 400)
+    assert "2026-07-28" in err["fields"]["token"][0] and "email" in err["fields"]
+
+
+def test_delete_with_preview_then_for_real(world, django_capture_on_commit_callbacks):
+    c = client_for(world["users"]["owner"])
+    i = world["integration"].pk
+    preview = c.delete(f"/api/v1/integrations/{i}/?dry_run=1")
+    assert preview.status_code == 200 and preview.json()["preview"]["projects"] == 1
+    assert Integration.objects.filter(pk=i).exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        gone = c.delete(f"/api/v1/integrations/{i}/")
+    assert gone.status_code == 202 and gone.json()["preview"]["references"] == 1
+    assert c.get("/api/v1/integrations/").json()["count"] == 0
+    assert not Integration.objects.filter(pk=i).exists()
+
+
+def test_namespaces_crud_and_managed_refusals(world):
+    c = client_for(world["users"]["admin"])
+    created = c.post("/api/v1/namespaces/", {"name": "Platform Team", "parent": world["namespace"].pk}, format="json")
+    assert created.status_code == 201 and created.json()["slug"] == "platform-team"
+    ns_id = created.json()["id"]
+    assert c.patch(f"/api/v1/namespaces/{ns_id}/", {"name": "Platform"}, format="json").json()["name"] == "Platform"
+    root = world["integration"].root_namespace_id
+    err = assert_error(c.patch(f"/api/v1/namespaces/{root}/", {"name": "x"}, format="json"), 400)
+    assert "managed by integration" in err["message"]
+    assert_error(c.delete(f"/api/v1/namespaces/{root}/"), 400)
+    assert_error(c.post("/api/v1/namespaces/", {"name": "x", "parent": root}, format="json"), 400)
+    assert_error(c.post("/api/v1/namespaces/", {"name": "x", "slug": "Bad Slug"}, format="json"), 400)
+    assert c.delete(f"/api/v1/namespaces/{ns_id}/").status_code == 204
+
+
+def test_create_verifies_and_reports_missing_scopes(world, bitbucket, django_capture_on_commit_callbacks):
+    c = client_for(world["users"]["admin"])
+    body = {"tenant": "alpha", "parent": world["namespace"].pk, "name": "Second", "workspace": "demo",
+            "project_key": next(iter(bitbucket.sandbox.world.workspaces["demo"].projects)),
+            "auth_method": "api_token", "email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN_NO_ADMIN,
+            "scanners": ["posture"]}
+    err = assert_error(c.post("/api/v1/integrations/", body, format="json"), 400, "verification_failed")
+    assert "admin:repository:bitbucket" in err["verification"]["missing_scopes"]
+    assert SANDBOX_API_TOKEN_NO_ADMIN not in str(err)
+    with django_capture_on_commit_callbacks(execute=True):
+        ok = c.post("/api/v1/integrations/", {**body, "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN,
+                                              "email": ""}, format="json")
+    assert ok.status_code == 201, ok.content
+    created = Integration.objects.get(pk=ok.json()["id"])
+    assert created.scope == "project" and ScanRun.objects.get(integration=created).status == "succeeded"
+    verify = c.post(f"/api/v1/integrations/{created.pk}/verify/")
+    assert verify.status_code == 200 and verify.json()["ok"] is True
+    err = assert_error(c.post("/api/v1/integrations/", {"name": "x"}, format="json"), 400, "invalid")
+    assert {"parent", "auth_method"} <= set(err["fields"])
+    err = assert_error(c.post("/api/v1/integrations/", {**body, "tenant": "beta"}, format="json"), 400)
+    assert "tenant" in err["fields"]
+
+
+# --- Tenancy: every route, as a user of another tenant -----------------------------------------
+
+def _detail_routes():
+    """Every /api/v1/ route that takes an object id, with the methods it answers."""
+    routes = []
+    for pattern in get_resolver().url_patterns:
+        if str(pattern.pattern) != "api/v1/":
+            continue
+        for sub in pattern.url_patterns:
+            route = str(sub.pattern)
+            if "<pk>" in route or "(?P<pk>" in route or "<int:pk>" in route:
+                routes.append(sub)
+    return routes
+
+
+def test_every_api_route_answers_404_for_another_tenants_ids(world):
+    outsider = client_for(world["users"]["outsider"])
+    ids = {"integration": world["integration"].pk, "namespace": world["integration"].root_namespace_id,
+           "project": world["project"].pk, "reference": world["reference"].pk, "scan": world["run"].pk,
+           "synclog": world["log"].pk}
+    checked = 0
+    for sub in _detail_routes():
+        name = sub.name or ""
+        base = name.rsplit("-", 1)[0] if name.endswith(("-detail", "-credentials")) else name.split("-")[0]
+        pk = ids.get(base) or ids.get(name.split("-")[0])
+        if pk is None:
+            continue
+        url = reverse(f"api:{name}", kwargs={"pk": pk})
+        for method in ("get", "patch", "delete", "post"):
+            response = getattr(outsider, method)(url, {}, format="json")
+            if response.status_code == 405:
+                continue
+            assert_error(response, 404, "not_found")
+            checked += 1
+    assert checked >= 12
+    for path in ("integrations", "namespaces", "projects", "references", "scans", "sync-logs"):
+        assert outsider.get(f"/api/v1/{path}/?days=0").json()["count"] == 0, path
+    assert Integration.objects.get(pk=world["integration"].pk).status == IntegrationStatus.ACTIVE
+
+
+def test_staff_see_every_tenant(world, superuser):
+    c = client_for(superuser)
+    assert {t["slug"] for t in c.get("/api/v1/tenants/").json()["results"]} == {"alpha", "beta"}
+    assert c.get(f"/api/v1/integrations/{world['integration'].pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["integrations", "namespaces", "projects", "references", "scans", "sync-logs",
+                                  "tenants"])
+def test_list_endpoints_run_a_constant_number_of_queries(world, path):
+    c = client_for(world["users"]["viewer"])
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert c.get(f"/api/v1/{path}/").status_code == 200
+        return len(ctx)
+
+    small = count()
+    for i in range(5):
+        integration = make_integration(tenant=world["a"], name=f"more {i}", workspace=f"ws-more-{i}")
+        project = ProjectFactory(namespace=integration.root_namespace, integration=integration)
+        ReferenceFactory(project=project)
+        ScanRun.objects.create(integration=integration, trigger="api", status="failed")
+        SyncLog.objects.create(integration=integration, category="unexpected", operation="sync", message="m")
+    assert count() == small
+
+
+def test_schema_and_docs(world, client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200 and b"/api/v1/integrations/{id}/rescan/" in schema.content
+    assert client.get("/api/docs/").status_code == 200
