@@ -60,6 +60,10 @@ class SettingsFieldsMixin(forms.Form):
         help_text="How often the workspace is rescanned (1 to 720 hours).",
     )
     labels = forms.CharField(required=False, help_text="Comma-separated.")
+    tracked_branches = forms.CharField(
+        required=False, label="More branches to track",
+        help_text="Besides each repository's main branch: comma-separated glob patterns, e.g. release/*, develop.",
+    )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     pr_enabled = forms.BooleanField(required=False, label="Scan pull requests")
     pr_target_branches = forms.CharField(
@@ -83,6 +87,7 @@ class SettingsFieldsMixin(forms.Form):
             "scanners": integration.scanners,
             "scan_interval_hours": int(integration.scan_interval.total_seconds() // 3600),
             "labels": ", ".join(integration.labels),
+            "tracked_branches": ", ".join(integration.tracked_branches),
             "description": integration.description,
             "status": integration.status,
             "pr_enabled": pr.get("enabled", False),
@@ -114,6 +119,7 @@ class SettingsFieldsMixin(forms.Form):
             "scanners": data["scanners"],
             "scan_interval": timedelta(hours=data["scan_interval_hours"]),
             "labels": [label for label in data["labels"].split(",")],
+            "tracked_branches": [p.strip() for p in data["tracked_branches"].split(",") if p.strip()],
             "description": data["description"],
             "pr_settings": {
                 "enabled": data["pr_enabled"],

@@ -30,6 +30,7 @@ from integrations.models import (
     Membership,
     Namespace,
     Project,
+    Reference,
     Role,
     Tenant,
     default_pr_settings,
@@ -225,6 +226,50 @@ def project_create(
     )
     audit(actor=actor, action="project.create", target=project, tenant=namespace.tenant,
           details={"namespace": namespace.pk, "full_name": full_name})
+    return project
+
+
+REPO_FIELDS = "uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,links.html.href"
+
+
+def project_import(*, namespace: Namespace, integration: Integration, url: str, actor: Actor) -> Project:
+    """"Scan More Repositories": add one repository by URL to an unmanaged namespace,
+    read with the chosen integration's credentials (repository, then its main branch head)."""
+    from integrations.bitbucket import client as bb
+    from integrations.bitbucket.urls import parse_repository_url
+
+    if namespace.managed:
+        raise _managed_refusal(namespace, "given new projects")
+    if integration.tenant_id != namespace.tenant_id:
+        raise ValidationError({"integration": "The integration belongs to another organisation."})
+    workspace, slug = parse_repository_url(url)
+    client = bb.client_for(integration)
+    try:
+        repo = client.get(f"repositories/{workspace}/{slug}", fields=REPO_FIELDS)
+    except bb.NotFound:
+        raise ValidationError({"url": f"{workspace}/{slug} was not found, or is not visible with the credentials of "
+                                      f"'{integration}'."}) from None
+    except bb.BitbucketError as exc:
+        raise ValidationError({"url": f"Bitbucket refused: {exc}"}) from None
+    existing = Project.objects.filter(integration=integration, remote_uuid=repo["uuid"]).select_related("namespace").first()
+    if existing:
+        raise ValidationError({"url": f"{repo['full_name']} is already in the inventory, in '{existing.namespace}'."})
+    main = (repo.get("mainbranch") or {}).get("name") or ""
+    head = ""
+    if main:
+        try:
+            head = client.git_refs(workspace, slug).get(f"refs/heads/{main}", "")
+        except bb.BitbucketError:
+            head = ""  # the next scan of the project fills it in
+    with transaction.atomic():
+        project = project_create(namespace=namespace, name=repo.get("name") or slug, actor=actor, slug="",
+                                 full_name=repo["full_name"], integration=integration, remote_uuid=repo["uuid"],
+                                 is_private=bool(repo.get("is_private")),
+                                 web_url=((repo.get("links") or {}).get("html") or {}).get("href", ""))
+        Project.objects.filter(pk=project.pk).update(language=repo.get("language") or "", main_branch=main)
+        if main:
+            Reference.objects.create(project=project, name=main, head_commit=head, is_default=True)
+    project.refresh_from_db()
     return project
 
 

@@ -117,3 +117,23 @@ def _parse_url(url: str) -> BitbucketTarget:
         f"Unrecognised Bitbucket URL. Use a workspace URL ({example}) or a project URL "
         f"({example}/workspace/projects/KEY)."
     )})
+
+
+def parse_repository_url(url: str) -> tuple[str, str]:
+    """``{web}/{workspace}/{repo}`` (optionally ``.git`` or a deeper page) -> (workspace, slug)."""
+    url = (url or "").strip()
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    base = urlsplit(_web_base())
+    if not url:
+        raise ValidationError({"url": "Enter the URL of a repository, e.g. https://bitbucket.org/acme/api."})
+    if parts.netloc.lower() != base.netloc.lower():
+        raise ValidationError({"url": f"'{parts.netloc}' is not the Bitbucket Cloud host this portal uses ({base.netloc})."})
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) < 2 or segments[1] == "workspace":
+        raise ValidationError({"url": "That is not a repository URL: expected "
+                                      f"{_web_base()}/workspace/repository."})
+    workspace = clean_workspace(segments[0], field="url")
+    slug = segments[1].removesuffix(".git").lower()
+    if not re.match(r"^[a-z0-9._-]{1,128}$", slug):
+        raise ValidationError({"url": f"'{segments[1]}' is not a Bitbucket repository slug."})
+    return workspace, slug

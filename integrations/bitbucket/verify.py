@@ -153,3 +153,30 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
             except bb.BitbucketError as exc:
                 report.checks.append(_failed(name, exc, method, required=True, feature=feature))
     return report
+
+
+def verify_draft(*, auth_method: str, credentials: dict, bitbucket_url: str = "", workspace: str = "",
+                 project_key: str = "", scanners: list[str] | tuple = (), pr_enabled: bool = False):
+    """Verify what a person typed before anything is saved (the Add page's Verify step).
+
+    Raises ``ValidationError`` keyed by field for input that cannot be checked at all.
+    Returns ``(target, credentials, report)``.
+    """
+    from django.core.exceptions import ValidationError
+
+    from integrations.bitbucket.credentials import clean_credentials
+    from integrations.bitbucket.urls import parse_target
+
+    errors: dict = {}
+    target = creds = None
+    try:
+        target = parse_target(url=bitbucket_url, workspace=workspace, project_key=project_key)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        creds = clean_credentials(auth_method, credentials)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    return target, creds, verify_connection(target=target, credentials=creds, scanners=scanners, pr_enabled=pr_enabled)

@@ -1,0 +1,305 @@
+"""Portal pages for tenant users: integrations, namespaces, projects, the account page.
+
+Thin views: forms shape input, services write, selectors read. Every object is loaded
+within ``request.tenant`` (another tenant's id is a 404); roles come from
+``tenant_view``. Scan and sync-log pages live in ``scanning/views.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Max, OuterRef, Prefetch, Q, Subquery
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from integrations import services
+from integrations.bitbucket.credentials import Credentials
+from integrations.bitbucket.verify import verify_draft
+from integrations.crypto import SealedSecret, seal
+from integrations.forms import (
+    CredentialsForm,
+    DeleteConfirmForm,
+    IntegrationCreateForm,
+    IntegrationSettingsForm,
+    apply_service_errors,
+)
+from integrations.models import Integration, Namespace, Project, Reference, Role
+from integrations.portal import SESSION_KEY, tenant_view
+from integrations.selectors import integration_delete_preview, integration_list, tenants_visible
+
+PENDING_KEY = "portal_pending_credentials"
+sensitive = sensitive_post_parameters("token", "secret")
+
+
+@login_required
+def home(request):
+    return redirect("portal:integrations")
+
+
+@login_required
+@require_POST
+def tenant_switch(request):
+    tenant = get_object_or_404(tenants_visible(user=request.user), pk=request.POST.get("tenant"))
+    request.session[SESSION_KEY] = tenant.pk
+    messages.info(request, f"Now working in {tenant.name}.")
+    return HttpResponseRedirect(request.POST.get("next") or reverse("portal:integrations"))
+
+
+def tenant_integrations(request):
+    return integration_list(tenant=request.tenant)
+
+
+def get_integration(request, pk: int) -> Integration:
+    return get_object_or_404(tenant_integrations(request), pk=pk)
+
+
+# --- Integrations ------------------------------------------------------------------------------
+
+@tenant_view()
+def integrations_index(request):
+    count = tenant_integrations(request).count()
+    return render(request, "portal/integrations_index.html", {"bitbucket_count": count})
+
+
+@tenant_view()
+def bitbucket_manage(request):
+    integrations = tenant_integrations(request).annotate(
+        open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),
+        active_scan=Max("scan_runs__id", filter=Q(scan_runs__status__in=["queued", "running"])),
+        last_status=Subquery(Integration.objects.filter(pk=OuterRef("pk")).values("scan_runs__status")
+                             .order_by("-scan_runs__queued_at", "-scan_runs__id")[:1]),
+    ).order_by("name")
+    return render(request, "portal/bitbucket_manage.html", {"integrations": integrations})
+
+
+def _pending_credentials(request, form) -> dict | None:
+    """Credentials kept (encrypted) in the session after a successful Verify, so the
+    secret need not be typed twice and is never echoed into the page."""
+    pending = request.session.get(PENDING_KEY)
+    if not pending or form.cleaned_data.get("token") or form.cleaned_data.get("secret"):
+        return None
+    if pending.get("auth_method") != form.cleaned_data["auth_method"]:
+        return None
+    creds = Credentials.from_json(pending["auth_method"], SealedSecret(pending["sealed"]).reveal())
+    return {"email": creds.identity if creds.method == "api_token" else "", "key": creds.identity
+            if creds.method == "oauth" else "", "token": creds.secret if creds.method != "oauth" else "",
+            "secret": creds.secret if creds.method == "oauth" else ""}
+
+
+@sensitive
+@tenant_view(Role.ADMIN)
+def bitbucket_add(request):
+    parents = Namespace.objects.filter(tenant=request.tenant, managed=False).select_related("tenant").order_by("name")
+    form = IntegrationCreateForm(request.POST or None, parent_queryset=parents)
+    report = None
+    if request.method == "GET":
+        request.session.pop(PENDING_KEY, None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        credentials = _pending_credentials(request, form) or form.credentials()
+        pr_enabled = form.settings_values()["pr_settings"]["enabled"]
+        if request.POST.get("action") == "verify":
+            try:
+                _, creds, report = verify_draft(
+                    auth_method=data["auth_method"], credentials=credentials, bitbucket_url=data["bitbucket_url"],
+                    workspace=data["workspace"], project_key=data["project_key"], scanners=data["scanners"],
+                    pr_enabled=pr_enabled)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                request.session[PENDING_KEY] = {"auth_method": creds.method, "sealed": seal(creds.to_json()).ciphertext}
+        else:
+            try:
+                integration = services.integration_create(
+                    tenant=request.tenant, parent=data["parent"], name=data["name"], auth_method=data["auth_method"],
+                    credentials=credentials, bitbucket_url=data["bitbucket_url"], workspace=data["workspace"],
+                    project_key=data["project_key"], actor=request.user, **form.settings_values())
+            except services.VerificationFailed as exc:
+                report = exc.report
+                form.add_error(None, "Bitbucket verification failed; nothing was saved. See the checks below.")
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                request.session.pop(PENDING_KEY, None)
+                messages.success(request, f"Connected {integration.bitbucket_url}. The first scan has started.")
+                return redirect("portal:bitbucket_manage")
+    return render(request, "portal/bitbucket_add.html", {
+        "form": form, "report": report, "credentials_kept": bool(request.session.get(PENDING_KEY))})
+
+
+@sensitive
+@tenant_view(Role.ADMIN)
+def bitbucket_credentials(request, pk: int):
+    integration = get_integration(request, pk)
+    form = CredentialsForm(request.POST or None, initial={
+        "auth_method": integration.auth_method,
+        "email": integration.credential_identity if integration.auth_method == "api_token" else "",
+        "key": integration.credential_identity if integration.auth_method == "oauth" else ""})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.credentials_update(integration=integration, auth_method=form.cleaned_data["auth_method"],
+                                        credentials=form.credentials(), actor=request.user)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Credentials of '{integration}' updated. Rescan Org to use them now.")
+            return redirect("portal:bitbucket_manage")
+    return render(request, "portal/bitbucket_credentials.html", {"form": form, "integration": integration})
+
+
+@tenant_view(Role.ADMIN)
+def bitbucket_edit(request, pk: int):
+    integration = get_integration(request, pk)
+    form = IntegrationSettingsForm(request.POST or None, initial=IntegrationSettingsForm.initial_from(integration))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.integration_update(integration=integration, actor=request.user, **form.settings_values())
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, "Saved. Changes apply from the next scan; Rescan Org applies them now.")
+            return redirect("portal:bitbucket_edit", pk=integration.pk)
+    return render(request, "portal/bitbucket_edit.html", {"form": form, "integration": integration})
+
+
+@tenant_view(Role.ADMIN)
+def bitbucket_delete(request, pk: int):
+    integration = get_integration(request, pk)
+    preview = integration_delete_preview(integration=integration)
+    form = DeleteConfirmForm(request.POST or None, integration=integration)
+    if request.method == "POST" and form.is_valid():
+        services.integration_delete_request(integration=integration, actor=request.user)
+        messages.success(request, f"Deleting '{integration}': its namespaces, projects and results are being removed.")
+        return redirect("portal:bitbucket_manage")
+    return render(request, "portal/bitbucket_delete.html", {"form": form, "integration": integration,
+                                                            "preview": preview})
+
+
+# --- Namespaces and projects ---------------------------------------------------------------------
+
+class NamespaceForm(forms.Form):
+    name = forms.CharField(max_length=255)
+    slug = forms.CharField(max_length=64, required=False, help_text="Optional: a-z, 0-9, '-' and '_'.")
+    parent = forms.ModelChoiceField(queryset=Namespace.objects.none(), required=False,
+                                    help_text="Empty for a top-level namespace.")
+
+
+@tenant_view()
+def namespaces(request):
+    nodes = list(Namespace.objects.filter(tenant=request.tenant).select_related("integration")
+                 .annotate(projects_count=Count("projects", distinct=True)).order_by("name"))
+    by_parent: dict = {}
+    for node in nodes:
+        by_parent.setdefault(node.parent_id, []).append(node)
+
+    def walk(parent_id, depth):
+        for node in by_parent.get(parent_id, []):
+            node.depth = depth
+            yield node
+            yield from walk(node.pk, depth + 1)
+
+    form = NamespaceForm(request.POST or None)
+    form.fields["parent"].queryset = Namespace.objects.filter(tenant=request.tenant, managed=False)
+    if request.method == "POST":
+        from integrations.portal import can
+
+        if not can(request, Role.ADMIN):
+            messages.error(request, "Only admins and owners can add namespaces.")
+        elif form.is_valid():
+            try:
+                services.namespace_create(tenant=request.tenant, parent=form.cleaned_data["parent"],
+                                          name=form.cleaned_data["name"], slug=form.cleaned_data["slug"],
+                                          actor=request.user)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Namespace '{form.cleaned_data['name']}' added.")
+                return redirect("portal:namespaces")
+    return render(request, "portal/namespaces.html", {"tree": list(walk(None, 0)), "form": form})
+
+
+@tenant_view(Role.ADMIN)
+@require_POST
+def namespace_delete(request, pk: int):
+    namespace = get_object_or_404(Namespace, tenant=request.tenant, pk=pk)
+    try:
+        services.namespace_delete(namespace=namespace, actor=request.user)
+        messages.success(request, f"Deleted namespace '{namespace}'.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("portal:namespaces")
+
+
+@tenant_view()
+def projects(request):
+    query = request.GET.get("q", "").strip()
+    qs = (Project.objects.filter(namespace__tenant=request.tenant).select_related("namespace", "integration")
+          .prefetch_related(Prefetch("references", queryset=Reference.objects.filter(is_default=True),
+                                     to_attr="default_references")).order_by("full_name", "id"))
+    if query:
+        qs = qs.filter(Q(name__icontains=query) | Q(full_name__icontains=query))
+    page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    return render(request, "portal/projects.html", {"page": page, "q": query})
+
+
+@tenant_view()
+def project_detail(request, pk: int):
+    project = get_object_or_404(Project.objects.select_related("namespace", "integration"),
+                                namespace__tenant=request.tenant, pk=pk)
+    return render(request, "portal/project_detail.html", {
+        "project": project, "references": project.references.order_by("-is_default", "name"),
+        "sync_logs": project.sync_logs.order_by("-created_at")[:20]})
+
+
+class ProjectImportForm(forms.Form):
+    url = forms.CharField(label="Repository URL", help_text="For example https://bitbucket.org/acme/api")
+    namespace = forms.ModelChoiceField(queryset=Namespace.objects.none(), help_text="A namespace you created "
+                                       "(managed ones follow Bitbucket and take no additions).")
+    integration = forms.ModelChoiceField(queryset=Integration.objects.none(),
+                                         help_text="Whose credentials read the repository.")
+
+
+@tenant_view(Role.ADMIN)
+def project_import(request):
+    form = ProjectImportForm(request.POST or None)
+    form.fields["namespace"].queryset = Namespace.objects.filter(tenant=request.tenant, managed=False)
+    form.fields["integration"].queryset = tenant_integrations(request)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_import(namespace=form.cleaned_data["namespace"],
+                                              integration=form.cleaned_data["integration"],
+                                              url=form.cleaned_data["url"], actor=request.user)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Added {project.full_name}.")
+            return redirect("portal:project_detail", pk=project.pk)
+    return render(request, "portal/project_import.html", {"form": form})
+
+
+# --- The user's own page -------------------------------------------------------------------------
+
+@login_required
+def account(request):
+    """API token: create (shown once), or revoke."""
+    new_key = None
+    if request.method == "POST":
+        Token.objects.filter(user=request.user).delete()
+        if request.POST.get("action") == "create":
+            new_key = Token.objects.create(user=request.user).key
+            messages.success(request, "New API token created. Copy it now: it is not shown again.")
+        else:
+            messages.success(request, "API token revoked.")
+    has_token = Token.objects.filter(user=request.user).exists()
+    return render(request, "portal/account.html", {"new_key": new_key, "has_token": has_token,
+                                                   "api_example": json.dumps({"Authorization": "Token <key>"})})

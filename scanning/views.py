@@ -1,0 +1,122 @@
+"""Portal pages about scans: Rescan Org, the Sync Log page (with its scans-per-day chart),
+and the progress feed the pages poll while a scan runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Max
+from django.db.models.functions import TruncDate
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from integrations.models import Role
+from integrations.portal import tenant_view
+from integrations.views import get_integration, tenant_integrations
+from scanning import services
+from scanning.models import ACTIVE_SCAN_STATUSES, ScanRun, ScanStatus, Trigger
+from synclogs.models import Category, Operation
+from synclogs.selectors import sync_log_list
+
+
+def _back(request, default: str) -> HttpResponseRedirect:
+    target = request.POST.get("next") or ""
+    return HttpResponseRedirect(target if target.startswith("/") and not target.startswith("//") else default)
+
+
+@tenant_view(Role.MEMBER)
+@require_POST
+def rescan(request, pk: int):
+    integration = get_integration(request, pk)
+    try:
+        run = services.org_rescan_request(integration=integration, trigger=Trigger.MANUAL, actor=request.user)
+        messages.success(request, f"Rescan of '{integration}' started (scan #{run.pk}).")
+    except services.ScanAlreadyRunning as exc:
+        messages.warning(request, f"'{integration}': {exc} Nothing changed.")
+    return _back(request, reverse("portal:bitbucket_manage"))
+
+
+@tenant_view(Role.MEMBER)
+@require_POST
+def rescan_all(request):
+    started, running = 0, 0
+    for integration in tenant_integrations(request).exclude(status="paused"):
+        try:
+            services.org_rescan_request(integration=integration, trigger=Trigger.MANUAL, actor=request.user)
+            started += 1
+        except services.ScanAlreadyRunning:
+            running += 1
+    messages.success(request, f"Rescan started for {started} integration(s)"
+                              + (f"; {running} already running." if running else "."))
+    return _back(request, reverse("portal:bitbucket_manage"))
+
+
+def scans_per_day(integration, days: int = 30) -> list[dict]:
+    """[{date, succeeded, partial, failed, total}] for the last ``days`` days, oldest first."""
+    since = timezone.now() - timedelta(days=days - 1)
+    rows = (ScanRun.objects.filter(integration=integration, queued_at__date__gte=since.date(),
+                                   status__in=[ScanStatus.SUCCEEDED, ScanStatus.PARTIAL, ScanStatus.FAILED])
+            .annotate(day=TruncDate("queued_at")).values("day", "status").annotate(n=Count("id")))
+    by_day: dict = {}
+    for row in rows:
+        by_day.setdefault(row["day"], {})[row["status"]] = row["n"]
+    result = []
+    for offset in range(days):
+        day = (since + timedelta(days=offset)).date()
+        counts = by_day.get(day, {})
+        entry = {"date": day, **{s: counts.get(s, 0) for s in ("succeeded", "partial", "failed")}}
+        entry["total"] = entry["succeeded"] + entry["partial"] + entry["failed"]
+        result.append(entry)
+    peak = max([e["total"] for e in result] + [1])
+    for e in result:  # bar heights in percent of the busiest day
+        e["h_succeeded"], e["h_partial"], e["h_failed"] = (round(100 * e[k] / peak) for k in
+                                                           ("succeeded", "partial", "failed"))
+    return result
+
+
+@tenant_view()
+def sync_log(request, pk: int | None = None):
+    """One integration's sync log (with its scan chart), or the whole tenant's."""
+    integration = get_integration(request, pk) if pk is not None else None
+    integration_ids = [integration.pk] if integration else list(tenant_integrations(request).values_list("pk", flat=True))
+    category, operation = request.GET.get("category", ""), request.GET.get("operation", "")
+    state, days = request.GET.get("state", ""), request.GET.get("days", "7")
+    window = int(days) if days.isdigit() and int(days) > 0 else None
+    entries = sync_log_list(integration_ids=integration_ids, category=category if category in Category.values else "",
+                            operation=operation if operation in Operation.values else "",
+                            state=state if state in ("open", "resolved") else "", days=window)
+    page = Paginator(entries.order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
+    return render(request, "portal/sync_log.html", {
+        "integration": integration, "page": page, "chart": scans_per_day(integration) if integration else None,
+        "categories": Category.choices, "operations": Operation.choices,
+        "filters": {"category": category, "operation": operation, "state": state, "days": days},
+        "recent_scans": ScanRun.objects.filter(integration=integration)[:10] if integration else [],
+    })
+
+
+@tenant_view()
+def scan_progress(request):
+    """JSON for the pages' progress display: the tenant's active and latest scans."""
+    integrations = tenant_integrations(request)
+    ids = request.GET.getlist("integration")
+    if ids:
+        integrations = integrations.filter(pk__in=[i for i in ids if i.isdigit()])
+    latest_ids = integrations.annotate(last=Max("scan_runs__id")).values_list("last", flat=True)
+    latest = {run.integration_id: run for run in ScanRun.objects.filter(pk__in=[i for i in latest_ids if i])}
+    return JsonResponse({"scans": [{
+        "integration": run.integration_id, "scan": run.pk, "status": run.status,
+        "active": run.status in ACTIVE_SCAN_STATUSES, "done": run.progress_done, "total": run.progress_total,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None, "summary": run.summary,
+    } for run in latest.values()]})
+
+
+@tenant_view()
+def scan_detail(request, pk: int):
+    run = get_object_or_404(ScanRun.objects.select_related("integration"), pk=pk,
+                            integration__in=tenant_integrations(request))
+    return render(request, "portal/scan_detail.html", {"run": run})

@@ -1,0 +1,60 @@
+// Progressive enhancement only: every page works without this file.
+(function () {
+  "use strict";
+  // Confirm destructive actions.
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  }, true);
+  // Tenant switcher submits on change.
+  document.querySelectorAll("[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () { select.form.submit(); });
+  });
+  // Sidebar toggle on narrow screens.
+  var toggle = document.querySelector("[data-nav-toggle]");
+  if (toggle) toggle.addEventListener("click", function () {
+    var nav = document.getElementById("sidebar");
+    var open = nav.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
+  // Show only the credential fields of the chosen auth method.
+  document.querySelectorAll("[data-auth-form]").forEach(function (form) {
+    var fields = { access_token: ["token"], api_token: ["email", "token"], oauth: ["key", "secret"] };
+    function sync() {
+      var checked = form.querySelector("input[name=auth_method]:checked");
+      var wanted = fields[checked ? checked.value : "access_token"] || [];
+      form.querySelectorAll("[data-auth-field]").forEach(function (field) {
+        field.hidden = wanted.indexOf(field.getAttribute("data-auth-field")) === -1;
+      });
+    }
+    form.addEventListener("change", sync);
+    sync();
+  });
+  // Scan progress: poll while any scan on the page is queued or running.
+  document.querySelectorAll("[data-progress-url]").forEach(function (box) {
+    var url = box.getAttribute("data-progress-url");
+    var wasActive = false;
+    function render(scan) {
+      var row = box.querySelector('[data-integration="' + scan.integration + '"]') ||
+                (box.getAttribute("data-integration") == scan.integration ? box : null);
+      var target = row && row.querySelector("[data-scan-state]");
+      if (!target) return;
+      target.textContent = scan.active
+        ? (scan.total ? "scanning " + scan.done + "/" + scan.total + " repositories" : scan.status + "…")
+        : scan.status + (scan.total ? " (" + scan.done + "/" + scan.total + " repositories)" : "");
+    }
+    function poll() {
+      fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : { scans: [] }; })
+        .then(function (data) {
+          var active = false;
+          data.scans.forEach(function (scan) { render(scan); active = active || scan.active; });
+          if (wasActive && !active) { window.location.reload(); return; }
+          wasActive = active;
+          window.setTimeout(poll, active ? 1500 : 10000);
+        })
+        .catch(function () { window.setTimeout(poll, 10000); });
+    }
+    poll();
+  });
+})();
