@@ -117,7 +117,11 @@ def bitbucket_add(request):
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                request.session[PENDING_KEY] = {"auth_method": creds.method, "sealed": seal(creds.to_json()).ciphertext}
+                if report.ok:
+                    request.session[PENDING_KEY] = {"auth_method": creds.method,
+                                                    "sealed": seal(creds.to_json()).ciphertext}
+                else:
+                    request.session.pop(PENDING_KEY, None)
         else:
             try:
                 integration = services.integration_create(
