@@ -26,3 +26,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Tests never reach the internet: the API default is a closed loopback port (answers at
+# once with "connection refused"); tests that need Bitbucket start the sandbox. The web
+# URL keeps Bitbucket's, so URL parsing is tested against the real host name.
+BITBUCKET_API_URL = "http://127.0.0.1:9/2.0"
+BITBUCKET_BACKOFF_FACTOR = 0.01
+BITBUCKET_BACKOFF_MAX = 0.05

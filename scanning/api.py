@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,8 +23,14 @@ from scanning import services
 from scanning.models import ScanRun, ScanStatus, Trigger
 
 
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    percent = serializers.IntegerField(allow_null=True)
+
+
 class ScanRunSerializer(serializers.ModelSerializer):
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -28,6 +40,7 @@ class ScanRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     @staticmethod
+    @extend_schema_field(ProgressSerializer)
     def get_progress(obj) -> dict:
         percent = round(100 * obj.progress_done / obj.progress_total) if obj.progress_total else None
         return {"done": obj.progress_done, "total": obj.progress_total, "percent": percent}

@@ -142,6 +142,8 @@ class DefaultReferenceSerializer(serializers.ModelSerializer):
 
 class ProjectSerializer(serializers.ModelSerializer):
     default_reference = serializers.SerializerMethodField()
+    # Empty for projects added by hand: a plain string, not format "uri".
+    web_url = serializers.CharField(read_only=True, help_text="The repository's page in Bitbucket, or empty.")
 
     class Meta:
         model = Project

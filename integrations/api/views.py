@@ -62,7 +62,9 @@ class TenantScoped:
         return None if user.is_staff else list(tenants_visible(user=user).values_list("pk", flat=True))
 
 
-@extend_schema_view(list=extend_schema(summary="Your tenants and your role in each", responses={200: s.TenantSerializer}))
+@extend_schema_view(list=extend_schema(summary="Your tenants and your role in each",
+                                       responses={200: s.TenantSerializer, **ERRORS}),
+                    retrieve=extend_schema(summary="One of your tenants", responses={200: s.TenantSerializer, **ERRORS}))
 class TenantViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.TenantSerializer
     filter_backends = []
