@@ -173,7 +173,19 @@ def bitbucket_edit(request, pk: int):
         else:
             messages.success(request, "Saved. Changes apply from the next scan; Rescan Org applies them now.")
             return redirect("portal:bitbucket_edit", pk=integration.pk)
-    return render(request, "portal/bitbucket_edit.html", {"form": form, "integration": integration})
+    return render(request, "portal/bitbucket_edit.html", {
+        "form": form, "integration": integration,
+        # Only reaches admins and owners (this view needs the admin role).
+        "webhook_secret": integration.webhook_secret.reveal() if integration.webhook_secret else ""})
+
+
+@tenant_view(Role.ADMIN)
+@require_POST
+def webhook_secret_rotate(request, pk: int):
+    integration = get_integration(request, pk)
+    services.webhook_secret_rotate(integration=integration, actor=request.user)
+    messages.success(request, "Webhook secret rotated. Bitbucket webhooks signed with the old secret are now refused.")
+    return redirect("portal:bitbucket_edit", pk=integration.pk)
 
 
 @tenant_view(Role.ADMIN)

@@ -304,3 +304,17 @@ def test_tenant_switcher(client, site):
     page = client.get(reverse("portal:bitbucket_manage")).content.decode()
     assert "Alpha BB" not in page and "No Bitbucket Cloud integration yet" in page
     assert client.post(reverse("portal:tenant_switch"), {"tenant": site["b"].pk}).status_code == 404
+
+
+def test_webhook_secret_only_for_admins_and_rotation(client, site):
+    secret = Integration.objects.get(pk=site["integration"].pk).webhook_secret.reveal()
+    edit = reverse("portal:bitbucket_edit", kwargs={"pk": site["integration"].pk})
+    login(client, site["users"]["member"])
+    assert client.get(edit).status_code == 403
+    for name in ("bitbucket_manage", "sync_logs", "projects", "namespaces"):
+        assert secret not in client.get(reverse(f"portal:{name}")).content.decode()
+    login(client, site["users"]["admin"])
+    assert secret in client.get(edit).content.decode()
+    client.post(reverse("portal:bitbucket_webhook_secret", kwargs={"pk": site["integration"].pk}))
+    rotated = Integration.objects.get(pk=site["integration"].pk).webhook_secret.reveal()
+    assert rotated != secret and rotated in client.get(edit).content.decode()
