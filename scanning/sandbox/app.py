@@ -169,6 +169,7 @@ class Sandbox:
         self._windows: dict[tuple[str, str], deque] = {}
         self._cache: dict[tuple, list] = {}
         self._encoded: dict[int, bytes] = {}  # id(cached document) -> its JSON
+        self._repo_docs: dict[str, dict] = {}  # repo uuid -> its JSON document (any caller)
         self.version = 0  # bumped on every change; keys list caches
         self.deliveries: list[dict] = []
         self.routes = [Route(m, p, getattr(self, name), lg, gr, b)
@@ -360,6 +361,20 @@ class Sandbox:
         self.version += 1
         self._cache.clear()
         self._encoded.clear()
+        self._repo_docs.clear()
+
+    def warm(self) -> None:
+        """Serialise every repository once, so the first listing is as fast as the rest."""
+        with self.lock:
+            for ws in self.world.workspaces.values():
+                for repo in ws.repos.values():
+                    self._encoded.setdefault(id(self._repo_doc(repo)), _dumps(self._repo_doc(repo)))
+
+    def _repo_doc(self, repo: Repo) -> dict:
+        doc = self._repo_docs.get(repo.uuid)
+        if doc is None:
+            doc = self._repo_docs[repo.uuid] = self._repo_json(repo)
+        return doc
 
     def _workspace(self, auth: Auth, slug: str):
         ws = self.world.workspaces.get(slug)
@@ -636,7 +651,7 @@ class Sandbox:
         label = auth.label
 
         def visible() -> list[dict]:
-            return [self._repo_json(r) for r in ws.repos.values()
+            return [self._repo_doc(r) for r in ws.repos.values()
                     if self._can_reach(auth, workspace, r.project_key, r.slug, public=not r.is_private)]
         return self._page(request, visible, cache_key=("repos", workspace, label, self.version))
 

@@ -127,6 +127,7 @@ class SandboxServer:
         return self
 
     def serve_forever(self) -> None:
+        self.sandbox.warm()
         self.httpd.serve_forever()
 
     def stop(self) -> None:

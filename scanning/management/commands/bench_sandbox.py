@@ -16,6 +16,7 @@ def _serve(repos: int, projects: int, ready) -> None:
 
     world = generate(seed=1, repos=repos, projects=projects, branches=1, pullrequests=False)
     server = SandboxServer(world, rate_limit=10**9)
+    server.sandbox.warm()
     ready.send(server.api_url)
     server.serve_forever()
 
