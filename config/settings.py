@@ -195,6 +195,17 @@ SCANNERS_AVAILABLE = {
     "posture": "Repository posture: branch restrictions, approvals, visibility",
 }
 
+# REST requests the scanners may spend in one scan; the rest waits for the next scan
+# (state is kept per reference, so it resumes). Keep it under the credential's hourly
+# allowance (1,000 for API tokens and OAuth consumers) minus what listing needs.
+SCANNER_REST_BUDGET = env.int("SCANNER_REST_BUDGET", default=800)
+# How deep the dependency scanner lists a repository looking for manifests.
+SCANNER_MAX_DEPTH = env.int("SCANNER_MAX_DEPTH", default=4)
+# Posture: merges should need at least this many approvals.
+POSTURE_MIN_APPROVALS = env.int("POSTURE_MIN_APPROVALS", default=1)
+# Settings change without a push, so posture is re-read at least this often (hours).
+POSTURE_MAX_AGE_HOURS = env.int("POSTURE_MAX_AGE_HOURS", default=168)
+
 # --- Deletion of integration subtrees ------------------------------------------------
 INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=1000)
 

@@ -272,8 +272,12 @@ def projects(request):
 def project_detail(request, pk: int):
     project = get_object_or_404(Project.objects.select_related("namespace", "integration"),
                                 namespace__tenant=request.tenant, pk=pk)
+    default = project.references.filter(is_default=True).first()
+    # Scanner results through reverse relations (the scanning app owns those models).
+    packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
     return render(request, "portal/project_detail.html", {
         "project": project, "references": project.references.order_by("-is_default", "name"),
+        "packages": packages, "findings": project.posture_findings.filter(resolved_at__isnull=True),
         "sync_logs": project.sync_logs.order_by("-created_at")[:20]})
 
 

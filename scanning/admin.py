@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from integrations.admin import IntegrationAdmin
 from integrations.models import Integration
 from scanning import services
-from scanning.models import ScanRun, Trigger
+from scanning.models import DependencyPackage, PostureFinding, ScannerState, ScanRun, Trigger
 
 
 @admin.register(ScanRun)
@@ -126,3 +126,37 @@ class IntegrationScanAdmin(IntegrationAdmin):
         for integration in queryset:
             self._test(request, integration)
 
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DependencyPackage)
+class DependencyPackageAdmin(ReadOnlyAdmin):
+    list_display = ["name", "version", "ecosystem", "direct", "dev", "manifest_path", "reference"]
+    list_filter = ["ecosystem", "direct", "dev"]
+    list_select_related = ["reference__project"]
+    search_fields = ["name", "reference__project__full_name"]
+
+
+@admin.register(PostureFinding)
+class PostureFindingAdmin(ReadOnlyAdmin):
+    list_display = ["project", "rule", "details", "first_seen_at", "resolved_at"]
+    list_filter = ["rule"]
+    list_select_related = ["project"]
+    search_fields = ["project__full_name"]
+
+
+@admin.register(ScannerState)
+class ScannerStateAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "scanner", "commit", "ok", "scanned_at"]
+    list_filter = ["scanner", "ok"]
+    list_select_related = ["reference__project"]

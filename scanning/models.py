@@ -67,3 +67,69 @@ class ScanRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class ScannerState(models.Model):
+    """What each scanner last scanned on a reference: a head that has not moved is not
+    scanned again, and a scan interrupted half-way resumes where it stopped."""
+
+    reference = models.ForeignKey("integrations.Reference", on_delete=models.CASCADE, related_name="scanner_states")
+    scanner = models.CharField(max_length=32)
+    commit = models.CharField(max_length=64)
+    scanned_at = models.DateTimeField(auto_now=True)
+    ok = models.BooleanField(default=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["reference", "scanner"], name="scannerstate_unique")]
+
+
+class DependencyPackage(models.Model):
+    """One package a manifest or lock file declares, at a reference's head."""
+
+    reference = models.ForeignKey("integrations.Reference", on_delete=models.CASCADE, related_name="packages")
+    ecosystem = models.CharField(max_length=16)
+    name = models.CharField(max_length=255)
+    version = models.CharField(max_length=255, blank=True, help_text="Exact, or the declared range.")
+    manifest_path = models.CharField(max_length=500)
+    direct = models.BooleanField(default=True)
+    dev = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["ecosystem", "name", "version"]
+        indexes = [models.Index(fields=["ecosystem", "name"]), models.Index(fields=["name"])]
+        constraints = [models.UniqueConstraint(fields=["reference", "manifest_path", "ecosystem", "name", "version"],
+                                               name="dependencypackage_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.ecosystem}:{self.name}@{self.version}"
+
+
+class PostureRule(models.TextChoices):
+    FORCE_PUSH = "force_push_allowed", "Default branch allows force pushes"
+    BRANCH_DELETABLE = "branch_deletable", "Default branch can be deleted"
+    FEW_APPROVALS = "few_approvals", "Merges need fewer approvals than required"
+    BUILDS_NOT_REQUIRED = "builds_not_required", "Merges do not require passing builds"
+    PUBLIC = "public_repository", "Repository is public"
+    NO_DEFAULT_REVIEWERS = "no_default_reviewers", "No default reviewers"
+
+
+class PostureFinding(models.Model):
+    """A failed posture rule on a project; resolved (not deleted) when it passes again."""
+
+    project = models.ForeignKey("integrations.Project", on_delete=models.CASCADE, related_name="posture_findings")
+    rule = models.CharField(max_length=32, choices=PostureRule.choices)
+    details = models.CharField(max_length=500, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_seen_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "rule"], condition=Q(resolved_at__isnull=True),
+                                    name="posturefinding_one_open_per_rule"),
+            models.CheckConstraint(condition=Q(rule__in=PostureRule.values), name="posturefinding_rule_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.get_rule_display()}"

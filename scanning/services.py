@@ -82,6 +82,9 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         outcome = sync.execute()
         status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
         summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
+        if outcome.scanners_deferred:
+            summary = (summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
+                                 "hour, continues.").strip()
     except ListingIncomplete as exc:
         classified = classify(exc.__cause__ or exc, auth_method=integration.auth_method)
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, classified=classified,
@@ -112,6 +115,9 @@ def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status
     fields = {"last_scan_at": finished}
     if integration.status != IntegrationStatus.DELETING:
         fields["next_scan_at"] = next_scan_time(integration, started)
+        if sync is not None and sync.outcome.scanners_deferred:
+            # Keep going across the hour: come back when the rolling window has room again.
+            fields["next_scan_at"] = min(fields["next_scan_at"], finished + timedelta(hours=1))
         if integration.status != IntegrationStatus.PAUSED:
             fields["status"] = IntegrationStatus.ERROR if status == ScanStatus.FAILED else IntegrationStatus.ACTIVE
     Integration.objects.filter(pk=integration.pk).update(**fields)

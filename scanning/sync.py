@@ -70,6 +70,7 @@ class Outcome:
     complete: bool = False
     problems: int = 0  # per-repository failures that make a scan partial
     git_fallbacks: list[str] = field(default_factory=list)
+    scanners_deferred: int = 0  # scanner runs left for the next scan (budget or rate limit)
 
 
 class OrgSync:
@@ -89,6 +90,7 @@ class OrgSync:
         self.outcome.complete = True
         self._remove_missing(seen)
         self._sync_members()
+        self._run_scanners()
         if self.outcome.git_fallbacks:
             names = ", ".join(self.outcome.git_fallbacks[:10]) + ("..." if len(self.outcome.git_fallbacks) > 10 else "")
             sync_log_record(
@@ -320,6 +322,66 @@ class OrgSync:
                 continue
             ns.delete()
             self.counts.add("namespaces", "removed")
+
+    # --- Scanners -------------------------------------------------------------------------------
+    def _run_scanners(self) -> None:
+        from scanning.models import ScannerState
+        from scanning.scanners import REGISTRY, Target
+
+        selected = [REGISTRY[name] for name in self.integration.scanners if name in REGISTRY]
+        if not selected:
+            return
+        refs = list(Reference.objects.filter(project__integration=self.integration, is_default=True)
+                    .exclude(head_commit="").select_related("project").order_by("project__full_name"))
+        states = {(ref_id, name): (commit, scanned_at) for ref_id, name, commit, scanned_at in ScannerState.objects
+                  .filter(reference__in=refs, ok=True).values_list("reference_id", "scanner", "commit", "scanned_at")}
+        now = timezone.now()
+
+        def due(ref: Reference, scanner) -> bool:
+            commit, scanned_at = states.get((ref.pk, scanner.name), ("", None))
+            max_age = scanner.max_age()
+            return commit != ref.head_commit or (max_age is not None and scanned_at < now - max_age)
+
+        pending = [(ref, scanner) for ref in refs for scanner in selected if due(ref, scanner)]
+        budget_end = self.client.stats.rest + settings.SCANNER_REST_BUDGET
+        for index, (ref, scanner) in enumerate(pending):
+            if self.client.stats.rest >= budget_end:
+                self._defer(len(pending) - index, f"the scan's REST budget ({settings.SCANNER_REST_BUDGET}) is spent")
+                return
+            try:
+                result = scanner.scan(Target(self.integration, ref.project, ref, self.client))
+            except bb.RateLimited as exc:
+                self._defer(len(pending) - index, f"Bitbucket's rate limit was reached ({exc})")
+                return
+            except bb.BitbucketError as exc:
+                sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=exc, project=ref.project,
+                                level=Level.WARNING,
+                                message=f"The {scanner.name} scanner failed on {ref.project.full_name}: {exc}")
+                ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
+                                                      defaults={"commit": "", "ok": False, "message": str(exc)})
+                continue
+            for warning in result.warnings:
+                sync_log_record(
+                    integration=self.integration, operation=Operation.SYNC, project=ref.project, level=Level.WARNING,
+                    classified=Classified(Category.UNEXPECTED, f"{ref.project.full_name}: {warning}",
+                                          "Fix the file in the repository; the scanner reads it again when the "
+                                          "branch moves."))
+            ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
+                                                  defaults={"commit": ref.head_commit, "ok": True, "message": ""})
+            bucket = self.counts.data.setdefault(f"{scanner.name} scanner", {"references": 0})
+            bucket["references"] += 1
+            for key, value in result.counts.items():
+                bucket[key] = bucket.get(key, 0) + value
+
+    def _defer(self, remaining: int, why: str) -> None:
+        self.outcome.scanners_deferred = remaining
+        sync_log_record(
+            integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
+            classified=Classified(Category.RATE_LIMITED,
+                                  f"Scanners paused with {remaining} repository scan(s) left: {why}.",
+                                  "Nothing to do: the next scan, in about an hour, continues where this one "
+                                  "stopped. A larger SCANNER_REST_BUDGET or an access token (higher allowance) "
+                                  "finishes sooner."))
 
     # --- Members ------------------------------------------------------------------------------
     def _sync_members(self) -> None:

@@ -323,6 +323,10 @@ class BitbucketClient:
     def get(self, path: str, **params: Any) -> dict:
         return _expect_json(self._request("GET", path, params=params or None), "GET", path)
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """A raw file body (``src/{commit}/{path}``)."""
+        return self._request("GET", path, params=params or None).text
+
     def paginate(self, path: str, *, fields: str | None = None, pagelen: int = 100, q: str | None = None,
                  **params: Any) -> Iterator[dict]:
         """Yield pages (the envelope) of a collection, following ``next`` verbatim."""

@@ -1,0 +1,138 @@
+"""Scanners: small classes that scan one reference of one project and return results.
+
+An integration selects scanners (Edit Integration > Scanners). During a scan they run
+for default references whose head commit moved since they last ran (``ScannerState``),
+so a rescan of unchanged repositories runs nothing, and an interrupted scan resumes.
+A scanner that fails on one repository records a sync log warning and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.bitbucket import client as bb
+from integrations.models import Integration, Project, Reference
+from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
+from scanning.models import DependencyPackage, PostureFinding, PostureRule
+
+
+@dataclass
+class Target:
+    integration: Integration
+    project: Project
+    reference: Reference
+    client: bb.BitbucketClient
+
+    @property
+    def repo_path(self) -> str:
+        return f"repositories/{self.project.full_name}"
+
+
+@dataclass
+class Result:
+    warnings: list[str] = field(default_factory=list)  # e.g. a malformed manifest, with its path
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Scanner:
+    name = ""
+    description = ""
+    # Scopes it needs, per auth method family (for verification messages and docs).
+    scopes: dict[str, list[str]] = {}
+
+    def max_age(self) -> timedelta | None:
+        """Rescan after this long even if the head did not move (None: only when it moves)."""
+        return None
+
+    def scan(self, target: Target) -> Result:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class DependenciesScanner(Scanner):
+    name = "dependencies"
+    description = "Dependency inventory: packages from manifests and lock files"
+    scopes = {"api_token": ["read:repository:bitbucket"], "other": ["repository"]}
+
+    def scan(self, target: Target) -> Result:
+        commit = target.reference.head_commit
+        listing = target.client.iterate(f"{target.repo_path}/src/{commit}/", max_depth=settings.SCANNER_MAX_DEPTH,
+                                        fields="values.path,values.type")
+        manifests = [e["path"] for e in listing if e.get("type") == "commit_file" and parser_for(e["path"])]
+        result, found = Result(), []
+        for path in manifests:
+            text = target.client.get_text(f"{target.repo_path}/src/{commit}/{quote(path)}")
+            try:
+                found += [(path, p) for p in parse_manifest(path, text)]
+            except ManifestError as exc:
+                result.warnings.append(f"{path}: {exc}")
+        result.counts["packages"] = _store_packages(target.reference, found)
+        result.counts["manifests"] = len(manifests)
+        return result
+
+
+def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> int:
+    rows = {(path, p.ecosystem, p.name, p.version): p for path, p in found}
+    with transaction.atomic():
+        DependencyPackage.objects.filter(reference=reference).delete()
+        DependencyPackage.objects.bulk_create([
+            DependencyPackage(reference=reference, ecosystem=p.ecosystem, name=p.name[:255], version=p.version[:255],
+                              manifest_path=path[:500], direct=p.direct, dev=p.dev)
+            for (path, *_), p in rows.items()])
+    return len(rows)
+
+
+class PostureScanner(Scanner):
+    name = "posture"
+    description = "Repository posture: branch restrictions, approvals, visibility"
+    scopes = {"api_token": ["admin:repository:bitbucket", "read:pullrequest:bitbucket"],
+              "other": ["repository:admin", "pullrequest"]}
+
+    def max_age(self) -> timedelta | None:
+        return timedelta(hours=settings.POSTURE_MAX_AGE_HOURS)
+
+    def scan(self, target: Target) -> Result:
+        branch = target.project.main_branch or target.reference.name
+        rules = [r for r in target.client.iterate(f"{target.repo_path}/branch-restrictions")
+                 if r.get("branch_match_kind", "glob") == "glob" and fnmatch.fnmatchcase(branch, r.get("pattern", ""))]
+        kinds = {r["kind"]: r for r in rules}
+        reviewers = next(target.client.paginate(f"{target.repo_path}/default-reviewers", pagelen=1,
+                                                fields="values.uuid")).get("values", [])
+        failing: dict[str, str] = {}
+        if "force" not in kinds:
+            failing[PostureRule.FORCE_PUSH] = f"No rule stops force pushes to {branch}."
+        if "delete" not in kinds:
+            failing[PostureRule.BRANCH_DELETABLE] = f"No rule stops {branch} from being deleted."
+        approvals = int((kinds.get("require_approvals_to_merge") or {}).get("value") or 0)
+        if approvals < settings.POSTURE_MIN_APPROVALS:
+            failing[PostureRule.FEW_APPROVALS] = (f"Merges to {branch} need {approvals} approval(s); "
+                                                  f"at least {settings.POSTURE_MIN_APPROVALS} required.")
+        if "require_passing_builds_to_merge" not in kinds:
+            failing[PostureRule.BUILDS_NOT_REQUIRED] = f"Merges to {branch} do not require passing builds."
+        if not target.project.is_private:
+            failing[PostureRule.PUBLIC] = "Anyone can read this repository."
+        if not reviewers:
+            failing[PostureRule.NO_DEFAULT_REVIEWERS] = "Pull requests get no default reviewers."
+        opened, resolved = _store_findings(target.project, failing)
+        return Result(counts={"findings_opened": opened, "findings_resolved": resolved})
+
+
+def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int]:
+    with transaction.atomic():
+        open_rules = set(PostureFinding.objects.filter(project=project, resolved_at__isnull=True)
+                         .values_list("rule", flat=True))
+        new = [PostureFinding(project=project, rule=rule, details=text[:500]) for rule, text in failing.items()
+               if rule not in open_rules]
+        PostureFinding.objects.bulk_create(new)
+        resolved = PostureFinding.objects.filter(project=project, resolved_at__isnull=True).exclude(
+            rule__in=list(failing)).update(resolved_at=timezone.now())
+    return len(new), resolved
+
+
+REGISTRY: dict[str, Scanner] = {s.name: s for s in (DependenciesScanner(), PostureScanner())}

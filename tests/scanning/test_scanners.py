@@ -1,0 +1,149 @@
+"""Scanners end to end against the sandbox: inventory, posture, incremental runs, failures, pacing."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from integrations import services
+from integrations.models import Project, Reference
+from scanning import services as scans
+from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState, ScanStatus
+from scanning.sandbox import generate
+from scanning.sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from synclogs.models import Category, SyncLog
+from tests.factories import NamespaceFactory, TenantFactory
+
+
+@pytest.fixture
+def sandbox_world():
+    return generate(seed=5, workspaces=1, projects=2, repos=8, branches=2)
+
+
+def connect(scanners, **credentials):
+    tenant = TenantFactory()
+    return services.integration_create(
+        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Scanned", workspace="demo",
+        auth_method="api_token" if "email" in credentials else "access_token",
+        credentials=credentials or {"token": SANDBOX_WORKSPACE_TOKEN}, actor=None, scanners=scanners, verify=False)
+
+
+def scan(integration):
+    run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
+    return scans.scan_run_execute(scan_run_id=run.pk)
+
+
+def expected_manifests(repo):
+    from scanning.manifests import parser_for
+
+    head = repo.commits[repo.branches[repo.mainbranch]]
+    return {p for p in head.files if parser_for(p)}
+
+
+def test_dependency_inventory_per_reference(bitbucket):
+    integration = connect(["dependencies"])
+    run = scan(integration)
+    assert run.status == ScanStatus.SUCCEEDED, run.summary
+    ws = bitbucket.sandbox.world.workspaces["demo"]
+    for repo in ws.repos.values():
+        ref = Reference.objects.get(project__remote_uuid=repo.uuid, is_default=True)
+        paths = set(DependencyPackage.objects.filter(reference=ref).values_list("manifest_path", flat=True))
+        assert paths == expected_manifests(repo), repo.slug
+        assert not any("node_modules" in p for p in paths)
+    assert run.counts["dependencies scanner"]["references"] == len(ws.repos)
+    # The project page shows them.
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    client = Client()
+    client.force_login(UserFactory(username="staff", is_staff=True))
+    api = Project.objects.get(full_name="demo/api")
+    page = client.get(reverse("portal:project_detail", kwargs={"pk": api.pk})).content.decode()
+    assert "Dependencies at the default branch" in page
+    name = DependencyPackage.objects.filter(reference__project=api).values_list("name", flat=True).first()
+    assert name and name in page
+    # And they go with the integration.
+    services.integration_delete_request(integration=integration, actor=None)
+    services.integration_purge(integration_id=integration.pk)
+    assert not DependencyPackage.objects.exists() and not ScannerState.objects.exists()
+
+
+def test_unchanged_heads_scan_nothing_and_a_push_rescans_one_repository(bitbucket, count_writes):
+    integration = connect(["dependencies"])
+    scan(integration)
+    before = len(bitbucket.sandbox.requests)
+    with count_writes(("scanning_dependencypackage", "scanning_scannerstate")) as writes:
+        run = scan(integration)
+    assert writes.rows == 0 and run.rest_requests == 3 and "dependencies scanner" not in run.counts
+    assert not [r for r in list(bitbucket.sandbox.requests)[before:] if "/src/" in r.path]
+    repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
+    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"requirements.txt": "django==5.2.1\nrequests>=2\n"},
+                           fire=False)
+    run = scan(integration)
+    assert run.counts["dependencies scanner"]["references"] == 1
+    ref = Reference.objects.get(project__remote_uuid=repo.uuid, is_default=True)
+    assert set(DependencyPackage.objects.filter(reference=ref, manifest_path="requirements.txt")
+               .values_list("name", "version")) == {("django", "5.2.1"), ("requests", ">=2")}
+
+
+def test_malformed_manifest_is_a_warning_with_its_path(bitbucket):
+    integration = connect(["dependencies"])
+    repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
+    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"package.json": "{broken"}, fire=False)
+    run = scan(integration)
+    assert run.status == ScanStatus.SUCCEEDED
+    warning = SyncLog.objects.get(integration=integration, level="warning", message__contains="package.json")
+    assert "not valid JSON" in warning.message and warning.project.full_name == "demo/api"
+    assert DependencyPackage.objects.filter(reference__project__full_name="demo/web").exists()
+
+
+def test_posture_findings_open_and_resolve(bitbucket, settings):
+    integration = connect(["posture"])
+    scan(integration)
+    ws = bitbucket.sandbox.world.workspaces["demo"]
+    for repo in ws.repos.values():
+        project = Project.objects.get(remote_uuid=repo.uuid)
+        open_rules = set(PostureFinding.objects.filter(project=project, resolved_at__isnull=True)
+                         .values_list("rule", flat=True))
+        kinds = {r["kind"] for r in repo.restrictions}
+        assert (PostureRule.FORCE_PUSH in open_rules) == ("force" not in kinds), repo.slug
+        assert (PostureRule.PUBLIC in open_rules) == (not repo.is_private), repo.slug
+        assert (PostureRule.NO_DEFAULT_REVIEWERS in open_rules) == (not repo.default_reviewers), repo.slug
+    # Settings change without a push: posture is re-read once its results are older than the window.
+    repo = next(r for r in ws.repos.values() if not any(x["kind"] == "force" for x in r.restrictions))
+    repo.restrictions.append({"id": 99, "kind": "force", "pattern": repo.mainbranch, "branch_match_kind": "glob"})
+    bitbucket.sandbox._changed()
+    settings.POSTURE_MAX_AGE_HOURS = 0
+    scan(integration)
+    finding = PostureFinding.objects.get(project__remote_uuid=repo.uuid, rule=PostureRule.FORCE_PUSH)
+    assert finding.resolved_at is not None and finding.first_seen_at < finding.resolved_at
+
+
+def test_missing_scope_is_a_warning_per_project_and_the_scan_goes_on(bitbucket):
+    integration = connect(["posture"], email=SANDBOX_EMAIL, token=SANDBOX_API_TOKEN)
+    bitbucket.sandbox.world.find_credential(SANDBOX_API_TOKEN).scopes.remove("admin:repository:bitbucket")
+    run = scan(integration)
+    assert run.status == ScanStatus.SUCCEEDED and Project.objects.filter(integration=integration).count() == 8
+    warnings = SyncLog.objects.filter(integration=integration, level="warning",
+                                      category=Category.INSUFFICIENT_PERMISSIONS, project__isnull=False)
+    assert warnings.count() == 8 and "admin:repository:bitbucket" in warnings.first().hint
+    assert not ScannerState.objects.filter(ok=True).exists()
+
+
+def test_scanners_pace_themselves_and_resume(bitbucket, settings):
+    from django.utils import timezone
+
+    settings.SCANNER_REST_BUDGET = 6
+    integration = connect(["dependencies"])
+    first = scan(integration)
+    assert first.status == ScanStatus.SUCCEEDED and "Scanners paused" in first.summary
+    done_first = first.counts["dependencies scanner"]["references"]
+    assert 0 < done_first < 8
+    integration.refresh_from_db()
+    assert integration.next_scan_at <= timezone.now() + timezone.timedelta(hours=1)
+    assert SyncLog.objects.filter(integration=integration, category=Category.RATE_LIMITED).exists()
+    settings.SCANNER_REST_BUDGET = 800
+    second = scan(integration)
+    assert second.counts["dependencies scanner"]["references"] == 8 - done_first  # resumed, not restarted
+    assert ScannerState.objects.filter(ok=True, scanner="dependencies").count() == 8
