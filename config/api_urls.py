@@ -16,9 +16,12 @@ router.register("projects", integrations.ProjectViewSet, basename="project")
 router.register("references", integrations.ReferenceViewSet, basename="reference")
 router.register("scans", scanning.ScanRunViewSet, basename="scan")
 router.register("sync-logs", synclogs.SyncLogViewSet, basename="synclog")
+router.register("posture-findings", scanning.PostureFindingViewSet, basename="posturefinding")
 
 urlpatterns = [
     path("integrations/<int:pk>/rescan/", scanning.RescanView.as_view(), name="integration-rescan"),
     path("integrations/<int:pk>/verify/", scanning.VerifyView.as_view(), name="integration-verify"),
+    path("packages/", scanning.PackageSearchView.as_view(), name="packages"),
+    path("references/<int:pk>/sbom/", scanning.SbomView.as_view(), name="reference-sbom"),
     *router.urls,
 ]

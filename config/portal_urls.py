@@ -29,4 +29,7 @@ urlpatterns = [
     path("projects/", pages.projects, name="projects"),
     path("projects/add/", pages.project_import, name="project_import"),
     path("projects/<int:pk>/", pages.project_detail, name="project_detail"),
+    path("packages/", scan_pages.packages, name="packages"),
+    path("references/<int:pk>/sbom/", scan_pages.reference_sbom, name="reference_sbom"),
+    path("posture/", scan_pages.posture, name="posture"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.utils import (
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -20,7 +21,7 @@ from integrations.api.views import ERRORS, TenantScoped, get_visible_integration
 from integrations.models import Role
 from integrations.selectors import has_role
 from scanning import services
-from scanning.models import ScanRun, ScanStatus, Trigger
+from scanning.models import PostureFinding, ScanRun, ScanStatus, Trigger
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -98,3 +99,93 @@ class VerifyView(APIView):
             self.permission_denied(request, "Only admins and owners can test credentials.")
         report = services.integration_test_configuration(integration=integration, actor=request.user)
         return Response(report.as_dict())
+
+
+class PackageSerializer(serializers.Serializer):
+    repository = serializers.CharField(source="reference.project.full_name")
+    project = serializers.IntegerField(source="reference.project_id")
+    reference = serializers.IntegerField(source="reference_id")
+    ecosystem = serializers.CharField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+    direct = serializers.BooleanField()
+    dev = serializers.BooleanField()
+    manifest_path = serializers.CharField()
+
+
+class PackageSearchView(APIView):
+    permission_classes = [TenantRole]
+
+    @extend_schema(summary="Which repositories use a package (below a version)?", parameters=[
+        OpenApiParameter("tenant", str, description="Tenant slug (default: your only tenant)."),
+        OpenApiParameter("name", str, description="Package name (case-insensitive)."),
+        OpenApiParameter("ecosystem", str, description="npm, pypi, maven, go, cargo, gem, composer, nuget."),
+        OpenApiParameter("below", str, description="Only versions lower than this one.")],
+        responses={200: PackageSerializer(many=True), **ERRORS})
+    def get(self, request):
+        from rest_framework.exceptions import ValidationError
+
+        from integrations.api.views import _pick_tenant
+        from scanning.selectors import package_search
+
+        tenant = _pick_tenant(request, request.query_params.get("tenant"), Role.VIEWER)
+        params = {k: request.query_params.get(k, "") for k in ("name", "ecosystem", "below")}
+        if not params["name"] and not params["ecosystem"]:
+            raise ValidationError({"name": ["Give a package name or an ecosystem."]})
+        try:
+            rows = package_search(tenant=tenant, **params)
+        except ValueError as exc:
+            raise ValidationError({"below": [str(exc)]}) from None
+        rows = list(rows[:5000]) if not isinstance(rows, list) else rows[:5000]
+        return Response(PackageSerializer(rows, many=True).data)
+
+
+class SbomView(APIView):
+    permission_classes = [TenantRole]
+
+    @extend_schema(summary="CycloneDX 1.5 JSON SBOM of a reference", responses={200: OpenApiResponse(
+        description="A CycloneDX document"), **ERRORS})
+    def get(self, request, pk: int):
+        from django.shortcuts import get_object_or_404
+
+        from integrations.models import Reference
+        from integrations.selectors import tenants_visible
+        from scanning.selectors import reference_sbom
+
+        qs = Reference.objects.select_related("project")
+        if not request.user.is_staff:
+            qs = qs.filter(project__namespace__tenant__in=tenants_visible(user=request.user))
+        return Response(reference_sbom(reference=get_object_or_404(qs, pk=pk)))
+
+
+class PostureFindingSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PostureFinding
+        fields = ["id", "project", "rule", "details", "first_seen_at", "resolved_at"]
+        read_only_fields = fields
+
+
+class PostureFindingFilter(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=[("open", "Open"), ("resolved", "Resolved")], method="filter_state")
+
+    class Meta:
+        model = PostureFinding
+        fields = ["project", "rule"]
+
+    def filter_state(self, queryset, name, value):
+        return queryset.filter(resolved_at__isnull=(value == "open"))
+
+
+@extend_schema_view(list=extend_schema(summary="Posture findings", responses={200: PostureFindingSerializer, **ERRORS}),
+                    retrieve=extend_schema(summary="A posture finding", responses={200: PostureFindingSerializer, **ERRORS}))
+class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
+    serializer_class = PostureFindingSerializer
+    filterset_class = PostureFindingFilter
+
+    def tenant_of(self, obj) -> int:
+        return obj.project.namespace.tenant_id
+
+    def get_queryset(self):
+        qs = PostureFinding.objects.select_related("project__namespace")
+        ids = self.visible_tenant_ids()
+        return (qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)).order_by("-first_seen_at", "-id")

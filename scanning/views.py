@@ -120,3 +120,65 @@ def scan_detail(request, pk: int):
     run = get_object_or_404(ScanRun.objects.select_related("integration"), pk=pk,
                             integration__in=tenant_integrations(request))
     return render(request, "portal/scan_detail.html", {"run": run})
+
+
+@tenant_view()
+def packages(request):
+    """Tenant-wide package search: which repositories use NAME (below VERSION)?"""
+    from scanning.models import DependencyPackage
+    from scanning.selectors import package_search
+
+    name, ecosystem, below = (request.GET.get(k, "").strip() for k in ("name", "ecosystem", "below"))
+    error, rows = "", []
+    if name or ecosystem or below:
+        try:
+            rows = package_search(tenant=request.tenant, name=name, ecosystem=ecosystem, below=below)
+        except ValueError as exc:
+            error = str(exc)
+    if request.GET.get("format") == "csv" and not error:
+        return _csv_response(rows, f"packages-{name or 'all'}.csv")
+    page = Paginator(rows, 100).get_page(request.GET.get("page"))
+    ecosystems = DependencyPackage.objects.filter(reference__project__namespace__tenant=request.tenant) \
+        .values_list("ecosystem", flat=True).distinct().order_by("ecosystem")
+    return render(request, "portal/packages.html", {"page": page, "error": error, "ecosystems": ecosystems,
+                                                    "filters": {"name": name, "ecosystem": ecosystem, "below": below},
+                                                    "searched": bool(name or ecosystem or below)})
+
+
+def _csv_response(rows, filename: str):
+    import csv
+
+    from django.http import StreamingHttpResponse
+
+    from scanning.selectors import csv_rows
+
+    class Echo:
+        def write(self, value):
+            return value
+
+    writer = csv.writer(Echo())
+    response = StreamingHttpResponse((writer.writerow(row) for row in csv_rows(rows)), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@tenant_view()
+def reference_sbom(request, pk: int):
+    from integrations.models import Reference
+    from scanning.selectors import reference_sbom as build
+
+    reference = get_object_or_404(Reference.objects.select_related("project"), pk=pk,
+                                  project__namespace__tenant=request.tenant)
+    response = JsonResponse(build(reference=reference), json_dumps_params={"indent": 2})
+    name = (reference.project.full_name or reference.project.name).replace("/", "_")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{reference.name.replace("/", "_")}.cdx.json"'
+    return response
+
+
+@tenant_view()
+def posture(request):
+    from scanning.selectors import posture_overview
+
+    overview = posture_overview(tenant=request.tenant)
+    page = Paginator(overview["worst"], 50).get_page(request.GET.get("page"))
+    return render(request, "portal/posture.html", {"overview": overview, "page": page})

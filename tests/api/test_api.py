@@ -221,7 +221,11 @@ def _detail_routes():
 
 def test_every_api_route_answers_404_for_another_tenants_ids(world):
     outsider = client_for(world["users"]["outsider"])
+    from scanning.models import PostureFinding
+
+    finding = PostureFinding.objects.create(project=world["project"], rule="public_repository")
     ids = {"integration": world["integration"].pk, "namespace": world["integration"].root_namespace_id,
+           "posturefinding": finding.pk,
            "project": world["project"].pk, "reference": world["reference"].pk, "scan": world["run"].pk,
            "synclog": world["log"].pk}
     checked = 0

@@ -58,7 +58,8 @@ def test_every_page_needs_a_login(client, site):
 def test_every_page_answers_404_for_another_tenants_ids(client, site):
     login(client, site["users"]["outsider"])
     ids = {"bitbucket": site["integration"].pk, "rescan": site["integration"].pk, "sync_log": site["integration"].pk,
-           "scan_detail": site["run"].pk, "namespace_delete": site["parent"].pk, "project_detail": site["project"].pk}
+           "scan_detail": site["run"].pk, "namespace_delete": site["parent"].pk, "project_detail": site["project"].pk,
+           "reference": site["project"].references.get().pk}
     checked = 0
     for name, takes_pk in portal_routes():
         if not takes_pk:

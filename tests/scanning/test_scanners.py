@@ -147,3 +147,49 @@ def test_scanners_pace_themselves_and_resume(bitbucket, settings):
     second = scan(integration)
     assert second.counts["dependencies scanner"]["references"] == 8 - done_first  # resumed, not restarted
     assert ScannerState.objects.filter(ok=True, scanner="dependencies").count() == 8
+
+
+def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
+    import csv
+    import io
+    import json
+
+    from django.urls import reverse
+
+    from integrations.models import Role
+    from tests.factories import member
+
+    integration = connect(["dependencies", "posture"])
+    repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
+    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"package-lock.json": json.dumps({
+        "lockfileVersion": 3, "packages": {"": {"dependencies": {"lodash": "^4"}},
+                                           "node_modules/lodash": {"version": "4.17.20"}}})}, fire=False)
+    scan(integration)
+    viewer = member(integration.tenant, Role.VIEWER, username="reader")
+    client.force_login(viewer)
+    page = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21"}).content.decode()
+    assert "demo/api" in page and "4.17.20" in page
+    assert "demo/api" not in client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.0.0"}).content.decode()
+    assert "not a version" in client.get(reverse("portal:packages"), {"name": "lodash", "below": "latest"}).content.decode()
+    exported = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21", "format": "csv"})
+    rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert rows[0][:4] == ["repository", "branch", "ecosystem", "package"]
+    assert ["demo/api", repo.mainbranch, "npm", "lodash", "4.17.20"] in [r[:5] for r in rows]
+    ref = Reference.objects.get(project__full_name="demo/api", is_default=True)
+    sbom = json.loads(client.get(reverse("portal:reference_sbom", kwargs={"pk": ref.pk})).content)
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+    lodash = next(c for c in sbom["components"] if c["name"] == "lodash" and c["version"] == "4.17.20")
+    assert lodash["purl"] == "pkg:npm/lodash@4.17.20" and lodash["scope"] == "required"
+    posture = client.get(reverse("portal:posture")).content.decode()
+    assert "8 repositories read by the posture scanner" in posture and "Worst repositories first" in posture
+
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
+    found = api.get("/api/v1/packages/", {"name": "lodash", "below": "4.17.21"}).json()
+    assert {r["repository"] for r in found} >= {"demo/api"}
+    assert api.get("/api/v1/packages/").status_code == 400
+    assert api.get(f"/api/v1/references/{ref.pk}/sbom/").json()["bomFormat"] == "CycloneDX"
+    assert api.get("/api/v1/posture-findings/", {"state": "open"}).json()["count"] > 0

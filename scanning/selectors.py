@@ -1,0 +1,115 @@
+"""Reads over scanner results: package search, SBOMs, posture overview."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+from packaging.version import InvalidVersion, Version
+
+from integrations.models import Project, Reference
+from scanning.models import DependencyPackage, PostureFinding, PostureRule
+
+_LEADING_RANGE = re.compile(r"^[\^~>=<v\s]*")
+
+
+def comparable_version(text: str) -> Version | None:
+    """A version to compare, from an exact version or the lower bound of a simple range
+    (``^4.17.20`` -> 4.17.20). None when it cannot be read (``latest``, git URLs...)."""
+    candidate = _LEADING_RANGE.sub("", (text or "").split(",")[0].split(" ")[0]).strip()
+    try:
+        return Version(candidate)
+    except InvalidVersion:
+        return None
+
+
+def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = "") -> QuerySet | list:
+    """Packages in the tenant's default branches. ``below`` keeps versions lower than it
+    (those whose version cannot be read are kept too, flagged, since they may be affected)."""
+    qs = (DependencyPackage.objects.filter(reference__project__namespace__tenant=tenant, reference__is_default=True)
+          .select_related("reference__project").order_by("name", "reference__project__full_name", "manifest_path"))
+    if name:
+        qs = qs.filter(name__iexact=name.strip())
+    if ecosystem:
+        qs = qs.filter(ecosystem=ecosystem)
+    if not below:
+        return qs
+    limit = comparable_version(below)
+    if limit is None:
+        raise ValueError(f"'{below}' is not a version to compare with (expected something like 4.17.21).")
+    rows = []
+    for package in qs.iterator(chunk_size=1000):
+        version = comparable_version(package.version)
+        package.unknown_version = version is None
+        if version is None or version < limit:
+            rows.append(package)
+    return rows
+
+
+PURL_TYPES = {"npm": "npm", "pypi": "pypi", "maven": "maven", "go": "golang", "cargo": "cargo", "gem": "gem",
+              "composer": "composer", "nuget": "nuget"}
+
+
+def purl(package: DependencyPackage) -> str:
+    kind = PURL_TYPES.get(package.ecosystem, package.ecosystem)
+    name = package.name
+    if package.ecosystem == "maven" and ":" in name:
+        name = name.replace(":", "/", 1)
+    elif package.ecosystem == "npm" and name.startswith("@"):
+        name = "%40" + name[1:]
+    version = package.version if comparable_version(package.version) is not None and not package.version.startswith(
+        ("^", "~", ">", "<", "=")) else ""
+    return f"pkg:{kind}/{name}" + (f"@{version}" if version else "")
+
+
+def reference_sbom(*, reference: Reference) -> dict:
+    """A CycloneDX 1.5 JSON SBOM of the reference's packages."""
+    project = reference.project
+    components = []
+    for package in reference.packages.order_by("ecosystem", "name", "version"):
+        components.append({
+            "type": "library", "name": package.name, "version": package.version, "purl": purl(package),
+            "bom-ref": f"{purl(package)}#{package.manifest_path}",
+            "scope": "optional" if package.dev else "required",
+            "properties": [{"name": "portal:manifest", "value": package.manifest_path},
+                           {"name": "portal:direct", "value": str(package.direct).lower()}],
+        })
+    return {
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{project.full_name}@{reference.head_commit}')}",
+        "metadata": {"timestamp": timezone.now().isoformat(), "tools": {"components": [
+            {"type": "application", "name": "bitbucket-portal"}]},
+            "component": {"type": "application", "name": project.full_name or project.name,
+                          "version": reference.head_commit or reference.name,
+                          "bom-ref": f"{project.full_name}@{reference.name}"}},
+        "components": components,
+    }
+
+
+def posture_overview(*, tenant) -> dict:
+    """Pass rate per rule over the projects the posture scanner has read, worst projects first."""
+    evaluated = Project.objects.filter(namespace__tenant=tenant, references__is_default=True,
+                                       references__scanner_states__scanner="posture",
+                                       references__scanner_states__ok=True).distinct()
+    total = evaluated.count()
+    failing = dict(PostureFinding.objects.filter(project__in=evaluated, resolved_at__isnull=True)
+                   .values_list("rule").annotate(n=Count("id")))
+    rules = [{"rule": value, "label": label, "failing": failing.get(value, 0), "passing": total - failing.get(value, 0),
+              "pass_rate": round(100 * (total - failing.get(value, 0)) / total) if total else None}
+             for value, label in PostureRule.choices]
+    worst = (evaluated.annotate(open_findings=Count("posture_findings", filter=Q(posture_findings__resolved_at__isnull=True)))
+             .filter(open_findings__gt=0).order_by("-open_findings", "full_name"))
+    return {"evaluated": total, "rules": rules, "worst": worst}
+
+
+def csv_rows(packages) -> Iterator[list[str]]:
+    yield ["repository", "branch", "ecosystem", "package", "version", "direct", "dev", "manifest"]
+    for p in packages:
+        yield [p.reference.project.full_name, p.reference.name, p.ecosystem, p.name, p.version,
+               "yes" if p.direct else "no", "yes" if p.dev else "no", p.manifest_path]
+
+
+
