@@ -133,3 +133,32 @@ class PostureFinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}: {self.get_rule_display()}"
+
+
+class WebhookDelivery(models.Model):
+    """One signed delivery from Bitbucket, kept so retries are not processed twice."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    request_uuid = models.CharField(max_length=64, help_text="X-Request-UUID: the same on every retry.")
+    event_key = models.CharField(max_length=64)
+    hook_uuid = models.CharField(max_length=64, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    body = models.TextField(help_text="The verified raw payload (at most 256 KB).")
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["integration", "request_uuid"],
+                                               name="webhookdelivery_unique_request")]
+
+    def __str__(self) -> str:
+        return f"{self.event_key} {self.request_uuid}"

@@ -136,3 +136,51 @@ def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int
 
 
 REGISTRY: dict[str, Scanner] = {s.name: s for s in (DependenciesScanner(), PostureScanner())}
+
+
+def run_scanner(scanner: Scanner, target: Target) -> Result | None:
+    """Run one scanner on one reference and record the outcome: warnings (a malformed
+    manifest...) and failures (a missing scope...) become sync log warnings for the
+    project; ``ScannerState`` remembers the commit so an unchanged head is not scanned
+    again. Returns None on failure. ``RateLimited`` propagates: the caller paces."""
+    from scanning.models import ScannerState
+    from synclogs.classify import Classified
+    from synclogs.models import Category, Level, Operation
+    from synclogs.services import sync_log_record
+
+    integration, project, ref = target.integration, target.project, target.reference
+    try:
+        result = scanner.scan(target)
+    except bb.RateLimited:
+        raise
+    except bb.BitbucketError as exc:
+        sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc, project=project,
+                        level=Level.WARNING, message=f"The {scanner.name} scanner failed on {project.full_name}: {exc}")
+        ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
+                                              defaults={"commit": "", "ok": False, "message": str(exc)})
+        return None
+    for warning in result.warnings:
+        sync_log_record(integration=integration, operation=Operation.SYNC, project=project, level=Level.WARNING,
+                        classified=Classified(Category.UNEXPECTED, f"{project.full_name}: {warning}",
+                                              "Fix the file in the repository; the scanner reads it again when the "
+                                              "branch moves."))
+    ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
+                                          defaults={"commit": ref.head_commit, "ok": True, "message": ""})
+    return result
+
+
+def run_for_project(*, integration: Integration, project: Project) -> str:
+    """The integration's scanners on one project's default branch (after a push)."""
+    ref = project.references.filter(is_default=True).exclude(head_commit="").first()
+    selected = [REGISTRY[name] for name in integration.scanners if name in REGISTRY]
+    if ref is None or not selected:
+        return "none selected" if not selected else "no default branch head"
+    client = bb.client_for(integration)
+    ran = []
+    for scanner in selected:
+        try:
+            if run_scanner(scanner, Target(integration, project, ref, client)) is not None:
+                ran.append(scanner.name)
+        except bb.RateLimited:
+            ran.append(f"{scanner.name} (deferred: rate limited)")
+    return ", ".join(ran) or "failed (see the sync log)"

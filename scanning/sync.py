@@ -326,7 +326,7 @@ class OrgSync:
     # --- Scanners -------------------------------------------------------------------------------
     def _run_scanners(self) -> None:
         from scanning.models import ScannerState
-        from scanning.scanners import REGISTRY, Target
+        from scanning.scanners import REGISTRY, Target, run_scanner
 
         selected = [REGISTRY[name] for name in self.integration.scanners if name in REGISTRY]
         if not selected:
@@ -349,25 +349,12 @@ class OrgSync:
                 self._defer(len(pending) - index, f"the scan's REST budget ({settings.SCANNER_REST_BUDGET}) is spent")
                 return
             try:
-                result = scanner.scan(Target(self.integration, ref.project, ref, self.client))
+                result = run_scanner(scanner, Target(self.integration, ref.project, ref, self.client))
             except bb.RateLimited as exc:
                 self._defer(len(pending) - index, f"Bitbucket's rate limit was reached ({exc})")
                 return
-            except bb.BitbucketError as exc:
-                sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=exc, project=ref.project,
-                                level=Level.WARNING,
-                                message=f"The {scanner.name} scanner failed on {ref.project.full_name}: {exc}")
-                ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
-                                                      defaults={"commit": "", "ok": False, "message": str(exc)})
+            if result is None:
                 continue
-            for warning in result.warnings:
-                sync_log_record(
-                    integration=self.integration, operation=Operation.SYNC, project=ref.project, level=Level.WARNING,
-                    classified=Classified(Category.UNEXPECTED, f"{ref.project.full_name}: {warning}",
-                                          "Fix the file in the repository; the scanner reads it again when the "
-                                          "branch moves."))
-            ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
-                                                  defaults={"commit": ref.head_commit, "ok": True, "message": ""})
             bucket = self.counts.data.setdefault(f"{scanner.name} scanner", {"references": 0})
             bucket["references"] += 1
             for key, value in result.counts.items():

@@ -31,3 +31,9 @@ def dispatch_due_scans_task() -> dict:
 
 def prune_sync_logs_task() -> int:
     return sync_logs_prune()
+
+
+def webhook_process_task(delivery_id: int) -> str:
+    from scanning.webhooks import delivery_process
+
+    return delivery_process(delivery_id=delivery_id)

@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from integrations.models import Role
@@ -182,3 +183,20 @@ def posture(request):
     overview = posture_overview(tenant=request.tenant)
     page = Paginator(overview["worst"], 50).get_page(request.GET.get("page"))
     return render(request, "portal/posture.html", {"overview": overview, "page": page})
+
+
+@csrf_exempt
+@require_POST
+def bitbucket_webhook(request, integration_uuid):
+    """Bitbucket's deliveries: verified, de-duplicated, queued, answered 202 at once."""
+    from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
+
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > MAX_BODY:
+        return JsonResponse({"error": {"code": "too_large", "message": "Payload larger than 256 KB."}}, status=413)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        delivery, new = delivery_receive(integration_uuid=integration_uuid, body=request.body, headers=headers)
+    except Rejected as exc:
+        return JsonResponse({"error": {"code": "rejected", "message": exc.message}}, status=exc.status)
+    return JsonResponse({"delivery": delivery.pk, "duplicate": not new}, status=202)

@@ -1,0 +1,113 @@
+"""Signed Bitbucket webhooks: verification, de-duplication, and what each event does."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+
+import pytest
+
+from integrations import services
+from integrations.models import Integration, Project, Reference
+from scanning import services as scans
+from scanning.models import DependencyPackage, WebhookDelivery
+from scanning.sandbox import generate
+from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
+from synclogs.models import Category, SyncLog
+from tests.factories import NamespaceFactory, TenantFactory
+
+
+@pytest.fixture
+def sandbox_world():
+    return generate(seed=9, workspaces=1, projects=2, repos=6, branches=2)
+
+
+def connect(scanners=()):
+    tenant = TenantFactory()
+    return services.integration_create(
+        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Hooked", workspace="demo",
+        auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None,
+        scanners=list(scanners), verify=False)
+
+
+def post(client, integration, body: dict | bytes, *, secret=None, event="repo:push", request_uuid=None, attempt=1,
+         signature=None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    secret = secret if secret is not None else Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
+    headers = {"HTTP_X_EVENT_KEY": event, "HTTP_X_REQUEST_UUID": request_uuid or str(uuid.uuid4()),
+               "HTTP_X_HOOK_UUID": "hook-1", "HTTP_X_ATTEMPT_NUMBER": str(attempt)}
+    if signature is None and secret:
+        signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    if signature:
+        headers["HTTP_X_HUB_SIGNATURE"] = signature
+    return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json", **headers)
+
+
+def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_logged(client, db):
+    integration = connect()
+    assert post(client, integration, {"x": 1}, secret="").status_code == 401
+    assert post(client, integration, {"x": 1}, signature="sha256=" + "0" * 64).status_code == 401
+    assert post(client, integration, {"x": 1}, signature="md5=abc").status_code == 401
+    assert not WebhookDelivery.objects.exists()
+    entries = SyncLog.objects.filter(integration=integration, operation="webhook")
+    assert entries.count() == 3 and entries.first().category == Category.INVALID_CREDENTIALS
+    assert "not signed" in entries.last().message and "does not match" in entries.first().message
+
+
+def test_size_unknown_integration_and_missing_headers(client, db):
+    integration = connect()
+    assert post(client, integration, b"x" * (256 * 1024 + 1)).status_code == 413
+    response = client.post(f"/webhooks/bitbucket/{uuid.uuid4()}/", b"{}", content_type="application/json")
+    assert response.status_code == 404
+    raw = b"{}"
+    sig = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
+    missing = client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
+                          HTTP_X_HUB_SIGNATURE=sig)
+    assert missing.status_code == 400
+    assert client.get(f"/webhooks/bitbucket/{integration.uuid}/").status_code == 405
+
+
+def test_a_retried_delivery_is_acknowledged_but_processed_once(client, db, django_capture_on_commit_callbacks):
+    integration = connect()
+    request_uuid = str(uuid.uuid4())
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        first = post(client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork", request_uuid=request_uuid)
+        again = post(client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork",
+                     request_uuid=request_uuid, attempt=2)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
+    assert len(callbacks) == 1
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.state == "ignored" and delivery.attempt == 1
+
+
+def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_server, bitbucket, transactional_db,
+                                                                         settings):
+    integration = connect(scanners=["dependencies"])
+    run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
+    scans.scan_run_execute(scan_run_id=run.pk)
+    secret = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
+    sb = bitbucket.sandbox
+    sb.world.workspaces["demo"].hooks["{h}"] = __import__("scanning.sandbox.data", fromlist=["Hook"]).Hook(
+        uuid="{h}", url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/", description="portal",
+        events=["repo:push", "repo:deleted"], active=True, secret=secret, created_at="2026-01-01T00:00:00+00:00")
+    repo = sb.world.workspaces["demo"].repos["api"]
+    other = Reference.objects.get(project__full_name="demo/web", is_default=True)
+    other_head = other.head_commit
+    before = len(sb.requests)
+    head = sb.push("demo", "api", repo.mainbranch, files={"requirements.txt": "flask==3.0.0\n"})
+    assert [d["status"] for d in sb.deliveries] == [202]
+    ref = Reference.objects.get(project__full_name="demo/api", is_default=True)
+    assert ref.head_commit == head
+    assert DependencyPackage.objects.filter(reference=ref, name="flask", version="3.0.0").exists()
+    other.refresh_from_db()
+    assert other.head_commit == other_head
+    src_reads = {r.path.split("/src/")[0] for r in list(sb.requests)[before:] if "/src/" in r.path}
+    assert src_reads == {"/2.0/repositories/demo/api"}, "only the pushed project was scanned"
+    delivery = WebhookDelivery.objects.get(event_key="repo:push")
+    assert delivery.state == "processed" and "scanners: dependencies" in delivery.outcome
+    # A repository deleted in Bitbucket leaves the inventory without waiting for a scan.
+    sb.delete_repo("demo", "web")
+    assert not Project.objects.filter(full_name="demo/web").exists()
