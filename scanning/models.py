@@ -157,6 +157,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
         constraints = [models.UniqueConstraint(fields=["integration", "request_uuid"],
                                                name="webhookdelivery_unique_request")]
 

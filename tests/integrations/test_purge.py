@@ -67,7 +67,7 @@ def test_preview_then_chunked_purge_removes_everything_and_nothing_else(tenant, 
     assert preview == {
         "namespaces": 1 + CHILDREN + 2, "projects": CHILDREN * REPOS_PER_CHILD + 1,
         "references": 2 * (CHILDREN * REPOS_PER_CHILD + 1), "scan runs": 3, "sync logs": 11, "members": 0,
-        "scanner states": 0, "dependency packages": 0, "posture findings": 0,
+        "scanner states": 0, "dependency packages": 0, "posture findings": 0, "webhook deliveries": 0,
     }
 
     with mock.patch("integrations.services._enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
