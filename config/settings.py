@@ -206,6 +206,10 @@ POSTURE_MIN_APPROVALS = env.int("POSTURE_MIN_APPROVALS", default=1)
 # Settings change without a push, so posture is re-read at least this often (hours).
 POSTURE_MAX_AGE_HOURS = env.int("POSTURE_MAX_AGE_HOURS", default=168)
 
+# Seconds a web process keeps an integration's webhook secret in memory (a rotation or a
+# deletion takes effect within this).
+WEBHOOK_LOOKUP_TTL = env.float("WEBHOOK_LOOKUP_TTL", default=5.0)
+
 # --- Deletion of integration subtrees ------------------------------------------------
 INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=1000)
 

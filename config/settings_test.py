@@ -32,3 +32,4 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 BITBUCKET_API_URL = "http://127.0.0.1:9/2.0"
 BITBUCKET_BACKOFF_FACTOR = 0.01
 BITBUCKET_BACKOFF_MAX = 0.05
+WEBHOOK_LOOKUP_TTL = 0  # tests change secrets and expect it at once

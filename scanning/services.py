@@ -137,6 +137,9 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
         status=ScanStatus.FAILED, finished_at=now, summary="The worker running this scan stopped before it finished.")
     stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after * 4).update(
         status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?")
+    from scanning.webhooks import deliveries_drain
+
+    deliveries_drain()  # any delivery whose drain task was lost
     queued = skipped = 0
     due = Integration.objects.filter(status__in=[IntegrationStatus.ACTIVE, IntegrationStatus.ERROR],
                                      next_scan_at__lte=now).select_related("tenant")

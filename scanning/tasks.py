@@ -33,7 +33,7 @@ def prune_sync_logs_task() -> int:
     return sync_logs_prune()
 
 
-def webhook_process_task(delivery_id: int) -> str:
-    from scanning.webhooks import delivery_process
+def webhook_drain_task() -> int:
+    from scanning.webhooks import deliveries_drain
 
-    return delivery_process(delivery_id=delivery_id)
+    return deliveries_drain()

@@ -18,6 +18,7 @@ import logging
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from integrations.crypto import SealedSecret
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.services import _enqueue
 from scanning.models import WebhookDelivery
@@ -43,15 +44,55 @@ def signature_ok(secret: str, body: bytes, header: str) -> bool:
     return hmac.compare_digest(expected, digest.strip().lower())
 
 
+# Per-process caches: an integration's webhook secret for a few seconds (a rotated secret
+# or a deleted integration is honoured within WEBHOOK_LOOKUP_TTL), and whether a drain
+# task is already queued (one enqueue covers a burst of deliveries).
+_lookup: dict[str, tuple[float, int, SealedSecret | None]] = {}
+_drain_queued_until = 0.0
+
+
+def _integration_for(integration_uuid) -> tuple[int, SealedSecret] | None:
+    """(integration id, sealed webhook secret), cached briefly."""
+    import time
+
+    from django.conf import settings
+
+    key, now = str(integration_uuid), time.monotonic()
+    hit = _lookup.get(key)
+    if hit is not None and hit[0] > now:
+        return (hit[1], hit[2]) if hit[1] else None
+    row = (Integration.objects.exclude(status=IntegrationStatus.DELETING).filter(uuid=integration_uuid)
+           .values_list("id", "webhook_secret").first())
+    _lookup[key] = (now + settings.WEBHOOK_LOOKUP_TTL, row[0] if row else 0, row[1] if row else None)
+    if len(_lookup) > 10_000:
+        _lookup.clear()
+    return row
+
+
+def _request_drain() -> None:
+    """Queue the drain task unless this process queued one moments ago."""
+    import time
+
+    from django.conf import settings
+
+    global _drain_queued_until
+    now = time.monotonic()
+    if now < _drain_queued_until and not settings.Q_CLUSTER.get("sync"):
+        return
+    _drain_queued_until = now + 2.0
+    _enqueue("scanning.tasks.webhook_drain_task")
+
+
 def delivery_receive(*, integration_uuid, body: bytes, headers: dict[str, str]) -> tuple[WebhookDelivery, bool]:
     """Verify and record a delivery. Returns (delivery, is_new); raises :class:`Rejected`."""
     if len(body) > MAX_BODY:
         raise Rejected(413, "Payload larger than 256 KB.")
-    integration = (Integration.objects.exclude(status=IntegrationStatus.DELETING)
-                   .only("id", "webhook_secret", "tenant_id", "auth_method", "name").filter(uuid=integration_uuid).first())
-    if integration is None:
+    found = _integration_for(integration_uuid)
+    if found is None:
         raise Rejected(404, "No such integration.")
-    if not signature_ok(integration.webhook_secret.reveal(), body, headers.get("x-hub-signature", "")):
+    integration_id, sealed = found
+    if not signature_ok(sealed.reveal(), body, headers.get("x-hub-signature", "")):
+        integration = Integration.objects.get(pk=integration_id)
         sync_log_record(
             integration=integration, operation=Operation.WEBHOOK, level=Level.WARNING,
             classified=Classified(
@@ -69,13 +110,27 @@ def delivery_receive(*, integration_uuid, body: bytes, headers: dict[str, str]) 
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
-                integration=integration, request_uuid=request_uuid[:64], event_key=event_key[:64],
+                integration_id=integration_id, request_uuid=request_uuid[:64], event_key=event_key[:64],
                 hook_uuid=headers.get("x-hook-uuid", "")[:64], body=body.decode("utf-8", "replace"),
                 attempt=int(attempt) if (attempt := headers.get("x-attempt-number", "1")).isdigit() else 1)
-            transaction.on_commit(lambda: _enqueue("scanning.tasks.webhook_process_task", delivery.pk))
+            transaction.on_commit(_request_drain)
     except IntegrityError:
-        return WebhookDelivery.objects.get(integration=integration, request_uuid=request_uuid[:64]), False
+        return WebhookDelivery.objects.get(integration_id=integration_id, request_uuid=request_uuid[:64]), False
     return delivery, True
+
+
+def deliveries_drain(*, limit: int = 5000) -> int:
+    """Process queued deliveries oldest first (the drain task, and the dispatcher's sweep)."""
+    done = 0
+    while done < limit:
+        ids = list(WebhookDelivery.objects.filter(state=WebhookDelivery.State.QUEUED)
+                   .order_by("received_at", "id").values_list("id", flat=True)[:100])
+        if not ids:
+            break
+        for delivery_id in ids:
+            delivery_process(delivery_id=delivery_id)
+            done += 1
+    return done
 
 
 def delivery_process(*, delivery_id: int) -> str:

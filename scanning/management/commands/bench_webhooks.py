@@ -1,0 +1,184 @@
+import hashlib
+import re
+import shutil
+import tempfile
+import hmac
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations import services
+from integrations.models import Integration
+from scanning.models import WebhookDelivery
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load(url: str, secret: str, deliveries: int, concurrency: int, out) -> None:
+    """The second process: signed deliveries from ``concurrency`` threads with keep-alive."""
+    import requests
+
+    body = json.dumps({"repository": {"uuid": "{bench}"}, "push": {"changes": []},
+                       "actor": {"display_name": "bench"}}).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    local = __import__("threading").local()
+
+    def send(_):
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        headers = {"Content-Type": "application/json", "X-Event-Key": "repo:push", "X-Hub-Signature": signature,
+                   "X-Request-UUID": str(uuid.uuid4()), "X-Hook-UUID": "bench", "X-Attempt-Number": "1"}
+        started = time.perf_counter()
+        status = session.post(url, data=body, headers=headers, timeout=30).status_code
+        return time.perf_counter() - started, status
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(send, range(min(50, deliveries))))  # warm-up, not counted
+        begin = time.perf_counter()
+        results = list(pool.map(send, range(deliveries)))
+        elapsed = time.perf_counter() - begin
+    out.send((elapsed, results))
+
+
+class Command(BaseCommand):
+    help = ("Benchmark webhook ingestion (verify + de-duplicate + enqueue) under concurrent load from a second "
+            "process on loopback, against gunicorn serving this project with the configured database (use "
+            "DATABASE_URL for PostgreSQL, and REDIS_URL for the Redis queue). Prints deliveries per second and "
+            "latency percentiles. The benchmark's tenant and deliveries are removed afterwards.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--deliveries", type=int, default=3000)
+        parser.add_argument("--concurrency", type=int, default=16)
+        parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
+        parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker.")
+        parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
+                            help="Load generator: wrk (Debian's, light; used when installed) or Python requests.")
+        parser.add_argument("--seconds", type=int, default=15, help="Duration of the wrk run.")
+
+    def handle(self, *args, deliveries: int, concurrency: int, workers: int, threads: int, client: str,
+               seconds: int, **options):
+        use_wrk = client == "wrk" or (client == "auto" and shutil.which("wrk"))
+        engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        broker = "redis" if settings.Q_CLUSTER.get("redis") else "orm"
+        tenant = services.tenant_create(name=f"Webhook bench {time.strftime('%H%M%S')}", actor=None)
+        parent = services.namespace_create(tenant=tenant, name="Bench", actor=None)
+        integration = services.integration_create(
+            tenant=tenant, parent=parent, name="bench", workspace=f"bench-{uuid.uuid4().hex[:8]}",
+            auth_method="access_token", credentials={"token": "ATCTT3xBenchmarkOnly0000"}, actor=None, verify=False)
+        Integration.objects.filter(pk=integration.pk).update(next_scan_at=None)
+        secret = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
+        port = _free_port()
+        root = Path(settings.BASE_DIR)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+             *(["--threads", str(threads), "--worker-class", "gthread"] if threads > 1 else ["--worker-class", "sync"]),
+             "--log-level", "warning", "--keep-alive", "30"],
+            cwd=root, env={**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
+                                                                                  "config.settings")})
+        try:
+            self._wait(port)
+            url = f"http://127.0.0.1:{port}/webhooks/bitbucket/{integration.uuid}/"
+            if use_wrk:
+                self._run_wrk(url, secret, concurrency, seconds, integration, workers, threads, engine, broker)
+                return
+            from django.db import connections
+
+            connections.close_all()  # the forked client must not share the database sockets
+            receive, send = multiprocessing.Pipe(duplex=False)
+            client = multiprocessing.get_context("fork").Process(
+                target=_load, args=(url, secret, deliveries, concurrency, send))
+            client.start()
+            if not receive.poll(600):
+                raise CommandError("The load generator did not finish within 10 minutes.")
+            elapsed, results = receive.recv()
+            client.join()
+        finally:
+            server.terminate()
+            server.wait(10)
+            if use_wrk:
+                self._cleanup(integration, tenant)
+        latencies = sorted(r[0] * 1000 for r in results)
+        statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
+        stored = WebhookDelivery.objects.filter(integration=integration).count()
+
+        def pct(p):
+            return latencies[min(len(latencies) - 1, int(len(latencies) * p))]
+
+        self.stdout.write(
+            f"{deliveries} deliveries from {concurrency} concurrent connections (gunicorn {workers}x{threads}, "
+            f"{engine}, {broker} queue): {deliveries / elapsed:.0f} deliveries/s; latency p50 {pct(0.5):.1f} ms, "
+            f"p95 {pct(0.95):.1f} ms, p99 {pct(0.99):.1f} ms, max {latencies[-1]:.1f} ms, mean "
+            f"{statistics.mean(latencies):.1f} ms; statuses {statuses}; stored {stored}")
+        self._cleanup(integration, tenant)
+        if statuses.get(202, 0) != deliveries:
+            raise CommandError("Not every delivery was accepted.")
+
+    @staticmethod
+    def _cleanup(integration, tenant) -> None:
+        WebhookDelivery.objects.filter(integration=integration).delete()
+        services.integration_delete_request(integration=integration, actor=None)
+        services.integration_purge(integration_id=integration.pk)
+        tenant.namespaces.all().delete()
+        tenant.delete()
+
+    def _run_wrk(self, url, secret, concurrency, seconds, integration, workers, threads, engine, broker) -> None:
+        """wrk with a Lua script: the same signed body, a fresh X-Request-UUID each time."""
+        body = json.dumps({"repository": {"uuid": "{bench}"}, "push": {"changes": []}})
+        signature = "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+        script = (
+            'local body = ' + json.dumps(body) + '\n'
+            'local counter = 0\n'
+            'setup = function(thread) counter = counter + 1; thread:set("tid", tostring(counter)) end\n'
+            'local n = 0\n'
+            'local prefix = nil\n'
+            'request = function()\n'
+            '  if prefix == nil then prefix = tid .. "-" .. tostring(os.time()) end\n'
+            '  n = n + 1\n'
+            '  local headers = {["Content-Type"] = "application/json", ["X-Event-Key"] = "repo:push",\n'
+            '    ["X-Hub-Signature"] = "' + signature + '", ["X-Hook-UUID"] = "bench",\n'
+            '    ["X-Request-UUID"] = prefix .. "-" .. tostring(n)}\n'
+            '  return wrk.format("POST", nil, headers, body)\n'
+            'end\n')
+        path = Path(tempfile.mkdtemp()) / "webhook.lua"
+        path.write_text(script)
+        result = subprocess.run(["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s", "--latency",
+                                 "-s", str(path), url], capture_output=True, text=True, timeout=seconds + 60)
+        out = result.stdout
+        stored = WebhookDelivery.objects.filter(integration=integration).count()
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M))
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors = re.search(r"Socket errors: (.*)", out)
+        self.stdout.write(
+            f"wrk, {concurrency} connections for {seconds}s (gunicorn {workers}x{threads}, {engine}, {broker} queue): "
+            f"{float(rate.group(1)) if rate else 0:.0f} deliveries/s; latency p50 {lat.get('50')}, p75 {lat.get('75')}, "
+            f"p90 {lat.get('90')}, p99 {lat.get('99')}; stored {stored}; non-2xx {bad.group(1) if bad else 0}"
+            + (f"; socket errors {errors.group(1)}" if errors else ""))
+        if bad or result.returncode != 0:
+            raise CommandError("Some deliveries were not accepted:\n" + out + result.stderr)
+
+    @staticmethod
+    def _wait(port: int) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise CommandError("gunicorn did not start")
