@@ -264,7 +264,9 @@ def _manifests(rng: random.Random, language: str) -> dict[str, str]:
             "name": "service", "version": "1.0.0",
             "dependencies": {n: f"^{v}" for n, v in runtime}, "devDependencies": {n: f"^{v}" for n, v in dev},
         }, indent=2)
-        packages = {"": {"name": "service", "version": "1.0.0"}}
+        packages = {"": {"name": "service", "version": "1.0.0",
+                         "dependencies": {n: f"^{v}" for n, v in runtime},
+                         "devDependencies": {n: f"^{v}" for n, v in dev}}}
         for n, v in deps:
             packages[f"node_modules/{n}"] = {"version": v, "resolved": f"https://registry.npmjs.org/{n}/-/{n}-{v}.tgz",
                                              **({"dev": True} if (n, v) in dev else {})}
