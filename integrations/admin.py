@@ -48,6 +48,19 @@ except (ImportError, admin.sites.NotRegistered):
     pass
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records (audit events, scan runs, sync logs, scanner results): view only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -248,21 +261,12 @@ class ReferenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_repr", "action", "target_repr", "tenant"]
     list_filter = ["action", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["actor_repr", "action", "target_repr"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Integration)
@@ -361,11 +365,7 @@ class IntegrationAdmin(admin.ModelAdmin):
         integration = self._get(request, object_id)
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
-        form = CredentialsForm(request.POST or None, initial={
-            "auth_method": integration.auth_method,
-            "email": integration.credential_identity if integration.auth_method == "api_token" else "",
-            "key": integration.credential_identity if integration.auth_method == "oauth" else "",
-        })
+        form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
         if request.method == "POST" and form.is_valid():
             try:
                 services.credentials_update(integration=integration, auth_method=form.cleaned_data["auth_method"],

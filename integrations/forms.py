@@ -46,6 +46,14 @@ class CredentialsForm(forms.Form):
     def credentials(self) -> dict[str, str]:
         return {k: self.cleaned_data.get(k, "") for k in ("email", "token", "key", "secret")}
 
+    @staticmethod
+    def initial_for(integration: Integration) -> dict[str, str]:
+        """The current method and its non-secret half; the secret is never pre-filled."""
+        identity = integration.credential_identity
+        return {"auth_method": integration.auth_method,
+                "email": identity if integration.auth_method == AuthMethod.API_TOKEN else "",
+                "key": identity if integration.auth_method == AuthMethod.OAUTH else ""}
+
 
 def _scanner_choices() -> list[tuple[str, str]]:
     return [(name, f"{name}: {text}") for name, text in settings.SCANNERS_AVAILABLE.items()]

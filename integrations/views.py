@@ -145,10 +145,7 @@ def bitbucket_add(request):
 @tenant_view(Role.ADMIN)
 def bitbucket_credentials(request, pk: int):
     integration = get_integration(request, pk)
-    form = CredentialsForm(request.POST or None, initial={
-        "auth_method": integration.auth_method,
-        "email": integration.credential_identity if integration.auth_method == "api_token" else "",
-        "key": integration.credential_identity if integration.auth_method == "oauth" else ""})
+    form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
     if request.method == "POST" and form.is_valid():
         try:
             services.credentials_update(integration=integration, auth_method=form.cleaned_data["auth_method"],

@@ -11,14 +11,14 @@ from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from integrations.admin import IntegrationAdmin
+from integrations.admin import IntegrationAdmin, ReadOnlyAdmin
 from integrations.models import Integration
 from scanning import services
 from scanning.models import DependencyPackage, PostureFinding, ScannerState, ScanRun, Trigger
 
 
 @admin.register(ScanRun)
-class ScanRunAdmin(admin.ModelAdmin):
+class ScanRunAdmin(ReadOnlyAdmin):
     """Scan runs are a record: read-only."""
 
     list_display = ["id", "integration", "trigger", "status", "queued_at", "started_at", "finished_at",
@@ -27,15 +27,6 @@ class ScanRunAdmin(admin.ModelAdmin):
     list_select_related = ["integration"]
     search_fields = ["integration__name"]
     date_hierarchy = "queued_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 admin.site.unregister(Integration)
@@ -126,17 +117,6 @@ class IntegrationScanAdmin(IntegrationAdmin):
         for integration in queryset:
             self._test(request, integration)
 
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(DependencyPackage)

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.contrib import admin
 from django.utils import timezone
 
+from integrations.admin import ReadOnlyAdmin
 from synclogs.models import SyncLog
 
 
@@ -48,7 +49,7 @@ class PeriodFilter(admin.SimpleListFilter):
 
 
 @admin.register(SyncLog)
-class SyncLogAdmin(admin.ModelAdmin):
+class SyncLogAdmin(ReadOnlyAdmin):
     """Sync logs are a record: read-only."""
 
     list_display = ["created_at", "integration", "level", "category", "operation", "message", "status_code",
@@ -58,12 +59,3 @@ class SyncLogAdmin(admin.ModelAdmin):
     search_fields = ["message", "remote_message", "path", "integration__name"]
     readonly_fields = ["integration", "project", "created_at", "level", "category", "operation", "message",
                        "status_code", "method", "path", "remote_message", "hint", "resolved_at", "resolved_by_scan_id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
