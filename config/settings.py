@@ -206,6 +206,11 @@ POSTURE_MIN_APPROVALS = env.int("POSTURE_MIN_APPROVALS", default=1)
 # Settings change without a push, so posture is re-read at least this often (hours).
 POSTURE_MAX_AGE_HOURS = env.int("POSTURE_MAX_AGE_HOURS", default=168)
 
+# The portal's address as Bitbucket reaches it (https://portal.example.com), for the webhooks
+# it registers when pull-request scans are on. Empty: webhooks are not registered (a sync
+# log entry says so).
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="")
+
 # Seconds a web process keeps an integration's webhook secret in memory (a rotation or a
 # deletion takes effect within this).
 WEBHOOK_LOOKUP_TTL = env.float("WEBHOOK_LOOKUP_TTL", default=5.0)

@@ -473,6 +473,10 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     changed = sorted(f for f, v in cleaned.items() if getattr(integration, f) != v)
     if not changed:
         return integration
+    if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != (integration.pr_settings or {}).get(
+            "enabled"):
+        integration_id = integration.pk
+        transaction.on_commit(lambda: _enqueue("scanning.tasks.webhooks_sync_task", integration_id))
     for field in changed:
         setattr(integration, field, cleaned[field])
     integration.save(update_fields=[*changed, "updated_at"])
@@ -571,7 +575,8 @@ def integration_delete_request(*, integration: Integration, actor: Actor) -> dic
         audit(actor=actor, action="integration.delete", target=integration, tenant=integration.tenant,
               details={"preview": preview})
     integration_id = integration.pk
-    transaction.on_commit(lambda: _enqueue("integrations.tasks.integration_purge_task", integration_id))
+    # Scanning removes the webhooks it registered in Bitbucket, then calls integration_purge.
+    transaction.on_commit(lambda: _enqueue("scanning.tasks.integration_teardown_task", integration_id))
     return preview
 
 

@@ -163,3 +163,20 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_key} {self.request_uuid}"
+
+
+class WebhookRegistration(models.Model):
+    """A webhook the portal registered in Bitbucket (a workspace hook, or one per repository)."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_registrations")
+    subject = models.CharField(max_length=16, choices=[("workspace", "Workspace"), ("repository", "Repository")])
+    repository = models.CharField(max_length=255, blank=True, help_text="workspace/slug, for repository hooks")
+    hook_uuid = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["integration", "subject", "repository"],
+                                               name="webhookregistration_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} hook {self.hook_uuid} of {self.integration_id}"

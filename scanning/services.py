@@ -82,6 +82,12 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         outcome = sync.execute()
         status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
         summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
+        try:
+            from scanning.hooks import webhooks_sync
+
+            webhooks_sync(integration=integration, client=sync.client)
+        except bb.RateLimited:
+            pass  # the next scan registers it
         if outcome.scanners_deferred:
             summary = (summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
                                  "hour, continues.").strip()

@@ -37,3 +37,25 @@ def webhook_drain_task() -> int:
     from scanning.webhooks import deliveries_drain
 
     return deliveries_drain()
+
+
+def webhooks_sync_task(integration_id: int) -> str:
+    from scanning.hooks import webhooks_sync
+
+    integration = Integration.objects.filter(pk=integration_id).first()
+    return webhooks_sync(integration=integration) if integration else "gone"
+
+
+def integration_teardown_task(integration_id: int) -> bool:
+    """Remove the portal's webhooks from Bitbucket (best effort), then purge the subtree."""
+    from integrations import services as integration_services
+    from integrations.bitbucket.client import BitbucketError
+    from scanning.hooks import webhooks_remove
+
+    integration = Integration.objects.filter(pk=integration_id).first()
+    if integration is not None:
+        try:
+            webhooks_remove(integration=integration)
+        except BitbucketError:
+            pass  # logged by webhooks_remove; a stale hook's deliveries are refused (404) anyway
+    return integration_services.integration_purge(integration_id=integration_id)

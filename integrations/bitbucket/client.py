@@ -323,6 +323,13 @@ class BitbucketClient:
     def get(self, path: str, **params: Any) -> dict:
         return _expect_json(self._request("GET", path, params=params or None), "GET", path)
 
+    def post(self, path: str, body: dict) -> dict:
+        return _expect_json(self._request("POST", path, json=body), "POST", path)
+
+    def delete(self, path: str) -> None:
+        """DELETE; an already-gone resource (404) counts as done."""
+        self._request("DELETE", path, allow_statuses=(404,))
+
     def get_text(self, path: str, **params: Any) -> str:
         """A raw file body (``src/{commit}/{path}``)."""
         return self._request("GET", path, params=params or None).text

@@ -1,0 +1,109 @@
+"""Registering the portal's webhook in Bitbucket while pull-request scans are on.
+
+A workspace hook when the credential may create one (one hook covers every
+repository), else one hook per repository. Removed when pull-request scans are turned
+off or the integration is deleted. Failures are sync log warnings with a hint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.urls import reverse
+
+from integrations.bitbucket import client as bb
+from integrations.models import Integration, Project
+from scanning.models import WebhookRegistration
+from synclogs.classify import Classified
+from synclogs.models import Category, Level, Operation
+from synclogs.services import sync_log_record
+
+logger = logging.getLogger(__name__)
+EVENTS = ["repo:push", "repo:updated", "repo:deleted", "repo:transfer", "pullrequest:created",
+          "pullrequest:updated", "pullrequest:approved", "pullrequest:unapproved", "pullrequest:fulfilled",
+          "pullrequest:rejected", "pullrequest:comment_created"]
+
+
+def hook_url(integration: Integration) -> str:
+    path = reverse("bitbucket-webhook", kwargs={"integration_uuid": integration.uuid})
+    return settings.PORTAL_BASE_URL.rstrip("/") + path
+
+
+def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:
+    """Make Bitbucket's hooks match the integration's settings. Idempotent and cheap when
+    nothing changes (no calls)."""
+    wanted = bool((integration.pr_settings or {}).get("enabled"))
+    registered = list(WebhookRegistration.objects.filter(integration=integration))
+    if not wanted:
+        return webhooks_remove(integration=integration, client=client) if registered else "none wanted"
+    if any(r.subject == "workspace" for r in registered):
+        return "workspace hook registered"
+    if not settings.PORTAL_BASE_URL:
+        sync_log_record(integration=integration, operation=Operation.PR_SCAN, level=Level.WARNING,
+                        classified=Classified(Category.INVALID_HOST,
+                                              "Pull-request scans are on, but the portal's webhook was not registered: "
+                                              "PORTAL_BASE_URL is not set.",
+                                              "Set PORTAL_BASE_URL to the address Bitbucket can reach this portal at "
+                                              "(e.g. https://portal.example.com); the next scan registers the webhook."))
+        return "PORTAL_BASE_URL missing"
+    client = client or bb.client_for(integration)
+    secret = integration.webhook_secret.reveal()
+    body = {"description": f"Bitbucket portal ({integration.uuid})", "url": hook_url(integration), "active": True,
+            "secret": secret, "events": EVENTS}
+    try:
+        created = client.post(f"workspaces/{integration.workspace}/hooks", body)
+        WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid=created["uuid"])
+        # A workspace hook supersedes any per-repository ones.
+        for registration in registered:
+            _delete(client, integration, registration)
+        return "registered a workspace hook"
+    except (bb.Forbidden, bb.NotFound):
+        pass  # not allowed at workspace level: one hook per repository instead
+    except bb.BitbucketError as exc:
+        _warn(integration, exc)
+        return "failed"
+    have = {r.repository for r in registered}
+    added = failed = 0
+    for full_name in Project.objects.filter(integration=integration, namespace__managed=True).exclude(
+            full_name__in=have).values_list("full_name", flat=True):
+        try:
+            created = client.post(f"repositories/{full_name}/hooks", {**body, "events": [
+                e for e in EVENTS if e != "repo:transfer"]})
+            WebhookRegistration.objects.create(integration=integration, subject="repository", repository=full_name,
+                                               hook_uuid=created["uuid"])
+            added += 1
+        except bb.BitbucketError as exc:
+            failed += 1
+            if failed == 1:
+                _warn(integration, exc, repository=full_name)
+    return f"registered {added} repository hook(s)" + (f", {failed} failed" if failed else "")
+
+
+def webhooks_remove(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:
+    registrations = list(WebhookRegistration.objects.filter(integration=integration))
+    if not registrations:
+        return "nothing registered"
+    client = client or bb.client_for(integration)
+    removed = sum(1 for r in registrations if _delete(client, integration, r))
+    return f"removed {removed} of {len(registrations)} hook(s)"
+
+
+def _delete(client: bb.BitbucketClient, integration: Integration, registration: WebhookRegistration) -> bool:
+    path = (f"workspaces/{integration.workspace}/hooks/{registration.hook_uuid}" if registration.subject == "workspace"
+            else f"repositories/{registration.repository}/hooks/{registration.hook_uuid}")
+    try:
+        client.delete(path)
+    except bb.BitbucketError as exc:
+        _warn(integration, exc, repository=registration.repository, removing=True)
+        return False
+    registration.delete()
+    return True
+
+
+def _warn(integration: Integration, exc: bb.BitbucketError, repository: str = "", removing: bool = False) -> None:
+    what = "remove" if removing else "register"
+    where = f" on {repository}" if repository else ""
+    logger.warning("Could not %s the webhook of integration %s%s: %s", what, integration.pk, where, exc)
+    sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, level=Level.WARNING,
+                    message=f"Could not {what} the portal's webhook{where}: {exc}")
