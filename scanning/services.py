@@ -41,7 +41,7 @@ def next_scan_time(integration: Integration, after: datetime) -> datetime:
     interval, at most an hour) so integrations created together drift apart."""
     interval = integration.scan_interval
     spread = min(interval * 0.05, timedelta(hours=1))
-    offset = spread * ((integration.uuid.int % 1000) / 1000)
+    offset = spread * ((integration.uuid.int % 1_000_003) / 1_000_003)
     return after + interval - offset
 
 
