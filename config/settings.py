@@ -8,7 +8,6 @@ and django-q2 on its ORM broker. ``DATABASE_URL`` switches to PostgreSQL and
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import environ

@@ -280,12 +280,19 @@ def project_delete(*, project: Project, actor: Actor) -> None:
         raise _managed_refusal(namespace, "have projects deleted by hand")
     audit(actor=actor, action="project.delete", target=project, tenant=namespace.tenant,
           details={"full_name": project.full_name})
-    for qs in _project_plan(project):
-        qs.delete()
+    projects_purge(project_ids=[project.pk])
 
 
-def _project_plan(project: Project):
-    return cascade_querysets(Project._base_manager.filter(pk=project.pk))
+def projects_purge(*, project_ids: list[int]) -> int:
+    """Remove projects and everything that hangs off them (references, scanner results,
+    sync log entries...), children first. Used by manual deletes, the sync's
+    reconciliation and ``repo:deleted`` webhooks; the callers check the rules."""
+    if not project_ids:
+        return 0
+    with transaction.atomic():
+        for qs in cascade_querysets(Project._base_manager.filter(pk__in=project_ids)):
+            qs.delete()
+    return len(project_ids)
 
 
 # --- Integrations --------------------------------------------------------------------

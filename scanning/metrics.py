@@ -65,3 +65,16 @@ def peak_rss_mb() -> float | None:
     except OSError:
         return None
     return None
+
+
+def remove_benchmark_tenant(tenant) -> None:
+    """Delete a benchmark's throwaway tenant: its integrations through the real purge
+    (which also removes their deliveries, scans and results), then the rest."""
+    from integrations import services
+    from integrations.models import Integration
+
+    for integration in Integration.objects.filter(tenant=tenant):
+        services.integration_delete_request(integration=integration, actor=None)
+        services.integration_purge(integration_id=integration.pk)
+    tenant.namespaces.all().delete()
+    tenant.delete()

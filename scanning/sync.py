@@ -30,6 +30,7 @@ from django.utils.dateparse import parse_datetime
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, Member, Namespace, Project, Reference, ReferenceKind
 from integrations.selectors import cascade_querysets
+from integrations.services import projects_purge
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
 from scanning.models import ScanRun
 from synclogs.classify import Classified
@@ -59,10 +60,6 @@ class Counts:
         if n:
             bucket = self.data.setdefault(kind, {"created": 0, "updated": 0, "removed": 0})
             bucket[action] += n
-
-    @property
-    def rows_written(self) -> int:
-        return sum(sum(v.values()) for v in self.data.values())
 
 
 @dataclass
@@ -302,11 +299,7 @@ class OrgSync:
         # Compared in Python: a list of every seen UUID would make a huge IN clause.
         ids = [pk for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True)
                .values_list("pk", "remote_uuid") if uuid not in seen]
-        if ids:
-            with transaction.atomic():
-                for qs in cascade_querysets(Project.objects.filter(pk__in=ids)):
-                    qs.delete()
-            self.counts.add("projects", "removed", len(ids))
+        self.counts.add("projects", "removed", projects_purge(project_ids=ids))
         # Namespaces of projects that disappeared: removed when empty.
         root = self.integration.root_namespace
         stale_ns = Namespace.objects.filter(integration=self.integration, parent=root).exclude(remote_uuid="").exclude(

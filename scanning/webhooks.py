@@ -189,16 +189,13 @@ def on_push(integration: Integration, payload: dict) -> str:
 
 
 def on_repo_deleted(integration: Integration, payload: dict) -> str:
-    from integrations.selectors import cascade_querysets
+    from integrations.services import projects_purge
 
     project = _project(integration, payload)
     if project is None or not project.namespace.managed:
         return "ignored: repository not in a managed namespace"
-    name = project.full_name
-    with transaction.atomic():
-        for qs in cascade_querysets(Project.objects.filter(pk=project.pk)):
-            qs.delete()
-    return f"removed {name}"
+    projects_purge(project_ids=[project.pk])
+    return f"removed {project.full_name}"
 
 
 def on_repo_changed(integration: Integration, payload: dict) -> str:

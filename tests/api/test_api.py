@@ -10,7 +10,7 @@ from django.urls import get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from integrations.models import Integration, IntegrationStatus, Namespace, Project, Role
+from integrations.models import Integration, IntegrationStatus, Role
 from scanning.models import ScanRun
 from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog

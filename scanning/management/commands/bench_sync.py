@@ -3,15 +3,14 @@ import multiprocessing
 import time
 
 import requests
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 from django_q.conf import Conf
 
 from integrations import services
-from integrations.models import Integration, Member, Namespace, Project, Reference
+from integrations.models import Member, Namespace, Project, Reference
 from scanning import services as scans
-from scanning.metrics import counting_writes, peak_rss_mb, reset_peak_rss
+from scanning.metrics import counting_writes, peak_rss_mb, remove_benchmark_tenant, reset_peak_rss
 from scanning.models import ScanRun
 from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 
@@ -86,11 +85,7 @@ class Command(BaseCommand):
             process.terminate()
             process.join(5)
             if tenant is not None and not keep:
-                for integration in Integration.objects.filter(tenant=tenant):
-                    services.integration_delete_request(integration=integration, actor=None)
-                    services.integration_purge(integration_id=integration.pk)
-                tenant.namespaces.all().delete()
-                tenant.delete()
+                remove_benchmark_tenant(tenant)
 
     @staticmethod
     def _sandbox_requests(web_url: str) -> list[dict]:

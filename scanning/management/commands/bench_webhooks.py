@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from integrations import services
 from integrations.models import Integration
+from scanning.metrics import remove_benchmark_tenant
 from scanning.models import WebhookDelivery
 
 
@@ -111,7 +112,7 @@ class Command(BaseCommand):
             server.terminate()
             server.wait(10)
             if use_wrk:
-                self._cleanup(integration, tenant)
+                remove_benchmark_tenant(tenant)
         latencies = sorted(r[0] * 1000 for r in results)
         statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
         stored = WebhookDelivery.objects.filter(integration=integration).count()
@@ -124,17 +125,9 @@ class Command(BaseCommand):
             f"{engine}, {broker} queue): {deliveries / elapsed:.0f} deliveries/s; latency p50 {pct(0.5):.1f} ms, "
             f"p95 {pct(0.95):.1f} ms, p99 {pct(0.99):.1f} ms, max {latencies[-1]:.1f} ms, mean "
             f"{statistics.mean(latencies):.1f} ms; statuses {statuses}; stored {stored}")
-        self._cleanup(integration, tenant)
+        remove_benchmark_tenant(tenant)
         if statuses.get(202, 0) != deliveries:
             raise CommandError("Not every delivery was accepted.")
-
-    @staticmethod
-    def _cleanup(integration, tenant) -> None:
-        WebhookDelivery.objects.filter(integration=integration).delete()
-        services.integration_delete_request(integration=integration, actor=None)
-        services.integration_purge(integration_id=integration.pk)
-        tenant.namespaces.all().delete()
-        tenant.delete()
 
     def _run_wrk(self, url, secret, concurrency, seconds, integration, workers, threads, engine, broker) -> None:
         """wrk with a Lua script: the same signed body, a fresh X-Request-UUID each time."""
