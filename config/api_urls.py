@@ -17,11 +17,14 @@ router.register("references", integrations.ReferenceViewSet, basename="reference
 router.register("scans", scanning.ScanRunViewSet, basename="scan")
 router.register("sync-logs", synclogs.SyncLogViewSet, basename="synclog")
 router.register("posture-findings", scanning.PostureFindingViewSet, basename="posturefinding")
+router.register("pull-requests", scanning.PullRequestViewSet, basename="pullrequest")
+router.register("pull-request-scans", scanning.PullRequestScanViewSet, basename="pullrequestscan")
 
 urlpatterns = [
     path("integrations/<int:pk>/rescan/", scanning.RescanView.as_view(), name="integration-rescan"),
     path("integrations/<int:pk>/verify/", scanning.VerifyView.as_view(), name="integration-verify"),
     path("packages/", scanning.PackageSearchView.as_view(), name="packages"),
+    path("pull-requests/<int:pk>/rescan/", scanning.PullRequestRescanView.as_view(), name="pullrequest-rescan"),
     path("references/<int:pk>/sbom/", scanning.SbomView.as_view(), name="reference-sbom"),
     *router.urls,
 ]

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace
+from scanning import manifests
 
 SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 
@@ -118,6 +119,10 @@ class SettingsFieldsMixin(forms.Form):
             name, _, version_range = line.partition(" ")
             if not name or any(c in name for c in "<>=!~^"):
                 raise ValidationError(f"Line {number}: start with the package name, then an optional range.")
+            try:
+                manifests.version_range(version_range)
+            except ValueError as exc:
+                raise ValidationError(f"Line {number} ({name}): {exc}") from None
             denied.append({"name": name, "range": version_range.strip()})
         return denied
 

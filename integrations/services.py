@@ -297,6 +297,30 @@ def projects_purge(*, project_ids: list[int]) -> int:
 
 # --- Integrations --------------------------------------------------------------------
 
+def _pr_settings_problem(pr: dict) -> str:
+    """What is wrong with pull-request settings (types, deny list entries), or ''."""
+    from scanning.manifests import version_range
+
+    for key in ("enabled", "post_build_status", "post_summary_comment", "status_per_scanner",
+                "require_lockfile_update"):
+        if not isinstance(pr[key], bool):
+            return f"pr_settings.{key} must be true or false."
+    if not isinstance(pr["target_branches"], list) or not all(isinstance(p, str) and p.strip()
+                                                               for p in pr["target_branches"]):
+        return "pr_settings.target_branches must be a list of branch patterns such as main or release/*."
+    if not isinstance(pr["deny_packages"], list):
+        return "pr_settings.deny_packages must be a list of {name, range} objects."
+    for number, entry in enumerate(pr["deny_packages"], start=1):
+        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip() or set(entry) - {"name", "range"}:
+            return f"pr_settings.deny_packages[{number}]: give a package name and an optional range, e.g. " \
+                   '{"name": "lodash", "range": "<4.17.21"}.'
+        try:
+            version_range(str(entry.get("range") or ""))
+        except ValueError as exc:
+            return f"pr_settings.deny_packages[{number}] ({entry['name']}): {exc}"
+    return ""
+
+
 def _clean_settings(
     *, scanners: Iterable[str] | None = None, pr_settings: dict | None = None,
     scan_interval: timedelta | None = None, labels: Iterable[str] | None = None,
@@ -321,6 +345,9 @@ def _clean_settings(
             if unknown:
                 errors["pr_settings"] = f"Unknown pull-request setting(s): {', '.join(unknown)}."
             cleaned["pr_settings"] = {**allowed, **{k: v for k, v in pr_settings.items() if k in allowed}}
+            problem = _pr_settings_problem(cleaned["pr_settings"])
+            if problem and "pr_settings" not in errors:
+                errors["pr_settings"] = problem
     if scan_interval is not None:
         if not isinstance(scan_interval, timedelta) or not MIN_SCAN_INTERVAL <= scan_interval <= MAX_SCAN_INTERVAL:
             errors["scan_interval"] = "The scan interval must be between 1 hour and 30 days."

@@ -36,6 +36,7 @@ from integrations.forms import (
 from integrations.models import Integration, Namespace, Project, Reference, Role
 from integrations.portal import SESSION_KEY, tenant_view
 from integrations.selectors import integration_delete_preview, integration_list, tenants_visible
+from scanning.selectors import pull_requests_with_latest_scan
 
 PENDING_KEY = "portal_pending_credentials"
 sensitive = sensitive_post_parameters("token", "secret")
@@ -273,6 +274,7 @@ def project_detail(request, pk: int):
     # Scanner results through reverse relations (the scanning app owns those models).
     packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
     return render(request, "portal/project_detail.html", {
+        "pull_requests": pull_requests_with_latest_scan(project=project)[:100],
         "project": project, "references": project.references.order_by("-is_default", "name"),
         "packages": packages, "findings": project.posture_findings.filter(resolved_at__isnull=True),
         "sync_logs": project.sync_logs.order_by("-created_at")[:20]})

@@ -14,7 +14,17 @@ from django.utils.html import format_html
 from integrations.admin import IntegrationAdmin, ReadOnlyAdmin
 from integrations.models import Integration
 from scanning import services
-from scanning.models import DependencyPackage, PostureFinding, ScannerState, ScanRun, Trigger
+from scanning.models import (
+    DependencyPackage,
+    PostureFinding,
+    PullRequest,
+    PullRequestScan,
+    ScannerState,
+    ScanRun,
+    Trigger,
+    WebhookDelivery,
+    WebhookRegistration,
+)
 
 
 @admin.register(ScanRun)
@@ -140,3 +150,37 @@ class ScannerStateAdmin(ReadOnlyAdmin):
     list_display = ["reference", "scanner", "commit", "ok", "scanned_at"]
     list_filter = ["scanner", "ok"]
     list_select_related = ["reference__project"]
+
+
+@admin.register(PullRequest)
+class PullRequestAdmin(ReadOnlyAdmin):
+    list_display = ["project", "remote_id", "title", "state", "source_branch", "destination_branch", "last_event",
+                    "last_event_at"]
+    list_filter = ["state"]
+    list_select_related = ["project"]
+    search_fields = ["project__full_name", "title", "source_branch"]
+
+
+@admin.register(PullRequestScan)
+class PullRequestScanAdmin(ReadOnlyAdmin):
+    list_display = ["id", "pull_request", "status", "trigger", "source_commit", "description", "queued_at",
+                    "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["pull_request__project"]
+    search_fields = ["pull_request__project__full_name"]
+    date_hierarchy = "queued_at"
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "integration", "event_key", "state", "attempt", "request_uuid", "outcome"]
+    list_filter = ["state", "event_key"]
+    list_select_related = ["integration"]
+    search_fields = ["request_uuid", "integration__name"]
+    date_hierarchy = "received_at"
+
+
+@admin.register(WebhookRegistration)
+class WebhookRegistrationAdmin(ReadOnlyAdmin):
+    list_display = ["integration", "subject", "repository", "hook_uuid", "created_at"]
+    list_select_related = ["integration"]

@@ -21,7 +21,7 @@ from integrations.api.views import ERRORS, TenantScoped, get_visible_integration
 from integrations.models import Role
 from integrations.selectors import has_role
 from scanning import services
-from scanning.models import PostureFinding, ScanRun, ScanStatus, Trigger
+from scanning.models import PostureFinding, PullRequest, PullRequestScan, ScanRun, ScanStatus, Trigger
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -189,3 +189,121 @@ class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
         qs = PostureFinding.objects.select_related("project__namespace")
         ids = self.visible_tenant_ids()
         return (qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)).order_by("-first_seen_at", "-id")
+
+
+# --- Pull requests and their scans ------------------------------------------------------------------
+
+class PullRequestScanSerializer(serializers.ModelSerializer):
+    project = serializers.IntegerField(source="pull_request.project_id", read_only=True)
+    page_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PullRequestScan
+        fields = ["id", "pull_request", "project", "trigger", "status", "description", "source_commit",
+                  "destination_commit", "queued_at", "started_at", "finished_at", "added", "removed", "changed",
+                  "violations", "warnings", "statuses_posted", "rest_requests", "page_url"]
+        read_only_fields = fields
+
+    @staticmethod
+    def get_page_url(obj) -> str:
+        from django.urls import reverse
+
+        return reverse("portal:pr_scan_detail", args=[obj.pk])
+
+
+class PullRequestSerializer(serializers.ModelSerializer):
+    latest_scan = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PullRequest
+        fields = ["id", "project", "remote_id", "title", "author", "state", "source_branch", "source_commit",
+                  "destination_branch", "destination_commit", "web_url", "approved_by", "comment_count",
+                  "last_event", "last_event_at", "latest_scan"]
+        read_only_fields = fields
+
+    @staticmethod
+    @extend_schema_field(inline_serializer("LatestPullRequestScan", {
+        "id": serializers.IntegerField(), "status": serializers.CharField(),
+        "description": serializers.CharField()}, allow_null=True))
+    def get_latest_scan(obj) -> dict | None:
+        if not getattr(obj, "latest_scan_id", None):
+            return None
+        return {"id": obj.latest_scan_id, "status": obj.latest_status, "description": obj.latest_description}
+
+
+class PullRequestFilter(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=PullRequest.State.choices)
+
+    class Meta:
+        model = PullRequest
+        fields = ["project", "state"]
+
+
+class PullRequestScanFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=PullRequestScan.Status.choices)
+    project = django_filters.NumberFilter(field_name="pull_request__project")
+
+    class Meta:
+        model = PullRequestScan
+        fields = ["pull_request", "status"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Pull requests seen through webhooks, with their latest scan",
+                       responses={200: PullRequestSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="A pull request", responses={200: PullRequestSerializer, **ERRORS}))
+class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
+    serializer_class = PullRequestSerializer
+    filterset_class = PullRequestFilter
+
+    def tenant_of(self, obj) -> int:
+        return obj.project.namespace.tenant_id
+
+    def get_queryset(self):
+        from scanning.selectors import pull_requests_with_latest_scan
+
+        qs = pull_requests_with_latest_scan().select_related("project__namespace")
+        ids = self.visible_tenant_ids()
+        return qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Pull-request scans", responses={200: PullRequestScanSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="A pull-request scan: dependency changes and policy violations",
+                           responses={200: PullRequestScanSerializer, **ERRORS}))
+class PullRequestScanViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
+    serializer_class = PullRequestScanSerializer
+    filterset_class = PullRequestScanFilter
+
+    def tenant_of(self, obj) -> int:
+        return obj.pull_request.project.namespace.tenant_id
+
+    def get_queryset(self):
+        qs = PullRequestScan.objects.select_related("pull_request__project__namespace")
+        ids = self.visible_tenant_ids()
+        return (qs if ids is None else qs.filter(pull_request__project__namespace__tenant_id__in=ids)
+                ).order_by("-queued_at", "-id")
+
+
+class PullRequestRescanView(APIView):
+    permission_classes = [TenantRole]
+
+    @extend_schema(summary="Scan a pull request's current source commit again", request=None, responses={
+        202: PullRequestScanSerializer,
+        409: OpenApiResponse(description="Not scannable: PR scans off, closed, or not a target branch"), **ERRORS})
+    def post(self, request, pk: int):
+        from django.shortcuts import get_object_or_404
+
+        from integrations.selectors import tenants_visible
+        from scanning.pullrequests import pr_scan_request
+
+        qs = PullRequest.objects.select_related("project__integration", "project__namespace")
+        if not request.user.is_staff:
+            qs = qs.filter(project__namespace__tenant__in=tenants_visible(user=request.user))
+        pr = get_object_or_404(qs, pk=pk)
+        if not has_role(user=request.user, tenant=pr.project.namespace.tenant_id, minimum=Role.MEMBER):
+            self.permission_denied(request, "Viewers cannot start scans.")
+        scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)
+        if scan is None:
+            raise Conflict(f"Not scanned: {why}.", code="not_scannable")
+        return Response(PullRequestScanSerializer(scan).data, status=status.HTTP_202_ACCEPTED)

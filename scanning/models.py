@@ -180,3 +180,86 @@ class WebhookRegistration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} hook {self.hook_uuid} of {self.integration_id}"
+
+
+class PullRequest(models.Model):
+    """A Bitbucket pull request as the portal last heard of it (from webhooks)."""
+
+    class State(models.TextChoices):
+        OPEN = "OPEN", "Open"
+        MERGED = "MERGED", "Merged"
+        DECLINED = "DECLINED", "Declined"
+        SUPERSEDED = "SUPERSEDED", "Superseded"
+
+    project = models.ForeignKey("integrations.Project", on_delete=models.CASCADE, related_name="pull_requests")
+    remote_id = models.PositiveIntegerField(help_text="The pull request's number in its repository.")
+    title = models.CharField(max_length=500, blank=True)
+    author = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    source_branch = models.CharField(max_length=255)
+    source_commit = models.CharField(max_length=64, blank=True)
+    destination_branch = models.CharField(max_length=255)
+    destination_commit = models.CharField(max_length=64, blank=True)
+    web_url = models.URLField(max_length=500, blank=True)
+    approved_by = models.JSONField(default=list, blank=True, help_text="Display names of current approvers.")
+    comment_count = models.PositiveIntegerField(default=0)
+    last_event = models.CharField(max_length=64, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    # The portal's own summary comment, edited on later runs rather than duplicated.
+    summary_comment_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "remote_id"], name="pullrequest_unique_per_project"),
+            models.CheckConstraint(condition=Q(state__in=["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]),
+                                   name="pullrequest_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} #{self.remote_id}"
+
+
+class PullRequestScan(models.Model):
+    """One scan of a pull request: the dependency inventory of its source commit against
+    its destination branch, and the policy's verdict."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed (policy)"
+        ERROR = "error", "Error (could not finish)"
+
+    pull_request = models.ForeignKey(PullRequest, on_delete=models.CASCADE, related_name="scans")
+    trigger = models.CharField(max_length=64, help_text="The webhook event (or 'rerun').")
+    source_commit = models.CharField(max_length=64)
+    destination_commit = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # [{"ecosystem", "name", "before": [...], "after": [...], "manifests": [...]}]
+    added = models.JSONField(default=list, blank=True)
+    removed = models.JSONField(default=list, blank=True)
+    changed = models.JSONField(default=list, blank=True)
+    # [{"rule": "deny_list" | "lockfile", "message": "...", "path": "..."}]
+    violations = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    description = models.CharField(max_length=255, blank=True, help_text="The one line sent with the build status.")
+    statuses_posted = models.JSONField(default=list, blank=True, help_text="Build status keys posted.")
+    rest_requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(status__in=["queued", "running", "passed", "failed", "error"]),
+                                              name="pullrequestscan_status_valid")]
+
+    def __str__(self) -> str:
+        return f"PR scan #{self.pk} of {self.pull_request} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.PASSED, self.Status.FAILED, self.Status.ERROR)

@@ -113,3 +113,27 @@ def csv_rows(packages) -> Iterator[list[str]]:
 
 
 
+
+
+def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySet:
+    """Pull requests (of one project, if given), newest activity first, each with
+    ``latest_scan_id``, ``latest_status`` and ``latest_description`` of its most recent
+    PR scan, in one query."""
+    from django.db.models import OuterRef, Subquery
+
+    from scanning.models import PullRequest, PullRequestScan
+
+    latest = PullRequestScan.objects.filter(pull_request=OuterRef("pk")).order_by("-queued_at", "-id")
+    qs = PullRequest.objects.all() if project is None else PullRequest.objects.filter(project=project)
+    return (qs.annotate(latest_scan_id=Subquery(latest.values("id")[:1]),
+                        latest_status=Subquery(latest.values("status")[:1]),
+                        latest_description=Subquery(latest.values("description")[:1]))
+            .order_by("-last_event_at", "-id"))
+
+
+def pr_scans_visible(*, tenant) -> QuerySet:
+    """PR scans of the tenant's projects."""
+    from scanning.models import PullRequestScan
+
+    return (PullRequestScan.objects.filter(pull_request__project__namespace__tenant=tenant)
+            .select_related("pull_request__project__integration"))

@@ -59,3 +59,10 @@ def integration_teardown_task(integration_id: int) -> bool:
         except BitbucketError:
             pass  # logged by webhooks_remove; a stale hook's deliveries are refused (404) anyway
     return integration_services.integration_purge(integration_id=integration_id)
+
+
+def pr_scan_task(scan_id: int) -> str:
+    from scanning.pullrequests import pr_scan_execute
+
+    scan = pr_scan_execute(scan_id=scan_id)
+    return scan.status if scan else "nothing to do"

@@ -200,3 +200,29 @@ def bitbucket_webhook(request, integration_uuid):
     except Rejected as exc:
         return JsonResponse({"error": {"code": "rejected", "message": exc.message}}, status=exc.status)
     return JsonResponse({"delivery": delivery.pk, "duplicate": not new}, status=202)
+
+
+@tenant_view()
+def pr_scan_detail(request, pk: int):
+    from scanning.selectors import pr_scans_visible
+
+    scan = get_object_or_404(pr_scans_visible(tenant=request.tenant), pk=pk)
+    history = scan.pull_request.scans.order_by("-queued_at", "-id")[:20]
+    return render(request, "portal/pr_scan_detail.html", {"scan": scan, "pr": scan.pull_request, "history": history})
+
+
+@tenant_view(Role.MEMBER)
+@require_POST
+def pr_rescan(request, pk: int):
+    """Scan the pull request's current source commit again (after fixing a credential...)."""
+    from scanning.models import PullRequest
+    from scanning.pullrequests import pr_scan_request
+
+    pr = get_object_or_404(PullRequest.objects.select_related("project__integration"), pk=pk,
+                           project__namespace__tenant=request.tenant)
+    scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)
+    if scan is None:
+        messages.warning(request, f"Not scanned: {why}.")
+        return _back(request, reverse("portal:project_detail", args=[pr.project_id]))
+    messages.success(request, f"Scan of pull request #{pr.remote_id} queued.")
+    return HttpResponseRedirect(reverse("portal:pr_scan_detail", args=[scan.pk]))

@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import logging
+from functools import partial
+from urllib.parse import quote
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -159,33 +161,69 @@ def _project(integration: Integration, payload: dict) -> Project | None:
     return Project.objects.filter(integration=integration, remote_uuid=uuid).select_related("namespace").first()
 
 
-def on_push(integration: Integration, payload: dict) -> str:
-    """Refresh pushed tracked branches of that project and run its scanners."""
+def _tracked(integration: Integration, project: Project, name: str) -> bool:
     import fnmatch
 
+    return name == project.main_branch or any(fnmatch.fnmatchcase(name, p) for p in integration.tracked_branches or [])
+
+
+def _reference_move(project: Project, name: str, head: str) -> bool:
+    """Point a tracked branch's reference at ``head``; True when something changed."""
+    if Reference.objects.filter(project=project, kind="branch", name=name).exclude(head_commit=head).update(
+            head_commit=head):
+        return True
+    if Reference.objects.filter(project=project, kind="branch", name=name).exists():
+        return False
+    Reference.objects.create(project=project, name=name, head_commit=head, is_default=(name == project.main_branch))
+    return True
+
+
+def on_push(integration: Integration, payload: dict) -> str:
+    """Refresh pushed tracked branches of that project and run its scanners."""
     project = _project(integration, payload)
     if project is None:
         return _rescan(integration, "push to a repository not yet in the inventory")
-    patterns = list(integration.tracked_branches or [])
     moved = []
     for change in (payload.get("push") or {}).get("changes") or []:
         new = change.get("new") or {}
-        if new.get("type") != "branch":
-            continue
         name, head = new.get("name", ""), (new.get("target") or {}).get("hash", "")
-        if name != project.main_branch and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            continue
-        updated = Reference.objects.filter(project=project, kind="branch", name=name).exclude(head_commit=head) \
-            .update(head_commit=head)
-        if not updated and not Reference.objects.filter(project=project, kind="branch", name=name).exists():
-            Reference.objects.create(project=project, name=name, head_commit=head, is_default=(name == project.main_branch))
-        moved.append(name)
+        if new.get("type") == "branch" and _tracked(integration, project, name) and _reference_move(project, name, head):
+            moved.append(name)
     if not moved:
         return "ignored: no tracked branch moved"
     from scanning.scanners import run_for_project
 
     ran = run_for_project(integration=integration, project=project)
     return f"refreshed {', '.join(moved)} of {project.full_name}; scanners: {ran}"
+
+
+def on_pullrequest(integration: Integration, payload: dict, event: str) -> str:
+    """Record the pull request's state; created/updated start a PR scan; fulfilled
+    refreshes the destination branch (and runs the project's scanners if it moved)."""
+    from scanning.pullrequests import pr_scan_request, pull_request_record
+
+    project = _project(integration, payload)
+    if project is None:
+        return "ignored: repository not in the inventory"
+    pr = pull_request_record(project=project, payload=payload, event=event)
+    if pr is None:
+        return "ignored: no pull request in the payload"
+    outcome = f"recorded #{pr.remote_id} ({pr.state})"
+    if event in ("pullrequest:created", "pullrequest:updated"):
+        _, why = pr_scan_request(pull_request=pr, trigger=event)
+        return f"{outcome}; {why}"
+    if event == "pullrequest:fulfilled" and _tracked(integration, project, pr.destination_branch):
+        from integrations.bitbucket import client as bb
+        from scanning.scanners import run_for_project
+
+        branch = bb.client_for(integration).get(
+            f"repositories/{project.full_name}/refs/branches/{quote(pr.destination_branch, safe='')}",
+            fields="target.hash")
+        if _reference_move(project, pr.destination_branch, branch["target"]["hash"]):
+            ran = run_for_project(integration=integration, project=project)
+            return f"{outcome}; refreshed {pr.destination_branch}; scanners: {ran}"
+        return f"{outcome}; {pr.destination_branch} already current"
+    return outcome
 
 
 def on_repo_deleted(integration: Integration, payload: dict) -> str:
@@ -214,5 +252,7 @@ def _rescan(integration: Integration, why: str) -> str:
 
 
 HANDLERS = {"repo:push": on_push, "repo:deleted": on_repo_deleted, "repo:created": on_repo_changed,
-            "repo:updated": on_repo_changed, "repo:transfer": on_repo_changed}
+            "repo:updated": on_repo_changed, "repo:transfer": on_repo_changed,
+            **{f"pullrequest:{e}": partial(on_pullrequest, event=f"pullrequest:{e}")
+               for e in ("created", "updated", "approved", "unapproved", "fulfilled", "rejected", "comment_created")}}
 

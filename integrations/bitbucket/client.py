@@ -326,6 +326,9 @@ class BitbucketClient:
     def post(self, path: str, body: dict) -> dict:
         return _expect_json(self._request("POST", path, json=body), "POST", path)
 
+    def put(self, path: str, body: dict) -> dict:
+        return _expect_json(self._request("PUT", path, json=body), "PUT", path)
+
     def delete(self, path: str) -> None:
         """DELETE; an already-gone resource (404) counts as done."""
         self._request("DELETE", path, allow_statuses=(404,))

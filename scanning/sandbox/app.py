@@ -553,6 +553,7 @@ class Sandbox:
                 "destination": endpoint(pr.destination_branch), "comment_count": len(pr.comments), "task_count": 0,
                 "close_source_branch": False, "created_on": pr.created_on, "updated_on": pr.updated_on,
                 "reason": "", "draft": False,
+                **({"merge_commit": {"hash": pr.merge_commit[:12]}} if pr.merge_commit else {}),
                 "summary": {"raw": pr.title, "markup": "markdown", "html": f"<p>{pr.title}</p>"},
                 "links": {"self": self._link(api), "html": self._link(f"{self.web_base}/{repo.full_name}/pull-requests/{pr.id}"),
                           "commits": self._link(f"{api}/commits"), "diff": self._link(f"{api}/diff"),
@@ -1054,6 +1055,9 @@ class Sandbox:
                 "new": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": new}},
                 "old": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": old}} if old else None,
                 "created": old is None, "closed": False, "forced": False}]}})
+            # A push to a pull request's source branch updates the pull request.
+            for pr in [p for p in repo.pullrequests.values() if p.state == "OPEN" and p.source_branch == branch]:
+                self.fire("pullrequest:updated", workspace, slug, {}, pr_id=pr.id)
         return new
 
     def delete_repo(self, workspace: str, slug: str, *, fire: bool = True) -> None:
@@ -1094,15 +1098,34 @@ class Sandbox:
         self.fire("pullrequest:created", workspace, slug, {}, pr_id=pr_id)
         return pr_id
 
-    def set_pullrequest_state(self, workspace: str, slug: str, pr_id: int, event: str) -> None:
-        """``event``: approved, unapproved, fulfilled, rejected, updated."""
+    def set_pullrequest_state(self, workspace: str, slug: str, pr_id: int, event: str, *, user: str | None = None,
+                              comment: str = "") -> None:
+        """``event``: approved, unapproved, fulfilled (merges the source branch into the
+        destination, with its repo:push), rejected, updated, comment_created."""
+        extra: dict = {}
         with self.lock:
-            repo = self.world.workspaces[workspace].repos[slug]
+            ws = self.world.workspaces[workspace]
+            repo = ws.repos[slug]
             pr = repo.pullrequests[pr_id]
+            user = user or ws.members[-1]
+            now = iso(datetime.now(timezone.utc))
             pr.state = {"fulfilled": "MERGED", "rejected": "DECLINED"}.get(event, pr.state)
-            pr.updated_on = iso(datetime.now(timezone.utc))
+            pr.updated_on = now
+            if event in ("approved", "unapproved"):
+                pr.approvals = [u for u in pr.approvals if u != user] + ([user] if event == "approved" else [])
+                extra["approval"] = {"date": now, "user": self._user_json(user)}
+            if event == "comment_created":
+                created = Comment(id=max([*pr.comments, 0]) + 1 + pr.id * 1000, raw=comment or "Looks good",
+                                  author=user, created_on=now, updated_on=now)
+                pr.comments[created.id] = created
+                extra["comment"] = self._comment_json(repo, pr, created)
             self._changed()
-        self.fire(f"pullrequest:{event}", workspace, slug, {}, pr_id=pr_id)
+        if event == "fulfilled":
+            source_tree = dict(repo.commits[repo.branches[pr.source_branch]].files)
+            gone = [p for p in repo.commits[repo.branches[pr.destination_branch]].files if p not in source_tree]
+            pr.merge_commit = self.push(workspace, slug, pr.destination_branch, files=source_tree, delete=gone,
+                                        message=f"Merged in {pr.source_branch} (pull request #{pr.id})")
+        self.fire(f"pullrequest:{event}", workspace, slug, extra, pr_id=pr_id)
 
     # --- Webhook deliveries -----------------------------------------------------------------------------
     def event_payload(self, event: str, workspace: str, slug: str, extra: dict, *, repo: Repo | None = None,
@@ -1172,7 +1195,7 @@ class Sandbox:
         POST /_sandbox/repos/rename             {"workspace", "slug", "name"?, "new_slug"?, "project_key"?}
         POST /_sandbox/repos/push               {"workspace", "slug", "branch", "files"?, "delete"?}
         POST /_sandbox/pullrequests             {"workspace", "slug", "source", "destination"?, "title"?}
-        POST /_sandbox/pullrequests/state       {"workspace", "slug", "id", "event"}
+        POST /_sandbox/pullrequests/state       {"workspace", "slug", "id", "event", "user"?, "comment"?}
         POST /_sandbox/rate-limit               {"limit": 1000, "window": 3600}
         """
         action = request.path[len("/_sandbox/"):].strip("/")
@@ -1244,7 +1267,10 @@ class Sandbox:
             return {"id": self.open_pullrequest(body["workspace"], body["slug"], source=body["source"],
                                                 destination=body.get("destination"), title=body.get("title", "Change"))}
         if action == "pullrequests/state" and method == "POST":
-            self.set_pullrequest_state(body["workspace"], body["slug"], int(body["id"]), body["event"])
+            if body.get("event") not in ("approved", "unapproved", "fulfilled", "rejected", "updated", "comment_created"):
+                raise ApiError(400, "event: one of approved, unapproved, fulfilled, rejected, updated, comment_created")
+            self.set_pullrequest_state(body["workspace"], body["slug"], int(body["id"]), body["event"],
+                                       user=body.get("user"), comment=body.get("comment", ""))
             return {"ok": True}
         if action == "rate-limit" and method == "POST":
             with self.lock:

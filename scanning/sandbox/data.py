@@ -86,6 +86,7 @@ class PullRequest:
     updated_on: str = ""
     comments: dict[int, Comment] = field(default_factory=dict)
     approvals: list[str] = field(default_factory=list)
+    merge_commit: str = ""
 
 
 @dataclass

@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from integrations.models import Integration, IntegrationStatus, Role
-from scanning.models import ScanRun
+from scanning.models import PullRequest, PullRequestScan, ScanRun
 from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, TenantFactory, make_integration, member
@@ -28,8 +28,12 @@ def world(db):
     run = ScanRun.objects.create(integration=integration, trigger="manual", status="succeeded")
     log = SyncLog.objects.create(integration=integration, category="rate_limited", operation="sync", message="slow")
     free_ns = NamespaceFactory(tenant=a, name="Free")
+    pr = PullRequest.objects.create(project=project, remote_id=4, title="Add left-pad", source_branch="feature/pad",
+                                    destination_branch="main", source_commit="c" * 12)
+    pr_scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="c" * 12,
+                                             status="passed", description="No policy violations")
     return {"a": a, "b": b, "users": users, "integration": integration, "project": project, "run": run, "log": log,
-            "reference": project.references.get(), "namespace": free_ns}
+            "reference": project.references.get(), "namespace": free_ns, "pr": pr, "pr_scan": pr_scan}
 
 
 def client_for(user) -> APIClient:
@@ -227,14 +231,14 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
     ids = {"integration": world["integration"].pk, "namespace": world["integration"].root_namespace_id,
            "posturefinding": finding.pk,
            "project": world["project"].pk, "reference": world["reference"].pk, "scan": world["run"].pk,
-           "synclog": world["log"].pk}
+           "synclog": world["log"].pk, "pullrequest": world["pr"].pk, "pullrequestscan": world["pr_scan"].pk,
+           "tenant": world["a"].pk}
     checked = 0
     for sub in _detail_routes():
         name = sub.name or ""
         base = name.rsplit("-", 1)[0] if name.endswith(("-detail", "-credentials")) else name.split("-")[0]
         pk = ids.get(base) or ids.get(name.split("-")[0])
-        if pk is None:
-            continue
+        assert pk is not None, f"{name}: add an object of this kind to the tenancy walk"
         url = reverse(f"api:{name}", kwargs={"pk": pk})
         for method in ("get", "patch", "delete", "post"):
             response = getattr(outsider, method)(url, {}, format="json")
@@ -242,8 +246,9 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
                 continue
             assert_error(response, 404, "not_found")
             checked += 1
-    assert checked >= 12
-    for path in ("integrations", "namespaces", "projects", "references", "scans", "sync-logs"):
+    assert checked >= 15
+    for path in ("integrations", "namespaces", "projects", "references", "scans", "sync-logs", "pull-requests",
+                 "pull-request-scans"):
         assert outsider.get(f"/api/v1/{path}/?days=0").json()["count"] == 0, path
     assert Integration.objects.get(pk=world["integration"].pk).status == IntegrationStatus.ACTIVE
 
@@ -255,7 +260,7 @@ def test_staff_see_every_tenant(world, superuser):
 
 
 @pytest.mark.parametrize("path", ["integrations", "namespaces", "projects", "references", "scans", "sync-logs",
-                                  "tenants"])
+                                  "tenants", "pull-requests", "pull-request-scans"])
 def test_list_endpoints_run_a_constant_number_of_queries(world, path):
     c = client_for(world["users"]["viewer"])
 
@@ -271,7 +276,42 @@ def test_list_endpoints_run_a_constant_number_of_queries(world, path):
         ReferenceFactory(project=project)
         ScanRun.objects.create(integration=integration, trigger="api", status="failed")
         SyncLog.objects.create(integration=integration, category="unexpected", operation="sync", message="m")
+        pr = PullRequest.objects.create(project=project, remote_id=i + 1, source_branch="f", destination_branch="main")
+        PullRequestScan.objects.create(pull_request=pr, trigger="rerun", source_commit="d" * 12)
     assert count() == small
+
+
+def test_pull_requests_and_their_scans(world):
+    viewer = client_for(world["users"]["viewer"])
+    listing = viewer.get(f"/api/v1/pull-requests/?project={world['project'].pk}&state=OPEN").json()
+    assert listing["count"] == 1
+    assert listing["results"][0]["latest_scan"] == {"id": world["pr_scan"].pk, "status": "passed",
+                                                    "description": "No policy violations"}
+    scan = viewer.get(f"/api/v1/pull-request-scans/{world['pr_scan'].pk}/").json()
+    assert scan["pull_request"] == world["pr"].pk and scan["page_url"].endswith(f"/pull-request-scans/{world['pr_scan'].pk}/")
+    assert viewer.get("/api/v1/pull-request-scans/?status=failed").json()["count"] == 0
+    assert_error(viewer.get("/api/v1/pull-request-scans/?status=bogus"), 400)
+    rescan = f"/api/v1/pull-requests/{world['pr'].pk}/rescan/"
+    assert_error(viewer.post(rescan), 403)
+    # PR scans are off for this integration: a clear 409, nothing queued.
+    error = assert_error(client_for(world["users"]["member"]).post(rescan), 409, "not_scannable")
+    assert "pull-request scans are off" in error["message"] and PullRequestScan.objects.count() == 1
+    integration = world["integration"]
+    integration.pr_settings = {**integration.pr_settings, "enabled": True}
+    integration.save()
+    response = client_for(world["users"]["member"]).post(rescan)
+    assert response.status_code == 202 and response.json()["trigger"] == "rerun"
+
+
+def test_pr_settings_are_validated(world):
+    admin = client_for(world["users"]["admin"])
+    url = f"/api/v1/integrations/{world['integration'].pk}/"
+    bad = admin.patch(url, {"pr_settings": {"deny_packages": [{"name": "lodash", "range": "^4.0"}]}}, format="json")
+    assert "npm's ^ and ~ are not accepted" in assert_error(bad, 400)["fields"]["pr_settings"][0]
+    bad = admin.patch(url, {"pr_settings": {"enabled": "yes"}}, format="json")
+    assert "enabled must be true or false" in assert_error(bad, 400)["fields"]["pr_settings"][0]
+    good = admin.patch(url, {"pr_settings": {"deny_packages": [{"name": "lodash", "range": "<4.17.21"}]}}, format="json")
+    assert good.status_code == 200 and good.json()["pr_settings"]["deny_packages"][0]["range"] == "<4.17.21"
 
 
 def test_schema_and_docs(world, client):

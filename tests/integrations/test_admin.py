@@ -5,7 +5,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from integrations.models import Integration, IntegrationStatus, Namespace
-from scanning.models import ScanRun
+from scanning.models import PullRequest, PullRequestScan, ScanRun, WebhookDelivery, WebhookRegistration
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, make_integration
 
@@ -17,6 +17,10 @@ def populated(tenant, superuser):
     integration = make_integration(tenant=tenant, name="Acme", workspace="acme", credentials={"token": TOKEN})
     project = ProjectFactory(namespace=integration.root_namespace, integration=integration)
     ReferenceFactory(project=project)
+    pr = PullRequest.objects.create(project=project, remote_id=3, source_branch="f", destination_branch="main")
+    PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="b" * 12)
+    WebhookDelivery.objects.create(integration=integration, request_uuid="r-1", event_key="repo:push", body="{}")
+    WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid="{h}")
     ScanRun.objects.create(integration=integration, trigger="manual", status="succeeded")
     SyncLog.objects.create(integration=integration, category="rate_limited", operation="sync", message="slow down")
     return integration

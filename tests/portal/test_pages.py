@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import get_resolver, reverse
 
 from integrations.models import Integration, IntegrationStatus, Namespace, Project, Role
-from scanning.models import ScanRun
+from scanning.models import PullRequest, PullRequestScan, ScanRun
 from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, TenantFactory, make_integration, member
@@ -24,11 +24,17 @@ def site(db):
     project = ProjectFactory(namespace=integration.root_namespace, integration=integration, name="api", full_name="demo/api")
     ReferenceFactory(project=project)
     run = ScanRun.objects.create(integration=integration, trigger="manual", status="failed")
+    pr = PullRequest.objects.create(project=project, remote_id=7, title="Bump lodash", source_branch="feature/x",
+                                    destination_branch="main", source_commit="a" * 12)
+    pr_scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="a" * 12,
+                                             status="failed", description="1 policy violation(s): lodash 4.17.20",
+                                             violations=[{"check": "dependencies", "rule": "deny_list",
+                                                          "message": "lodash 4.17.20 is denied.", "path": "package.json"}])
     SyncLog.objects.create(integration=integration, category="invalid_credentials", operation="sync",
                            message="Bitbucket rejected the credentials", status_code=401, method="GET",
                            path="/2.0/workspaces/demo/projects", hint="Create a new access token")
     return {"a": a, "b": b, "users": users, "integration": integration, "project": project, "parent": parent,
-            "run": run}
+            "run": run, "pr": pr, "pr_scan": pr_scan}
 
 
 def login(client, user):
@@ -59,7 +65,7 @@ def test_every_page_answers_404_for_another_tenants_ids(client, site):
     login(client, site["users"]["outsider"])
     ids = {"bitbucket": site["integration"].pk, "rescan": site["integration"].pk, "sync_log": site["integration"].pk,
            "scan_detail": site["run"].pk, "namespace_delete": site["parent"].pk, "project_detail": site["project"].pk,
-           "reference": site["project"].references.get().pk}
+           "reference": site["project"].references.get().pk, "pr_scan": site["pr_scan"].pk, "pr_rescan": site["pr"].pk}
     checked = 0
     for name, takes_pk in portal_routes():
         if not takes_pk:
@@ -319,3 +325,27 @@ def test_webhook_secret_only_for_admins_and_rotation(client, site):
     client.post(reverse("portal:bitbucket_webhook_secret", kwargs={"pk": site["integration"].pk}))
     rotated = Integration.objects.get(pk=site["integration"].pk).webhook_secret.reveal()
     assert rotated != secret and rotated in client.get(edit).content.decode()
+
+
+def test_pull_request_scans_on_the_project_page_and_their_own_page(client, site):
+    login(client, site["users"]["viewer"])
+    pr, scan = site["pr"], site["pr_scan"]
+    pr.web_url = "https://bitbucket.org/demo/api/pull-requests/7"
+    pr.save()
+    page = client.get(reverse("portal:project_detail", kwargs={"pk": site["project"].pk})).content.decode()
+    assert "#7 Bump lodash" in page and reverse("portal:pr_scan_detail", kwargs={"pk": scan.pk}) in page
+    assert pr.web_url in page and "1 policy violation(s)" in page
+    detail = client.get(reverse("portal:pr_scan_detail", kwargs={"pk": scan.pk})).content.decode()
+    assert "lodash 4.17.20 is denied." in detail and "Denied package" in detail
+    assert "Scan again" not in detail, "viewers cannot start scans"
+    assert client.post(reverse("portal:pr_rescan", kwargs={"pk": pr.pk})).status_code == 403
+
+    login(client, site["users"]["member"])
+    assert "Scan again" in client.get(reverse("portal:pr_scan_detail", kwargs={"pk": scan.pk})).content.decode()
+    response = client.post(reverse("portal:pr_rescan", kwargs={"pk": pr.pk}), follow=True)
+    assert "Not scanned: pull-request scans are off." in response.content.decode()
+    site["integration"].pr_settings = {**site["integration"].pr_settings, "enabled": True}
+    site["integration"].save()
+    response = client.post(reverse("portal:pr_rescan", kwargs={"pk": pr.pk}))
+    newest = pr.scans.order_by("-id").first()
+    assert newest.trigger == "rerun" and response.url == reverse("portal:pr_scan_detail", kwargs={"pk": newest.pk})

@@ -1,0 +1,366 @@
+"""Pull requests: their recorded state (kept from webhooks) and pull-request scans.
+
+A PR scan compares the dependency inventory of the pull request's source commit with
+its destination branch. It reads only what the pull request touches: one diffstat
+(``source..destination``), then each changed manifest or lock file at both commits.
+The policy (Edit Integration > Pull Request Settings) fails the scan when the pull
+request adds or moves to a denied package version, or (if asked) changes a manifest's
+dependencies without its lock file. The verdict goes back to Bitbucket as build
+statuses on the source commit (INPROGRESS at start, then SUCCESSFUL or FAILED, under a
+stable key) and, if asked, as one summary comment that later runs edit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from integrations.bitbucket import client as bb
+from integrations.models import Integration, Project, default_pr_settings
+from integrations.services import _enqueue
+from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for, version_range
+from scanning.models import PullRequest, PullRequestScan
+from scanning.selectors import comparable_version
+from synclogs.models import Level, Operation
+from synclogs.services import sync_log_record
+
+logger = logging.getLogger(__name__)
+
+# The checks a PR scan makes; with "one status per scanner" each gets its own build status.
+CHECKS = {"dependencies": "Dependencies: inventory changes and denied packages",
+          "lockfiles": "Lock files: manifests changed without their lock file"}
+
+
+def pr_settings_of(integration: Integration) -> dict:
+    return {**default_pr_settings(), **(integration.pr_settings or {})}
+
+
+# --- Recorded state ---------------------------------------------------------------------------------
+
+def pull_request_record(*, project: Project, payload: dict, event: str) -> PullRequest | None:
+    """Create or update the pull request from a ``pullrequest:*`` payload."""
+    data = payload.get("pullrequest") or {}
+    if not isinstance(data.get("id"), int):
+        return None
+    source, destination = data.get("source") or {}, data.get("destination") or {}
+    values = {
+        "title": str(data.get("title", ""))[:500],
+        "author": str((data.get("author") or {}).get("display_name", ""))[:255],
+        "state": data.get("state") if data.get("state") in PullRequest.State.values else PullRequest.State.OPEN,
+        "source_branch": str((source.get("branch") or {}).get("name", ""))[:255],
+        "source_commit": str((source.get("commit") or {}).get("hash", ""))[:64],
+        "destination_branch": str((destination.get("branch") or {}).get("name", ""))[:255],
+        "destination_commit": str((destination.get("commit") or {}).get("hash", ""))[:64],
+        "web_url": str(((data.get("links") or {}).get("html") or {}).get("href", ""))[:500],
+        "last_event": event[:64],
+        "last_event_at": parse_datetime(str(data.get("updated_on") or "")) or timezone.now(),
+    }
+    if isinstance(data.get("comment_count"), int):
+        values["comment_count"] = data["comment_count"]
+    with transaction.atomic():
+        pr, _ = PullRequest.objects.select_for_update().update_or_create(
+            project=project, remote_id=data["id"], defaults=values)
+        approver = str(((payload.get("approval") or {}).get("user") or {}).get("display_name", ""))
+        if approver and event in ("pullrequest:approved", "pullrequest:unapproved"):
+            pr.approved_by = [a for a in pr.approved_by if a != approver] + (
+                [approver] if event == "pullrequest:approved" else [])
+            pr.save(update_fields=["approved_by", "updated_at"])
+    return pr
+
+
+# --- Starting a scan --------------------------------------------------------------------------------
+
+def pr_scan_request(*, pull_request: PullRequest, trigger: str, force: bool = False) -> tuple[PullRequestScan | None, str]:
+    """Queue a scan of the pull request's current source commit, unless PR scans are off,
+    the destination is not a target branch, the pull request is closed, or this exact
+    pair of commits was already scanned (``force`` re-runs it). Returns (scan, why)."""
+    integration = pull_request.project.integration
+    if integration is None:
+        return None, "the project has no integration"
+    pr_settings = pr_settings_of(integration)
+    if not pr_settings["enabled"]:
+        return None, "pull-request scans are off"
+    if pull_request.state != PullRequest.State.OPEN:
+        return None, f"the pull request is {pull_request.get_state_display().lower()}"
+    patterns = pr_settings["target_branches"] or ["*"]
+    if not any(fnmatch.fnmatchcase(pull_request.destination_branch, p) for p in patterns):
+        return None, f"{pull_request.destination_branch} is not a target branch ({', '.join(patterns)})"
+    if not pull_request.source_commit:
+        return None, "the payload named no source commit"
+    same = pull_request.scans.filter(source_commit=pull_request.source_commit,
+                                     destination_commit=pull_request.destination_commit)
+    if not force and same.exclude(status=PullRequestScan.Status.ERROR).exists():
+        return None, "this source and destination were already scanned"
+    scan = PullRequestScan.objects.create(pull_request=pull_request, trigger=trigger[:64],
+                                          source_commit=pull_request.source_commit,
+                                          destination_commit=pull_request.destination_commit)
+    transaction.on_commit(lambda: _enqueue("scanning.tasks.pr_scan_task", scan.pk))
+    return scan, f"queued PR scan #{scan.pk}"
+
+
+# --- Reviewing the change ---------------------------------------------------------------------------
+
+@dataclass
+class Review:
+    added: list[dict] = field(default_factory=list)
+    removed: list[dict] = field(default_factory=list)
+    changed: list[dict] = field(default_factory=list)
+    violations: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def failing(self, check: str | None = None) -> list[dict]:
+        return [v for v in self.violations if check is None or v["check"] == check]
+
+
+def _inventory(found: list[tuple[str, Package]]) -> dict[tuple[str, str], dict]:
+    inventory: dict[tuple[str, str], dict] = {}
+    for path, package in found:
+        entry = inventory.setdefault((package.ecosystem, _normal(package.name, package.ecosystem)),
+                                     {"name": package.name, "versions": set(), "manifests": set()})
+        entry["versions"].add(package.version)
+        entry["manifests"].add(path)
+    for entry in inventory.values():
+        # A lock file's resolved version says more than the manifest's range (^4.17.20
+        # resolved to 4.17.21 must not match a "<4.17.21" rule): keep exact ones if any.
+        exact = {v for v in entry["versions"] if v[:1].isdigit() and comparable_version(v) is not None}
+        entry["versions"] = exact or entry["versions"]
+    return inventory
+
+
+def _normal(name: str, ecosystem: str = "") -> str:
+    name = name.strip().lower()
+    return name.replace("_", "-").replace(".", "-") if ecosystem in ("pypi", "") else name
+
+
+def _read(client: bb.BitbucketClient, repo_path: str, commit: str, path: str, review: Review) -> list[Package]:
+    try:
+        return parse_manifest(path, client.get_text(f"{repo_path}/src/{commit}/{quote(path)}"))
+    except ManifestError as exc:
+        review.warnings.append(f"{path} at {commit[:12]}: {exc}")
+        return []
+
+
+def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, destination: str,
+                  policy: dict) -> Review:
+    """Compare the manifests a change touches, at ``source`` and ``destination``."""
+    review = Review()
+    entries = list(client.iterate(f"{repo_path}/diffstat/{source}..{destination}"))
+    touched = {(e.get(side) or {}).get("path") for e in entries for side in ("old", "new")} - {None}
+    before_found: list[tuple[str, Package]] = []
+    after_found: list[tuple[str, Package]] = []
+    per_file: dict[str, tuple[set, set]] = {}
+    for entry in entries:
+        old_path, new_path = (entry.get("old") or {}).get("path"), (entry.get("new") or {}).get("path")
+        path = new_path or old_path
+        if not parser_for(path):
+            continue
+        before = _read(client, repo_path, destination, old_path, review) if old_path else []
+        after = _read(client, repo_path, source, new_path, review) if new_path else []
+        before_found += [(old_path, p) for p in before]
+        after_found += [(new_path, p) for p in after]
+        per_file[path] = ({(p.ecosystem, p.name, p.version) for p in before},
+                          {(p.ecosystem, p.name, p.version) for p in after})
+    old, new = _inventory(before_found), _inventory(after_found)
+    for key in sorted(set(old) | set(new)):
+        was, now = old.get(key), new.get(key)
+        row = {"ecosystem": key[0], "name": (now or was)["name"],
+               "before": sorted(was["versions"]) if was else [], "after": sorted(now["versions"]) if now else [],
+               "manifests": sorted((was or {}).get("manifests", set()) | (now or {}).get("manifests", set()))}
+        if was is None:
+            review.added.append(row)
+        elif now is None:
+            review.removed.append(row)
+        elif was["versions"] != now["versions"]:
+            review.changed.append(row)
+    _check_denied(review, policy.get("deny_packages") or [])
+    if policy.get("require_lockfile_update"):
+        _check_lockfiles(review, client=client, repo_path=repo_path, source=source, entries=entries,
+                         touched=touched, per_file=per_file)
+    return review
+
+
+def _check_denied(review: Review, denied: list[dict]) -> None:
+    """A package version the change brings in (added, or changed to) that the deny list names."""
+    rules = []
+    for rule in denied:
+        try:
+            rules.append((_normal(rule.get("name", "")), rule.get("range", ""), version_range(rule.get("range", ""))))
+        except ValueError as exc:
+            review.warnings.append(f"Deny list entry '{rule.get('name')}' skipped: {exc}")
+    for row in review.added + review.changed:
+        for version in sorted(set(row["after"]) - set(row["before"])):
+            for name, text, spec in rules:
+                if name not in (_normal(row["name"]), _normal(row["name"], row["ecosystem"])):
+                    continue
+                parsed = comparable_version(version)
+                if spec is not None and parsed is not None and not spec.contains(parsed, prereleases=True):
+                    continue
+                why = "is denied" if spec is None else f"is denied in range {text}"
+                if spec is not None and parsed is None:
+                    why += f" (version '{version}' cannot be compared, so it is treated as affected)"
+                review.violations.append({
+                    "check": "dependencies", "rule": "deny_list", "package": row["name"], "version": version,
+                    "path": ", ".join(row["manifests"]),
+                    "message": f"{row['name']} {version} {why}."})
+
+
+def _check_lockfiles(review: Review, *, client, repo_path: str, source: str, entries: list[dict], touched: set,
+                     per_file: dict) -> None:
+    """A manifest whose declared dependencies changed while none of its lock files did,
+    in a directory that has a lock file (a project without one is not held to it)."""
+    for entry in entries:
+        path = (entry.get("new") or {}).get("path")
+        if not path or PurePosixPath(path).name not in LOCKFILES:
+            continue
+        if path in per_file and per_file[path][0] == per_file[path][1]:
+            continue  # the manifest changed, but not its dependencies (a version bump, a script...)
+        folder = str(PurePosixPath(path).parent)
+        folder = "" if folder == "." else folder
+        locks = [f"{folder}/{lock}" if folder else lock for lock in LOCKFILES[PurePosixPath(path).name]]
+        if any(lock in touched for lock in locks):
+            continue
+        listing = client.iterate(f"{repo_path}/src/{source}/{quote(folder) + '/' if folder else ''}",
+                                 fields="values.path")
+        present = sorted({e.get("path") for e in listing} & set(locks))
+        if present:
+            review.violations.append({
+                "check": "lockfiles", "rule": "lockfile", "path": path, "package": "", "version": "",
+                "message": f"{path} changed its dependencies but {present[0]} did not change."})
+
+
+# --- Running a scan ---------------------------------------------------------------------------------
+
+def status_key(integration: Integration, check: str | None = None) -> str:
+    """Stable per integration (two portals or tenants on one repository do not collide)."""
+    base = f"portal-{integration.uuid.hex[:8]}"
+    return f"{base}-{check}" if check else base
+
+
+def pr_scan_url(scan: PullRequestScan) -> str:
+    if settings.PORTAL_BASE_URL:
+        return settings.PORTAL_BASE_URL.rstrip("/") + reverse("portal:pr_scan_detail", args=[scan.pk])
+    return scan.pull_request.web_url or scan.pull_request.project.web_url or "https://bitbucket.org/"
+
+
+def _description(review: Review | None, *, check: str | None = None, error: str = "") -> str:
+    if error:
+        return f"The portal could not finish the scan: {error}"[:255]
+    failing = review.failing(check)
+    if failing:
+        text = f"{len(failing)} policy violation(s): " + "; ".join(v["message"] for v in failing)
+    else:
+        text = (f"No policy violations: {len(review.added)} added, {len(review.changed)} changed, "
+                f"{len(review.removed)} removed package(s)")
+    return text if len(text) <= 255 else text[:254] + "…"
+
+
+def _post_statuses(client, scan: PullRequestScan, integration: Integration, state_for, describe) -> list[str]:
+    pr = scan.pull_request
+    checks = list(CHECKS) if pr_settings_of(integration)["status_per_scanner"] else [None]
+    if None not in checks and not pr_settings_of(integration)["require_lockfile_update"]:
+        checks.remove("lockfiles")
+    keys = []
+    for check in checks:
+        key = status_key(integration, check)
+        client.post(f"repositories/{pr.project.full_name}/commit/{scan.source_commit}/statuses/build", {
+            "key": key, "state": state_for(check), "url": pr_scan_url(scan), "refname": pr.source_branch,
+            "name": f"Portal: {check}" if check else "Portal: dependency scan", "description": describe(check)})
+        keys.append(key)
+    return keys
+
+
+def _comment(review: Review, scan: PullRequestScan) -> str:
+    verdict = (f"**FAILED**: {len(review.violations)} policy violation(s)" if review.violations
+               else "**PASSED**: no policy violations")
+    lines = [f"### Dependency scan: {verdict}", "",
+             f"Source `{scan.source_commit[:12]}` against `{scan.pull_request.destination_branch}`"
+             f"{' (' + scan.destination_commit[:12] + ')' if scan.destination_commit else ''}.", ""]
+    if review.violations:
+        lines += ["**Policy violations**", ""] + [f"- {v['message']}" for v in review.violations] + [""]
+    rows = ([("added", r) for r in review.added] + [("changed", r) for r in review.changed]
+            + [("removed", r) for r in review.removed])
+    if rows:
+        lines += ["| Change | Package | Before | After |", "|---|---|---|---|"]
+        for kind, row in rows[:50]:
+            lines.append(f"| {kind} | {row['ecosystem']}:{row['name']} | {', '.join(row['before']) or '-'} | "
+                         f"{', '.join(row['after']) or '-'} |")
+        if len(rows) > 50:
+            lines.append(f"| … | {len(rows) - 50} more | | |")
+    else:
+        lines.append("No dependency changes.")
+    if review.warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in review.warnings[:10]]
+    lines += ["", f"[Details in the portal]({pr_scan_url(scan)}). This comment is updated on every scan."]
+    return "\n".join(lines)
+
+
+def _upsert_comment(client, pr: PullRequest, raw: str) -> None:
+    base = f"repositories/{pr.project.full_name}/pullrequests/{pr.remote_id}/comments"
+    if pr.summary_comment_id:
+        try:
+            client.put(f"{base}/{pr.summary_comment_id}", {"content": {"raw": raw}})
+            return
+        except bb.NotFound:
+            pass  # deleted by someone in Bitbucket: post a new one
+    created = client.post(base, {"content": {"raw": raw}})
+    PullRequest.objects.filter(pk=pr.pk).update(summary_comment_id=created["id"])
+    pr.summary_comment_id = created["id"]
+
+
+def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
+    """Run a queued PR scan (in the task queue). Bitbucket failures end the scan as
+    ``error`` with a FAILED status saying so (a pull request is never left INPROGRESS)
+    and a classified sync log entry."""
+    claimed = PullRequestScan.objects.filter(pk=scan_id, status=PullRequestScan.Status.QUEUED).update(
+        status=PullRequestScan.Status.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return None
+    scan = PullRequestScan.objects.select_related("pull_request__project__integration").get(pk=scan_id)
+    pr, project = scan.pull_request, scan.pull_request.project
+    integration = project.integration
+    policy = pr_settings_of(integration)
+    client = bb.client_for(integration)
+    repo_path = f"repositories/{project.full_name}"
+    posting = policy["post_build_status"]
+    review, error = None, ""
+    try:
+        if posting:
+            scan.statuses_posted = _post_statuses(client, scan, integration, lambda c: "INPROGRESS",
+                                                  lambda c: "Scanning the dependency changes…")
+        review = review_change(client=client, repo_path=repo_path, source=scan.source_commit,
+                               destination=scan.destination_commit or pr.destination_branch, policy=policy)
+        if posting:
+            _post_statuses(client, scan, integration,
+                           lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",
+                           lambda c: _description(review, check=c))
+        if policy["post_summary_comment"]:
+            _upsert_comment(client, pr, _comment(review, scan))
+    except bb.BitbucketError as exc:
+        error = str(exc)
+        sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, project=project,
+                        level=Level.WARNING, message=f"The scan of pull request #{pr.remote_id} in "
+                                                     f"{project.full_name} could not finish: {exc}")
+        if posting and review is None:
+            try:  # do not leave the pull request showing INPROGRESS
+                _post_statuses(client, scan, integration, lambda c: "FAILED", lambda c: _description(None, error=error))
+            except bb.BitbucketError:
+                pass
+    review = review or Review()
+    scan.added, scan.removed, scan.changed = review.added, review.removed, review.changed
+    scan.violations, scan.warnings = review.violations, review.warnings
+    scan.status = (PullRequestScan.Status.ERROR if error else PullRequestScan.Status.FAILED if review.violations
+                   else PullRequestScan.Status.PASSED)
+    scan.description = _description(review, error=error)
+    scan.rest_requests = client.stats.rest
+    scan.finished_at = timezone.now()
+    scan.save()
+    return scan
