@@ -116,6 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         processes.append(subprocess.Popen([str(PYTHON), "manage.py", "bitbucket_sandbox", "--port",
                                            str(args.sandbox_port)], cwd=ROOT, env=env))
         env.update(BITBUCKET_API_URL=f"{sandbox}/2.0", BITBUCKET_WEB_URL=sandbox)
+        # The sandbox delivers webhooks here (the demo turns pull-request scans on).
+        env.setdefault("PORTAL_BASE_URL", f"http://127.0.0.1:{args.port}")
         wait_for(f"{sandbox}/2.0/repositories")
         manage("sandbox_demo", env=env)
     address = f"127.0.0.1:{args.port}"
@@ -124,6 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         subprocess.Popen([str(PYTHON), "manage.py", "runserver", "--noreload", address], cwd=ROOT, env=env),
         subprocess.Popen([str(PYTHON), "manage.py", "qcluster"], cwd=ROOT, env=env),
     ]
+
+    def stop(signum, frame):  # SIGTERM (a service manager, `kill`) stops everything like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
@@ -133,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         for p in processes:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.terminate()
         deadline = time.monotonic() + 10
         for p in processes:
             try:

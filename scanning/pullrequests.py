@@ -256,7 +256,7 @@ def _description(review: Review | None, *, check: str | None = None, error: str 
         return f"The portal could not finish the scan: {error}"[:255]
     failing = review.failing(check)
     if failing:
-        text = f"{len(failing)} policy violation(s): " + "; ".join(v["message"] for v in failing)
+        text = f"{len(failing)} policy violation(s): " + "; ".join(v["message"].rstrip(".") for v in failing)
     else:
         text = (f"No policy violations: {len(review.added)} added, {len(review.changed)} changed, "
                 f"{len(review.removed)} removed package(s)")

@@ -32,5 +32,10 @@ class Command(BaseCommand):
             tenant=organisation, parent=parent, name="Demo workspace (sandbox)", workspace=workspace,
             auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=actor,
             scanners=list(settings.SCANNERS_AVAILABLE), description="Connected to the built-in Bitbucket sandbox.",
+            # Pull-request scans with a small policy, so a demo pull request has something to say.
+            pr_settings={"enabled": True, "target_branches": ["main", "master", "trunk"], "post_build_status": True,
+                         "post_summary_comment": True, "status_per_scanner": False, "require_lockfile_update": True,
+                         "deny_packages": [{"name": "event-stream", "range": ""},
+                                           {"name": "lodash", "range": "<4.17.21"}]},
         )
         self.stdout.write(self.style.SUCCESS(f"Connected '{integration}' to {integration.bitbucket_url}."))
