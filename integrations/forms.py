@@ -84,7 +84,9 @@ class SettingsFieldsMixin(forms.Form):
     pr_status_per_scanner = forms.BooleanField(required=False, label="One build status per scanner")
     pr_deny_packages = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Denied packages",
-        help_text="One per line: name, optionally followed by a version range (e.g. lodash <4.17.21).",
+        help_text="One per line: a package name, then optionally a range (lodash <4.17.21, minimist >=1.0,<1.2.6, "
+                  "left-pad 1.3.0). No range denies every version. Pull requests that add or move to a denied "
+                  "version fail.",
     )
     pr_require_lockfile_update = forms.BooleanField(required=False, label="Fail when a manifest changes without its lock file")
 

@@ -206,6 +206,12 @@ def test_edit_page_saves_settings(client, site):
     integration = Integration.objects.get(pk=site["integration"].pk)
     assert integration.status == "paused" and integration.tracked_branches == ["develop", "release/*"]
     assert integration.pr_settings["enabled"] and integration.pr_settings["deny_packages"][0]["name"] == "lodash"
+    # A range the policy cannot read is refused with the line and the reason; nothing is lost.
+    bad = client.post(url, {"name": "Alpha BB", "status": "paused", "scan_interval_hours": 12,
+                            "pr_deny_packages": "lodash <4.17.21\nminimist ^1.2"}).content.decode()
+    assert "Line 2 (minimist)" in bad and "^ and ~ are not accepted" in bad and "lodash &lt;4.17.21" in bad
+    assert Integration.objects.get(pk=integration.pk).pr_settings["deny_packages"] == [{"name": "lodash",
+                                                                                       "range": "<4.17.21"}]
 
 
 def test_delete_page_previews_and_needs_the_name(client, site, django_capture_on_commit_callbacks):
