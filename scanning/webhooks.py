@@ -17,7 +17,7 @@ import logging
 from functools import partial
 from urllib.parse import quote
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.crypto import SealedSecret
@@ -109,16 +109,34 @@ def delivery_receive(*, integration_uuid, body: bytes, headers: dict[str, str]) 
     event_key = headers.get("x-event-key", "").strip()
     if not request_uuid or not event_key:
         raise Rejected(400, "X-Request-UUID and X-Event-Key are required.")
-    try:
-        with transaction.atomic():
-            delivery = WebhookDelivery.objects.create(
-                integration_id=integration_id, request_uuid=request_uuid[:64], event_key=event_key[:64],
-                hook_uuid=headers.get("x-hook-uuid", "")[:64], body=body.decode("utf-8", "replace"),
-                attempt=int(attempt) if (attempt := headers.get("x-attempt-number", "1")).isdigit() else 1)
-            transaction.on_commit(_request_drain)
-    except IntegrityError:
+    attempt = headers.get("x-attempt-number", "1")
+    delivery = WebhookDelivery(
+        integration_id=integration_id, request_uuid=request_uuid[:64], event_key=event_key[:64],
+        hook_uuid=headers.get("x-hook-uuid", "")[:64], body=body.decode("utf-8", "replace"),
+        attempt=int(attempt) if attempt.isdigit() and int(attempt) < 1000 else 1, received_at=timezone.now())
+    delivery.pk = _insert_unless_seen(delivery)
+    if delivery.pk is None:
         return WebhookDelivery.objects.get(integration_id=integration_id, request_uuid=request_uuid[:64]), False
+    transaction.on_commit(_request_drain)
     return delivery, True
+
+
+def _insert_unless_seen(delivery: WebhookDelivery) -> int | None:
+    """Store a delivery in one statement (``INSERT ... ON CONFLICT DO NOTHING RETURNING``,
+    PostgreSQL and SQLite alike): the id, or None when its request UUID was already
+    recorded. The hot path of every delivery: no transaction block, no exception."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    fields = [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(delivery, add=True), connection) for f in fields]
+    sql = (f"INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+           f"VALUES ({', '.join(['%s'] * len(fields))}) "
+           f"ON CONFLICT ({quote('integration_id')}, {quote('request_uuid')}) DO NOTHING RETURNING {quote('id')}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def deliveries_drain(*, limit: int = 5000) -> int:
