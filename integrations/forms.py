@@ -81,7 +81,9 @@ class SettingsFieldsMixin(forms.Form):
     )
     pr_post_build_status = forms.BooleanField(required=False, initial=True, label="Post a build status")
     pr_post_summary_comment = forms.BooleanField(required=False, label="Post a summary comment")
-    pr_status_per_scanner = forms.BooleanField(required=False, label="One build status per scanner")
+    pr_status_per_scanner = forms.BooleanField(
+        required=False, label="One build status per check",
+        help_text="Separate statuses for dependencies (denied packages) and lock files, instead of one.")
     pr_deny_packages = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Denied packages",
         help_text="One per line: a package name, then optionally a range (lodash <4.17.21, minimist >=1.0,<1.2.6, "

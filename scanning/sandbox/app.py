@@ -571,6 +571,17 @@ class Sandbox:
                                 "links": {"self": self._link(f"{self.api_base}/repositories/{repo.full_name}/pullrequests/{pr.id}")}},
                 "links": {"self": self._link(api)}}
 
+    @staticmethod
+    def _add_comment(pr: PullRequest, raw: str, author: str) -> Comment:
+        """A new comment; ids are never reused, even after a deletion (as in Bitbucket)."""
+        pr.comment_seq += 1
+        while pr.id * 1000 + pr.comment_seq in pr.comments:  # a fixture written by hand
+            pr.comment_seq += 1
+        now = iso(datetime.now(timezone.utc))
+        comment = Comment(id=pr.id * 1000 + pr.comment_seq, raw=raw, author=author, created_on=now, updated_on=now)
+        pr.comments[comment.id] = comment
+        return comment
+
     def _acting_user(self, auth: Auth) -> str:
         credential = auth.credential
         if credential is not None and credential.user in self.world.users:
@@ -802,10 +813,7 @@ class Sandbox:
         raw = ((request.json().get("content") or {}).get("raw") or "").strip()
         if not raw:
             raise ApiError(400, "content.raw: This field is required.")
-        now = iso(datetime.now(timezone.utc))
-        comment = Comment(id=max([*pr.comments, 0]) + 1 + pr.id * 1000, raw=raw, author=self._acting_user(auth),
-                          created_on=now, updated_on=now)
-        pr.comments[comment.id] = comment
+        comment = self._add_comment(pr, raw, self._acting_user(auth))
         self._changed()
         return self._json(request, 201, self._comment_json(repo, pr, comment))
 
@@ -1115,9 +1123,7 @@ class Sandbox:
                 pr.approvals = [u for u in pr.approvals if u != user] + ([user] if event == "approved" else [])
                 extra["approval"] = {"date": now, "user": self._user_json(user)}
             if event == "comment_created":
-                created = Comment(id=max([*pr.comments, 0]) + 1 + pr.id * 1000, raw=comment or "Looks good",
-                                  author=user, created_on=now, updated_on=now)
-                pr.comments[created.id] = created
+                created = self._add_comment(pr, comment or "Looks good", user)
                 extra["comment"] = self._comment_json(repo, pr, created)
             self._changed()
         if event == "fulfilled":

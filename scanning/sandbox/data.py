@@ -87,6 +87,7 @@ class PullRequest:
     comments: dict[int, Comment] = field(default_factory=dict)
     approvals: list[str] = field(default_factory=list)
     merge_commit: str = ""
+    comment_seq: int = 0
 
 
 @dataclass

@@ -180,3 +180,67 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
     page.click("[data-nav-toggle]")
     assert page.get_by_role("link", name="Sync Logs").is_visible()
     shot(page, "12-narrow-screen")
+
+
+def test_pull_request_scans_in_the_browser(live_server, bitbucket, browser_page, transactional_db, settings):
+    """Turn PR scans on in Edit Integration; a pull request adding a denied package shows as
+    failed on the project page, with its reasons; the fixing push turns it passed."""
+    import json
+
+    from scanning import services as scans
+
+    settings.PORTAL_BASE_URL = live_server.url  # where the sandbox delivers webhooks
+    page, base, sb = browser_page, live_server.url, bitbucket.sandbox
+    tenant = TenantFactory(name="Acme", slug="acme")
+    owner = UserFactory(username="olivia")
+    owner.set_password("correct horse battery")
+    owner.save()
+    services.membership_set(tenant=tenant, user=owner, role=Role.OWNER, actor=None)
+    integration = services.integration_create(
+        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Demo workspace", workspace="demo",
+        auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None,
+        scanners=["dependencies"], verify=False)
+    scans.scan_run_execute(scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual",
+                                                                actor=None).pk)
+    ws = sb.world.workspaces["demo"]
+    slug, repo = next((s, r) for s, r in ws.repos.items() if "package.json" in r.commits[r.branches[r.mainbranch]].files)
+
+    page.goto(f"{base}/")
+    page.fill("#id_username", "olivia")
+    page.fill("#id_password", "correct horse battery")
+    page.click("button[type=submit]")
+    page.goto(f"{base}/integrations/bitbucket/")
+    row_menu(page, "Demo workspace", "Edit Integration")
+    page.check("#id_pr_enabled")
+    page.fill("#id_pr_target_branches", repo.mainbranch)
+    page.check("#id_pr_post_summary_comment")
+    page.fill("#id_pr_deny_packages", "event-stream\nlodash ^4")
+    page.click("button:has-text('Save')")
+    assert "^ and ~ are not accepted" in page.content()  # refused, with the reason; nothing saved
+    page.fill("#id_pr_deny_packages", "event-stream\nlodash <4.17.21")
+    page.click("button:has-text('Save')")
+    shot(page, "13-pull-request-settings")
+    page.click("button:has-text('Rescan Org')")  # registers the portal's webhook in Bitbucket
+    assert any(h.url.startswith(base) for h in ws.hooks.values())
+
+    manifest = json.loads(repo.commits[repo.branches[repo.mainbranch]].files["package.json"])
+    manifest.setdefault("dependencies", {}).pop("event-stream", None)
+    clean = json.dumps(manifest, indent=2)
+    manifest["dependencies"]["event-stream"] = "3.3.6"
+    sb.push("demo", slug, "feature/streams", files={"package.json": json.dumps(manifest, indent=2)})
+    pr_id = sb.open_pullrequest("demo", slug, source="feature/streams", title="Stream everything")
+
+    project = Project.objects.get(integration=integration, remote_uuid=repo.uuid)
+    page.goto(f"{base}/projects/{project.pk}/")
+    row = page.locator("tr", has_text="Stream everything")
+    row.locator(".badge", has_text="failed").click()
+    assert "event-stream 3.3.6 is denied" in page.content()
+    shot(page, "14-pr-scan-failed")
+    assert len(repo.pullrequests[pr_id].comments) == 1
+
+    sb.push("demo", slug, "feature/streams", files={"package.json": clean})
+    page.goto(f"{base}/projects/{project.pk}/")
+    page.locator("tr", has_text="Stream everything").locator(".badge", has_text="passed").click()
+    assert "No policy violations" in page.content()
+    shot(page, "15-pr-scan-passed")
+    assert len(repo.pullrequests[pr_id].comments) == 1, "the summary comment was edited, not duplicated"

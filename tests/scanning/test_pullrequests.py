@@ -159,3 +159,37 @@ def test_untargeted_branches_and_disabled_scans_do_nothing_and_failures_never_st
     assert scan.status == "error" and "could not finish" in scan.description
     assert statuses(sb, "web", head)[status_key(portal)]["state"] == "FAILED"
     assert SyncLog.objects.filter(integration=portal, operation="pr_scan").exists()
+
+
+@pytest.mark.parametrize("rule,before,after,denied", [
+    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.19"], ["4.17.20"], True),
+    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.21"], False),
+    ({"name": "lodash", "range": ">=1.0,<2.0"}, [], ["1.5.0"], True),
+    ({"name": "lodash", "range": "4.17.20"}, [], ["4.17.20"], True),            # a bare version: exactly it
+    ({"name": "lodash", "range": ""}, [], ["9.9.9"], True),                     # no range: every version
+    ({"name": "lodash", "range": "<4.17.21"}, [], ["github:lodash/lodash"], True),  # unreadable: treated as affected
+    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.20", "4.17.22"], False),  # only what is new
+    ({"name": "Django", "range": "<5"}, [], ["4.2.0"], True),                   # names compare case-insensitively
+])
+def test_deny_list_matching(rule, before, after, denied):
+    from scanning.pullrequests import Review, _check_denied
+
+    review = Review(changed=[{"ecosystem": "npm", "name": rule["name"].lower(), "before": before, "after": after,
+                              "manifests": ["package-lock.json"]}])
+    _check_denied(review, [rule])
+    assert bool(review.violations) is denied
+
+
+def test_a_deleted_summary_comment_is_posted_again_and_removed_packages_are_listed(portal, bitbucket):
+    sb = bitbucket.sandbox
+    repo = sb.world.workspaces["demo"].repos["web"]
+    sb.push("demo", "web", "feature/slim", files=npm({"express": "4.18.2", "typescript": "5.3.3"}))
+    pr_id = sb.open_pullrequest("demo", "web", source="feature/slim")
+    scan = PullRequestScan.objects.get(pull_request__remote_id=pr_id, pull_request__project__full_name="demo/web")
+    assert scan.status == "passed" and {r["name"] for r in scan.removed} >= {"lodash"}
+    first_comment = next(iter(repo.pullrequests[pr_id].comments))
+    repo.pullrequests[pr_id].comments.clear()  # someone deleted it in Bitbucket
+    sb.push("demo", "web", "feature/slim", files=npm({"express": "4.18.2"}))
+    comments = repo.pullrequests[pr_id].comments
+    assert len(comments) == 1 and first_comment not in comments
+    assert PullRequest.objects.get(pk=scan.pull_request_id).summary_comment_id == next(iter(comments))
