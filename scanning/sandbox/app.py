@@ -172,6 +172,7 @@ class Sandbox:
         self._repo_docs: dict[str, dict] = {}  # repo uuid -> its JSON document (any caller)
         self.version = 0  # bumped on every change; keys list caches
         self.deliveries: list[dict] = []
+        self.status_posts: list[dict] = []  # every build status posted, in order (the API keeps the last)
         self.routes = [Route(m, p, getattr(self, name), lg, gr, b)
                        for name in dir(self) if hasattr(getattr(self, name), "_route")
                        for (m, p, lg, gr, b) in [getattr(self, name)._route]]
@@ -869,6 +870,7 @@ class Sandbox:
                   "description": body.get("description", ""), "url": body["url"], "refname": body.get("refname", ""),
                   "created_on": existing["created_on"] if existing else now, "updated_on": now}
         repo.statuses[key] = status
+        self.status_posts.append({"repository": repo.full_name, **status})
         self._changed()
         return self._json(request, 201, self._status_json(repo, status))
 

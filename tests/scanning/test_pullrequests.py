@@ -73,6 +73,7 @@ def test_denied_package_fails_the_pr_and_the_fix_passes_it_editing_the_same_comm
     assert scan.status == PullRequestScan.Status.FAILED and first.startswith(scan.source_commit)
     assert [a["name"] for a in scan.added] == ["event-stream"] and scan.added[0]["after"] == ["3.3.6"]
     assert [v["rule"] for v in scan.violations] == ["deny_list"]
+    assert [(p["commit"], p["state"]) for p in sb.status_posts] == [(first, "INPROGRESS"), (first, "FAILED")]
     status = statuses(sb, "web", first)[key]
     assert status["state"] == "FAILED" and "event-stream 3.3.6 is denied" in status["description"]
     assert status["url"] == f"{portal_url(scan)}" and status["refname"] == "feature/stream"
