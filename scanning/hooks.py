@@ -37,8 +37,19 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
     registered = list(WebhookRegistration.objects.filter(integration=integration))
     if not wanted:
         return webhooks_remove(integration=integration, client=client) if registered else "none wanted"
-    if any(r.subject == "workspace" for r in registered):
-        return "workspace hook registered"
+    workspace_hook = next((r for r in registered if r.subject == "workspace"), None)
+    if workspace_hook is not None:
+        # One call per scan: a hook someone removed in Bitbucket is registered again.
+        client = client or bb.client_for(integration)
+        try:
+            client.get(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", fields="uuid")
+            return "workspace hook registered"
+        except bb.NotFound:
+            workspace_hook.delete()
+            registered.remove(workspace_hook)
+        except bb.BitbucketError as exc:
+            _warn(integration, exc)
+            return "failed"
     if not settings.PORTAL_BASE_URL:
         sync_log_record(integration=integration, operation=Operation.PR_SCAN, level=Level.WARNING,
                         classified=Classified(Category.INVALID_HOST,

@@ -42,8 +42,13 @@ def test_workspace_hook_registered_with_secret_and_removed(bitbucket, settings, 
     assert hook.secret == integration.webhook_secret.reveal() and set(hook.events) == set(EVENTS)
     assert WebhookRegistration.objects.get(integration=integration).subject == "workspace"
     before = len(bitbucket.sandbox.requests)
-    scan(integration)  # idempotent: nothing registered twice, no hook calls
-    assert len(ws.hooks) == 1 and not [r for r in list(bitbucket.sandbox.requests)[before:] if "/hooks" in r.path]
+    scan(integration)  # idempotent: nothing registered twice; one read to see the hook is still there
+    hook_calls = [(r.method, r.path) for r in list(bitbucket.sandbox.requests)[before:] if "/hooks" in r.path]
+    assert len(ws.hooks) == 1 and hook_calls == [("GET", f"/2.0/workspaces/demo/hooks/{hook.uuid}")]
+    # Someone removes it in Bitbucket: the next scan registers it again.
+    ws.hooks.clear()
+    scan(integration)
+    assert len(ws.hooks) == 1 and WebhookRegistration.objects.get(integration=integration).hook_uuid != hook.uuid
     # Turning pull-request scans off removes it.
     with django_capture_on_commit_callbacks(execute=True):
         services.integration_update(integration=integration, actor=None, pr_settings={"enabled": False})

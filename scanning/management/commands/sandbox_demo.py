@@ -24,7 +24,16 @@ class Command(BaseCommand):
         existing = Integration.objects.filter(tenant=organisation, workspace=workspace, project_key="").exclude(
             status=IntegrationStatus.DELETING).first()
         if existing:
-            self.stdout.write(f"Demo integration '{existing}' already connects {existing.bitbucket_url}.")
+            # The sandbox starts from its generated world each time (and without the portal's
+            # webhook): a rescan brings the inventory up to date and registers the hook again.
+            from scanning.services import ScanAlreadyRunning, org_rescan_request
+
+            try:
+                org_rescan_request(integration=existing, trigger="cli", actor=None)
+                queued = "; rescan queued"
+            except ScanAlreadyRunning:
+                queued = "; a scan is already running"
+            self.stdout.write(f"Demo integration '{existing}' already connects {existing.bitbucket_url}{queued}.")
             return
         parent = Namespace.objects.filter(tenant=organisation, parent=None, managed=False).order_by("id").first()
         actor = get_user_model().objects.filter(is_superuser=True).order_by("id").first()
