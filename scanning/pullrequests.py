@@ -278,27 +278,37 @@ def _post_statuses(client, scan: PullRequestScan, integration: Integration, stat
     return keys
 
 
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_{}[]()<>#+!|~"})
+
+
+def _md(text: str, limit: int = 200) -> str:
+    """Text from a repository (package names, versions, paths) made inert in Markdown: a
+    pull request must not put links or formatting into the portal's comment."""
+    text = " ".join(str(text).split())
+    return (text if len(text) <= limit else text[:limit] + "…").translate(_MARKDOWN)
+
+
 def _comment(review: Review, scan: PullRequestScan) -> str:
     verdict = (f"**FAILED**: {len(review.violations)} policy violation(s)" if review.violations
                else "**PASSED**: no policy violations")
     lines = [f"### Dependency scan: {verdict}", "",
-             f"Source `{scan.source_commit[:12]}` against `{scan.pull_request.destination_branch}`"
+             f"Source `{scan.source_commit[:12]}` against {_md(scan.pull_request.destination_branch)}"
              f"{' (' + scan.destination_commit[:12] + ')' if scan.destination_commit else ''}.", ""]
     if review.violations:
-        lines += ["**Policy violations**", ""] + [f"- {v['message']}" for v in review.violations] + [""]
+        lines += ["**Policy violations**", ""] + [f"- {_md(v['message'], 400)}" for v in review.violations] + [""]
     rows = ([("added", r) for r in review.added] + [("changed", r) for r in review.changed]
             + [("removed", r) for r in review.removed])
     if rows:
         lines += ["| Change | Package | Before | After |", "|---|---|---|---|"]
         for kind, row in rows[:50]:
-            lines.append(f"| {kind} | {row['ecosystem']}:{row['name']} | {', '.join(row['before']) or '-'} | "
-                         f"{', '.join(row['after']) or '-'} |")
+            lines.append(f"| {kind} | {_md(row['ecosystem'] + ':' + row['name'])} | "
+                         f"{_md(', '.join(row['before'])) or '-'} | {_md(', '.join(row['after'])) or '-'} |")
         if len(rows) > 50:
             lines.append(f"| … | {len(rows) - 50} more | | |")
     else:
         lines.append("No dependency changes.")
     if review.warnings:
-        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in review.warnings[:10]]
+        lines += ["", "**Warnings**", ""] + [f"- {_md(w, 400)}" for w in review.warnings[:10]]
     lines += ["", f"[Details in the portal]({pr_scan_url(scan)}). This comment is updated on every scan."]
     return "\n".join(lines)
 

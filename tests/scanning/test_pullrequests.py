@@ -194,3 +194,11 @@ def test_a_deleted_summary_comment_is_posted_again_and_removed_packages_are_list
     comments = repo.pullrequests[pr_id].comments
     assert len(comments) == 1 and first_comment not in comments
     assert PullRequest.objects.get(pk=scan.pull_request_id).summary_comment_id == next(iter(comments))
+
+
+def test_repository_text_cannot_put_links_or_formatting_into_the_comment():
+    from scanning.pullrequests import _md
+
+    assert _md("[click](https://evil.example)") == "\\[click\\]\\(https://evil.example\\)"
+    assert _md("a|b `c` <img> **x**\nnext") == "a\\|b \\`c\\` \\<img\\> \\*\\*x\\*\\* next"
+    assert _md("x" * 300).endswith("…") and len(_md("x" * 300)) == 201
