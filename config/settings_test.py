@@ -10,7 +10,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 os.environ.setdefault("DEBUG", "true")
 
 from config.settings import *  # noqa: E402,F403
-from config.settings import DATA_DIR, Q_CLUSTER  # noqa: E402
+from config.settings import DATA_DIR, DATABASES, Q_CLUSTER  # noqa: E402
 
 # Two fixed keys, newest first, so tests exercise decryption with an older key.
 FIELD_ENCRYPTION_KEYS = [
@@ -33,3 +33,7 @@ BITBUCKET_API_URL = "http://127.0.0.1:9/2.0"
 BITBUCKET_BACKOFF_FACTOR = 0.01
 BITBUCKET_BACKOFF_MAX = 0.05
 WEBHOOK_LOOKUP_TTL = 0  # tests change secrets and expect it at once
+
+# Live-server request threads close their connection when the request ends (persistent
+# connections would outlive the threads and keep PostgreSQL's test database in use at teardown).
+DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -50,6 +51,9 @@ except (ImportError, admin.sites.NotRegistered):
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """For records (audit events, scan runs, sync logs, scanner results): view only."""
+
+    # Links shown are Bitbucket's, always https (and Django 6's default for URL form fields).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request):
         return False

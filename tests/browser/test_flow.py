@@ -47,6 +47,12 @@ def browser_page(monkeypatch):
         page.on("dialog", lambda dialog: dialog.accept())  # confirm() prompts: yes
         yield page
         browser.close()
+        # While Playwright's loop runs, Django keeps the test's database connection in
+        # context-local storage, out of reach once the loop is gone: close it here, or
+        # PostgreSQL's test database is still in use when pytest-django drops it.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def shot(page, name: str) -> None:
