@@ -138,6 +138,14 @@ def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int
 REGISTRY: dict[str, Scanner] = {s.name: s for s in (DependenciesScanner(), PostureScanner())}
 
 
+def is_due(scanner: Scanner, head_commit: str, last: tuple | None, now) -> bool:
+    """Whether a scanner should run on a head: it moved since the last good run
+    ``(commit, scanned_at)``, or that run is older than the scanner's ``max_age``."""
+    commit, scanned_at = last or ("", None)
+    max_age = scanner.max_age()
+    return commit != head_commit or (max_age is not None and scanned_at is not None and scanned_at < now - max_age)
+
+
 def run_scanner(scanner: Scanner, target: Target) -> Result | None:
     """Run one scanner on one reference and record the outcome: warnings (a malformed
     manifest...) and failures (a missing scope...) become sync log warnings for the
@@ -170,11 +178,20 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
 
 
 def run_for_project(*, integration: Integration, project: Project) -> str:
-    """The integration's scanners on one project's default branch (after a push)."""
+    """The integration's scanners that are due on one project's default branch (after a
+    push, a merge or a repository change)."""
+    from scanning.models import ScannerState
+
     ref = project.references.filter(is_default=True).exclude(head_commit="").first()
     selected = [REGISTRY[name] for name in integration.scanners if name in REGISTRY]
     if ref is None or not selected:
         return "none selected" if not selected else "no default branch head"
+    states = {name: (commit, at) for name, commit, at in ScannerState.objects.filter(reference=ref, ok=True)
+              .values_list("scanner", "commit", "scanned_at")}
+    now = timezone.now()
+    selected = [s for s in selected if is_due(s, ref.head_commit, states.get(s.name), now)]
+    if not selected:
+        return "up to date"
     client = bb.client_for(integration)
     ran = []
     for scanner in selected:

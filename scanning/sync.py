@@ -39,9 +39,9 @@ from synclogs.services import sync_log_record
 
 logger = logging.getLogger(__name__)
 
-REPO_FIELDS = ",".join(f"values.{f}" for f in (
-    "uuid", "slug", "name", "full_name", "is_private", "language", "updated_on", "mainbranch.name",
-    "project.uuid", "project.key", "links.html.href"))
+REPO_ONLY_FIELDS = ("uuid", "slug", "name", "full_name", "is_private", "language", "updated_on", "mainbranch.name",
+                    "project.uuid", "project.key", "links.html.href")
+REPO_FIELDS = ",".join(f"values.{f}" for f in REPO_ONLY_FIELDS)
 PROJECT_FIELDS = "values.uuid,values.key,values.name,values.description"
 MEMBER_FIELDS = "values.user.uuid,values.user.account_id,values.user.display_name,values.user.nickname"
 PROJECT_COMPARED = ("namespace_id", "name", "slug", "full_name", "is_private", "language", "main_branch", "web_url",
@@ -71,9 +71,11 @@ class Outcome:
 
 
 class OrgSync:
-    def __init__(self, scan_run: ScanRun, *, client: bb.BitbucketClient | None = None) -> None:
+    def __init__(self, scan_run: ScanRun | None = None, *, integration: Integration | None = None,
+                 client: bb.BitbucketClient | None = None) -> None:
+        """With a scan run for a scan; with just an integration for :meth:`refresh_repository`."""
         self.run = scan_run
-        self.integration: Integration = scan_run.integration
+        self.integration: Integration = integration or scan_run.integration
         self.client = client or bb.client_for(self.integration)
         self.counts = Counts()
         self.outcome = Outcome()
@@ -101,6 +103,34 @@ class OrgSync:
                     "tokens read:repository:bitbucket) so scans use git's separate limit."),
             )
         return self.outcome
+
+    def refresh_repository(self, full_name: str) -> str | None:
+        """Bring one repository up to date (a ``repo:*`` webhook): one REST read and, if it
+        changed, one git ref read, through the same comparison and writes as a full scan.
+        Returns what happened, or None when only a full scan can tell (the repository left
+        this integration's scope, or sits in a Bitbucket project the portal has not seen)."""
+        try:
+            repo = self.client.get(f"repositories/{full_name}", fields=",".join(REPO_ONLY_FIELDS))
+        except bb.NotFound:
+            return None  # gone, renamed again or moved away: a complete listing decides
+        workspace, _, slug = (repo.get("full_name") or full_name).partition("/")
+        project_key = (repo.get("project") or {}).get("key")
+        if workspace != self.ws or (self.integration.project_key and project_key != self.integration.project_key):
+            return None
+        namespace_by_key = dict(Namespace.objects.filter(integration=self.integration, managed=True)
+                                .exclude(remote_key="").values_list("remote_key", "pk"))
+        if project_key and project_key not in namespace_by_key:
+            return None
+        existing = {row[0]: row[1:] for row in Project.objects.filter(
+            integration=self.integration, remote_uuid=repo["uuid"]).values_list("remote_uuid", "pk", *PROJECT_COMPARED)}
+        namespace_id = namespace_by_key.get(project_key, self.integration.root_namespace_id)
+        taken = {namespace_id: set(Project.objects.filter(namespace_id=namespace_id).exclude(
+            remote_uuid=repo["uuid"]).values_list("slug", flat=True))}
+        row = self._desired(repo, namespace_by_key, existing.get(repo["uuid"]), taken)
+        if row is None:
+            return f"{full_name} unchanged"
+        self._apply([(repo, row)], existing)
+        return f"{'updated' if existing else 'added'} {row['full_name']}"
 
     # --- Projects -> managed child namespaces ----------------------------------------------
     def _remote_projects(self) -> list[dict]:
@@ -319,7 +349,7 @@ class OrgSync:
     # --- Scanners -------------------------------------------------------------------------------
     def _run_scanners(self) -> None:
         from scanning.models import ScannerState
-        from scanning.scanners import REGISTRY, Target, run_scanner
+        from scanning.scanners import REGISTRY, Target, is_due, run_scanner
 
         selected = [REGISTRY[name] for name in self.integration.scanners if name in REGISTRY]
         if not selected:
@@ -330,12 +360,8 @@ class OrgSync:
                   .filter(reference__in=refs, ok=True).values_list("reference_id", "scanner", "commit", "scanned_at")}
         now = timezone.now()
 
-        def due(ref: Reference, scanner) -> bool:
-            commit, scanned_at = states.get((ref.pk, scanner.name), ("", None))
-            max_age = scanner.max_age()
-            return commit != ref.head_commit or (max_age is not None and scanned_at < now - max_age)
-
-        pending = [(ref, scanner) for ref in refs for scanner in selected if due(ref, scanner)]
+        pending = [(ref, scanner) for ref in refs for scanner in selected
+                   if is_due(scanner, ref.head_commit, states.get((ref.pk, scanner.name)), now)]
         budget_end = self.client.stats.rest + settings.SCANNER_REST_BUDGET
         for index, (ref, scanner) in enumerate(pending):
             if self.client.stats.rest >= budget_end:

@@ -255,7 +255,21 @@ def on_repo_deleted(integration: Integration, payload: dict) -> str:
 
 
 def on_repo_changed(integration: Integration, payload: dict) -> str:
-    return _rescan(integration, "repository created, updated or transferred")
+    """Created, updated (renamed, moved between projects, main branch changed) or
+    transferred: refresh that one repository; only what a single read cannot settle (a
+    repository that left the integration's scope, a new Bitbucket project) takes an
+    incremental scan."""
+    from scanning.scanners import run_for_project
+    from scanning.sync import OrgSync
+
+    full_name = (payload.get("repository") or {}).get("full_name") or ""
+    if "/" not in full_name:
+        return _rescan(integration, "repository change without a name")
+    done = OrgSync(integration=integration).refresh_repository(full_name)
+    if done is None:
+        return _rescan(integration, f"{full_name} changed beyond one repository")
+    project = _project(integration, payload)
+    return f"{done}; scanners: {run_for_project(integration=integration, project=project)}" if project else done
 
 
 def _rescan(integration: Integration, why: str) -> str:

@@ -111,3 +111,32 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_se
     # A repository deleted in Bitbucket leaves the inventory without waiting for a scan.
     sb.delete_repo("demo", "web")
     assert not Project.objects.filter(full_name="demo/web").exists()
+
+
+def test_repository_changes_refresh_that_repository_without_a_scan(live_server, bitbucket, transactional_db):
+    from scanning.models import ScanRun
+    from scanning.sandbox.data import Hook
+
+    integration = connect(scanners=["dependencies"])
+    scans.scan_run_execute(scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual",
+                                                                actor=None).pk)
+    sb = bitbucket.sandbox
+    ws = sb.world.workspaces["demo"]
+    ws.hooks["{h}"] = Hook(uuid="{h}", url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/",
+                           description="portal", events=["repo:updated"], active=True,
+                           secret=Integration.objects.get(pk=integration.pk).webhook_secret.reveal(),
+                           created_at="2026-01-01T00:00:00+00:00")
+    project = Project.objects.get(integration=integration, full_name="demo/api")
+    other_key = next(k for k in ws.projects if k != ws.repos["api"].project_key)
+    before, runs = len(sb.requests), ScanRun.objects.count()
+
+    sb.rename_repo("demo", "api", name="API v2", new_slug="api-v2", project_key=other_key)
+
+    project.refresh_from_db()
+    assert (project.name, project.full_name, project.slug) == ("API v2", "demo/api-v2", "api-v2")
+    assert project.namespace.remote_key == other_key
+    assert ScanRun.objects.count() == runs, "no scan was needed"
+    calls = [(r.kind, r.path) for r in list(sb.requests)[before:]]
+    assert calls == [("rest", "/2.0/repositories/demo/api-v2"), ("git", "/demo/api-v2.git/info/refs")]
+    delivery = WebhookDelivery.objects.get(event_key="repo:updated")
+    assert "updated demo/api-v2" in delivery.outcome and "scanners: up to date" in delivery.outcome
