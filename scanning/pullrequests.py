@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
-from integrations.models import Integration, Project, default_pr_settings
+from integrations.models import Integration, IntegrationStatus, Project, default_pr_settings
 from integrations.services import _enqueue
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for, version_range
 from scanning.models import PullRequest, PullRequestScan
@@ -337,6 +337,11 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
     scan = PullRequestScan.objects.select_related("pull_request__project__integration").get(pk=scan_id)
     pr, project = scan.pull_request, scan.pull_request.project
     integration = project.integration
+    if integration is None or integration.status == IntegrationStatus.DELETING:
+        scan.status, scan.finished_at = PullRequestScan.Status.ERROR, timezone.now()
+        scan.description = "The integration was removed before the scan ran."
+        scan.save(update_fields=["status", "finished_at", "description"])
+        return scan
     policy = pr_settings_of(integration)
     client = bb.client_for(integration)
     repo_path = f"repositories/{project.full_name}"

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.bitbucket import client as bb
@@ -20,7 +21,7 @@ from integrations.bitbucket.verify import VerificationReport, verify_connection
 from integrations.models import Integration, IntegrationStatus
 from integrations.selectors import integration_get_credentials
 from integrations.services import Actor, _enqueue, audit
-from scanning.models import ACTIVE_SCAN_STATUSES, ScanRun, ScanStatus, Trigger
+from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
 from scanning.sync import ListingIncomplete, OrgSync
 from synclogs.classify import classify
 from synclogs.models import Level, Operation
@@ -143,6 +144,11 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
         status=ScanStatus.FAILED, finished_at=now, summary="The worker running this scan stopped before it finished.")
     stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after * 4).update(
         status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?")
+    stale += PullRequestScan.objects.filter(
+        Q(status=PullRequestScan.Status.RUNNING, started_at__lt=now - stale_after)
+        | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - stale_after * 4)).update(
+        status=PullRequestScan.Status.ERROR, finished_at=now,
+        description="The portal could not finish the scan: its worker stopped. Scan again from the portal.")
     from scanning.webhooks import deliveries_drain
 
     deliveries_drain()  # any delivery whose drain task was lost

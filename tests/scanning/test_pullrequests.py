@@ -202,3 +202,18 @@ def test_repository_text_cannot_put_links_or_formatting_into_the_comment():
     assert _md("[click](https://evil.example)") == "\\[click\\]\\(https://evil.example\\)"
     assert _md("a|b `c` <img> **x**\nnext") == "a\\|b \\`c\\` \\<img\\> \\*\\*x\\*\\* next"
     assert _md("x" * 300).endswith("…") and len(_md("x" * 300)) == 201
+
+
+def test_a_scan_queued_before_its_integration_was_deleted_ends_quietly(db):
+    from integrations.models import Integration, IntegrationStatus
+    from scanning.pullrequests import pr_scan_execute
+    from tests.factories import ProjectFactory, make_integration
+
+    integration = make_integration()
+    project = ProjectFactory(namespace=integration.root_namespace, integration=integration)
+    pr = PullRequest.objects.create(project=project, remote_id=2, source_branch="f", destination_branch="main")
+    scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="e" * 12)
+    Integration.objects.filter(pk=integration.pk).update(status=IntegrationStatus.DELETING)
+    done = pr_scan_execute(scan_id=scan.pk)
+    assert done.status == "error" and "removed before the scan ran" in done.description
+    assert pr_scan_execute(scan_id=scan.pk) is None, "a scan runs once"

@@ -336,8 +336,17 @@ def test_dispatcher_queues_due_integrations_skips_paused_and_fails_stale(bitbuck
     Integration.objects.filter(pk=later.pk).update(next_scan_at=timezone.now() + timedelta(hours=3))
     stale = ScanRun.objects.create(integration=later, trigger="schedule", status="running")
     ScanRun.objects.filter(pk=stale.pk).update(started_at=timezone.now() - timedelta(days=1))
+    from scanning.models import PullRequest, PullRequestScan
+
+    project = Project.objects.create(namespace=later.root_namespace, integration=later, name="r", slug="r",
+                                     full_name="demo/r", remote_uuid="{r}")
+    pr = PullRequest.objects.create(project=project, remote_id=1, source_branch="f", destination_branch="main")
+    stuck = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="a" * 12,
+                                           status="running", started_at=timezone.now() - timedelta(days=1))
     result = scans.scans_dispatch_due()
-    assert result == {"queued": 1, "skipped": 0, "stale_failed": 1}
+    assert result == {"queued": 1, "skipped": 0, "stale_failed": 2}
+    stuck.refresh_from_db()
+    assert stuck.status == "error" and "worker stopped" in stuck.description
     assert ScanRun.objects.get(integration=due).trigger == "schedule"
     assert not ScanRun.objects.filter(integration=paused).exists()
     due.refresh_from_db()
