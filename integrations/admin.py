@@ -370,15 +370,9 @@ class IntegrationAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
         form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
-        if request.method == "POST" and form.is_valid():
-            try:
-                services.credentials_update(integration=integration, auth_method=form.cleaned_data["auth_method"],
-                                            credentials=form.credentials(), actor=request.user)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                self.message_user(request, "Credentials updated.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
+        if request.method == "POST" and form.is_valid() and form.save_to(integration, actor=request.user):
+            self.message_user(request, "Credentials updated.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
         return self._render(request, "admin/integrations/integration/form.html", {
             "title": f"Update credentials: {integration}", "form": form, "integration": integration,
             "original": integration, "submit_label": "Update credentials",

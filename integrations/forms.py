@@ -55,6 +55,19 @@ class CredentialsForm(forms.Form):
                 "email": identity if integration.auth_method == AuthMethod.API_TOKEN else "",
                 "key": identity if integration.auth_method == AuthMethod.OAUTH else ""}
 
+    def save_to(self, integration: Integration, *, actor) -> bool:
+        """Replace the integration's credentials through the service (the admin and the
+        portal page both come here). False, with the reasons on the form, when refused."""
+        from integrations import services
+
+        try:
+            services.credentials_update(integration=integration, auth_method=self.cleaned_data["auth_method"],
+                                        credentials=self.credentials(), actor=actor)
+        except ValidationError as exc:
+            apply_service_errors(self, exc)
+            return False
+        return True
+
 
 def _scanner_choices() -> list[tuple[str, str]]:
     return [(name, f"{name}: {text}") for name, text in settings.SCANNERS_AVAILABLE.items()]
@@ -94,7 +107,7 @@ class SettingsFieldsMixin(forms.Form):
 
     @staticmethod
     def initial_from(integration: Integration) -> dict:
-        pr = integration.pr_settings or {}
+        pr = integration.pr_config
         return {
             "name": integration.name,
             "scanners": integration.scanners,
@@ -103,15 +116,15 @@ class SettingsFieldsMixin(forms.Form):
             "tracked_branches": ", ".join(integration.tracked_branches),
             "description": integration.description,
             "status": integration.status,
-            "pr_enabled": pr.get("enabled", False),
-            "pr_target_branches": ", ".join(pr.get("target_branches", ["*"])),
-            "pr_post_build_status": pr.get("post_build_status", True),
-            "pr_post_summary_comment": pr.get("post_summary_comment", False),
-            "pr_status_per_scanner": pr.get("status_per_scanner", False),
+            "pr_enabled": pr["enabled"],
+            "pr_target_branches": ", ".join(pr["target_branches"]),
+            "pr_post_build_status": pr["post_build_status"],
+            "pr_post_summary_comment": pr["post_summary_comment"],
+            "pr_status_per_scanner": pr["status_per_scanner"],
             "pr_deny_packages": "\n".join(
-                " ".join(p for p in (d.get("name", ""), d.get("range", "")) if p) for d in pr.get("deny_packages", [])
+                " ".join(p for p in (d.get("name", ""), d.get("range", "")) if p) for d in pr["deny_packages"]
             ),
-            "pr_require_lockfile_update": pr.get("require_lockfile_update", False),
+            "pr_require_lockfile_update": pr["require_lockfile_update"],
         }
 
     def clean_pr_deny_packages(self) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ cannot express (managed namespaces are read-only, the Bitbucket URL is immutable
 
 from __future__ import annotations
 
+import fnmatch
 import uuid
 from datetime import timedelta
 
@@ -122,6 +123,11 @@ class IntegrationStatus(models.TextChoices):
     DELETING = "deleting", "Deleting"
 
 
+def branch_matches(name: str, patterns) -> bool:
+    """Whether a branch matches any glob pattern as people write them (``release/*``)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns or ())
+
+
 def default_pr_settings() -> dict:
     return {
         "enabled": False,
@@ -201,6 +207,15 @@ class Integration(models.Model):
     @property
     def scope_label(self) -> str:
         return f"{self.workspace} / {self.project_key}" if self.project_key else self.workspace
+
+    @property
+    def pr_config(self) -> dict:
+        """Pull-request settings, with the defaults of keys saved before they existed."""
+        return {**default_pr_settings(), **(self.pr_settings or {})}
+
+    def tracks_branch(self, name: str, *, main_branch: str) -> bool:
+        """Scans keep a reference for each repository's main branch and tracked patterns."""
+        return name == main_branch or branch_matches(name, self.tracked_branches)
 
 
 class Project(models.Model):

@@ -507,7 +507,7 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     changed = sorted(f for f, v in cleaned.items() if getattr(integration, f) != v)
     if not changed:
         return integration
-    if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != (integration.pr_settings or {}).get(
+    if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != integration.pr_config.get(
             "enabled"):
         integration_id = integration.pk
         transaction.on_commit(lambda: _enqueue("scanning.tasks.webhooks_sync_task", integration_id))

@@ -147,15 +147,9 @@ def bitbucket_add(request):
 def bitbucket_credentials(request, pk: int):
     integration = get_integration(request, pk)
     form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.credentials_update(integration=integration, auth_method=form.cleaned_data["auth_method"],
-                                        credentials=form.credentials(), actor=request.user)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Credentials of '{integration}' updated. Rescan Org to use them now.")
-            return redirect("portal:bitbucket_manage")
+    if request.method == "POST" and form.is_valid() and form.save_to(integration, actor=request.user):
+        messages.success(request, f"Credentials of '{integration}' updated. Rescan Org to use them now.")
+        return redirect("portal:bitbucket_manage")
     return render(request, "portal/bitbucket_credentials.html", {"form": form, "integration": integration})
 
 

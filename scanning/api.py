@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from integrations.api.errors import Conflict
 from integrations.api.permissions import TenantRole
-from integrations.api.views import ERRORS, TenantScoped, get_visible_integration
+from integrations.api.views import ERRORS, TenantScoped, get_visible, get_visible_integration
 from integrations.models import Role
 from integrations.selectors import has_role
 from scanning import services
@@ -61,13 +61,10 @@ class ScanRunViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = ScanRunSerializer
     filterset_class = ScanFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.integration.tenant_id
+    tenant_path = "integration__tenant"
 
     def get_queryset(self):
-        qs = ScanRun.objects.select_related("integration", "requested_by")
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(integration__tenant_id__in=ids)).order_by("-queued_at", "-id")
+        return self.visible(ScanRun.objects.select_related("integration", "requested_by")).order_by("-queued_at", "-id")
 
 
 class RescanView(APIView):
@@ -146,16 +143,12 @@ class SbomView(APIView):
     @extend_schema(summary="CycloneDX 1.5 JSON SBOM of a reference", responses={200: OpenApiResponse(
         description="A CycloneDX document"), **ERRORS})
     def get(self, request, pk: int):
-        from django.shortcuts import get_object_or_404
-
         from integrations.models import Reference
-        from integrations.selectors import tenants_visible
         from scanning.selectors import reference_sbom
 
-        qs = Reference.objects.select_related("project")
-        if not request.user.is_staff:
-            qs = qs.filter(project__namespace__tenant__in=tenants_visible(user=request.user))
-        return Response(reference_sbom(reference=get_object_or_404(qs, pk=pk)))
+        reference = get_visible(request, Reference.objects.select_related("project"), pk,
+                                tenant_path="project__namespace__tenant")
+        return Response(reference_sbom(reference=reference))
 
 
 class PostureFindingSerializer(serializers.ModelSerializer):
@@ -182,13 +175,10 @@ class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PostureFindingSerializer
     filterset_class = PostureFindingFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.project.namespace.tenant_id
+    tenant_path = "project__namespace__tenant"
 
     def get_queryset(self):
-        qs = PostureFinding.objects.select_related("project__namespace")
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)).order_by("-first_seen_at", "-id")
+        return self.visible(PostureFinding.objects.select_related("project__namespace")).order_by("-first_seen_at", "-id")
 
 
 # --- Pull requests and their scans ------------------------------------------------------------------
@@ -256,15 +246,12 @@ class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PullRequestSerializer
     filterset_class = PullRequestFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.project.namespace.tenant_id
+    tenant_path = "project__namespace__tenant"
 
     def get_queryset(self):
         from scanning.selectors import pull_requests_with_latest_scan
 
-        qs = pull_requests_with_latest_scan().select_related("project__namespace")
-        ids = self.visible_tenant_ids()
-        return qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)
+        return self.visible(pull_requests_with_latest_scan().select_related("project__namespace"))
 
 
 @extend_schema_view(
@@ -275,14 +262,11 @@ class PullRequestScanViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PullRequestScanSerializer
     filterset_class = PullRequestScanFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.pull_request.project.namespace.tenant_id
+    tenant_path = "pull_request__project__namespace__tenant"
 
     def get_queryset(self):
-        qs = PullRequestScan.objects.select_related("pull_request__project__namespace")
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(pull_request__project__namespace__tenant_id__in=ids)
-                ).order_by("-queued_at", "-id")
+        return self.visible(PullRequestScan.objects.select_related("pull_request__project__namespace")).order_by(
+            "-queued_at", "-id")
 
 
 class PullRequestRescanView(APIView):
@@ -292,15 +276,10 @@ class PullRequestRescanView(APIView):
         202: PullRequestScanSerializer,
         409: OpenApiResponse(description="Not scannable: PR scans off, closed, or not a target branch"), **ERRORS})
     def post(self, request, pk: int):
-        from django.shortcuts import get_object_or_404
-
-        from integrations.selectors import tenants_visible
         from scanning.pullrequests import pr_scan_request
 
-        qs = PullRequest.objects.select_related("project__integration", "project__namespace")
-        if not request.user.is_staff:
-            qs = qs.filter(project__namespace__tenant__in=tenants_visible(user=request.user))
-        pr = get_object_or_404(qs, pk=pk)
+        pr = get_visible(request, PullRequest.objects.select_related("project__integration", "project__namespace"), pk,
+                         tenant_path="project__namespace__tenant")
         if not has_role(user=request.user, tenant=pr.project.namespace.tenant_id, minimum=Role.MEMBER):
             self.permission_denied(request, "Viewers cannot start scans.")
         scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)

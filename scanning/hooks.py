@@ -33,7 +33,7 @@ def hook_url(integration: Integration) -> str:
 def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:
     """Make Bitbucket's hooks match the integration's settings. Idempotent and cheap when
     nothing changes (no calls)."""
-    wanted = bool((integration.pr_settings or {}).get("enabled"))
+    wanted = bool(integration.pr_config["enabled"])
     registered = list(WebhookRegistration.objects.filter(integration=integration))
     if not wanted:
         return webhooks_remove(integration=integration, client=client) if registered else "none wanted"

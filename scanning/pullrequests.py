@@ -12,8 +12,6 @@ stable key) and, if asked, as one summary comment that later runs edit.
 
 from __future__ import annotations
 
-import fnmatch
-import logging
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import quote
@@ -25,7 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
-from integrations.models import Integration, IntegrationStatus, Project, default_pr_settings
+from integrations.models import Integration, IntegrationStatus, Project, branch_matches
 from integrations.services import _enqueue
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for, version_range
 from scanning.models import PullRequest, PullRequestScan
@@ -33,15 +31,9 @@ from scanning.selectors import comparable_version
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record
 
-logger = logging.getLogger(__name__)
-
-# The checks a PR scan makes; with "one status per scanner" each gets its own build status.
-CHECKS = {"dependencies": "Dependencies: inventory changes and denied packages",
-          "lockfiles": "Lock files: manifests changed without their lock file"}
-
-
-def pr_settings_of(integration: Integration) -> dict:
-    return {**default_pr_settings(), **(integration.pr_settings or {})}
+# The checks a PR scan makes (denied packages; lock files); with "one build status per
+# check" each gets its own status, the lock-file one only while that rule is on.
+CHECKS = ("dependencies", "lockfiles")
 
 
 # --- Recorded state ---------------------------------------------------------------------------------
@@ -86,13 +78,13 @@ def pr_scan_request(*, pull_request: PullRequest, trigger: str, force: bool = Fa
     integration = pull_request.project.integration
     if integration is None:
         return None, "the project has no integration"
-    pr_settings = pr_settings_of(integration)
+    pr_settings = integration.pr_config
     if not pr_settings["enabled"]:
         return None, "pull-request scans are off"
     if pull_request.state != PullRequest.State.OPEN:
         return None, f"the pull request is {pull_request.get_state_display().lower()}"
     patterns = pr_settings["target_branches"] or ["*"]
-    if not any(fnmatch.fnmatchcase(pull_request.destination_branch, p) for p in patterns):
+    if not branch_matches(pull_request.destination_branch, patterns):
         return None, f"{pull_request.destination_branch} is not a target branch ({', '.join(patterns)})"
     if not pull_request.source_commit:
         return None, "the payload named no source commit"
@@ -263,11 +255,16 @@ def _description(review: Review | None, *, check: str | None = None, error: str 
     return text if len(text) <= 255 else text[:254] + "…"
 
 
-def _post_statuses(client, scan: PullRequestScan, integration: Integration, state_for, describe) -> list[str]:
+def _status_checks(policy: dict) -> list[str | None]:
+    """One build status per check, or one for all (None)."""
+    if not policy["status_per_scanner"]:
+        return [None]
+    return [c for c in CHECKS if c != "lockfiles" or policy["require_lockfile_update"]]
+
+
+def _post_statuses(client, scan: PullRequestScan, integration: Integration, checks: list[str | None], state_for,
+                   describe) -> list[str]:
     pr = scan.pull_request
-    checks = list(CHECKS) if pr_settings_of(integration)["status_per_scanner"] else [None]
-    if None not in checks and not pr_settings_of(integration)["require_lockfile_update"]:
-        checks.remove("lockfiles")
     keys = []
     for check in checks:
         key = status_key(integration, check)
@@ -342,19 +339,20 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
         scan.description = "The integration was removed before the scan ran."
         scan.save(update_fields=["status", "finished_at", "description"])
         return scan
-    policy = pr_settings_of(integration)
+    policy = integration.pr_config
+    checks = _status_checks(policy)
     client = bb.client_for(integration)
     repo_path = f"repositories/{project.full_name}"
     posting = policy["post_build_status"]
     review, error = None, ""
     try:
         if posting:
-            scan.statuses_posted = _post_statuses(client, scan, integration, lambda c: "INPROGRESS",
+            scan.statuses_posted = _post_statuses(client, scan, integration, checks, lambda c: "INPROGRESS",
                                                   lambda c: "Scanning the dependency changes…")
         review = review_change(client=client, repo_path=repo_path, source=scan.source_commit,
                                destination=scan.destination_commit or pr.destination_branch, policy=policy)
         if posting:
-            _post_statuses(client, scan, integration,
+            _post_statuses(client, scan, integration, checks,
                            lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",
                            lambda c: _description(review, check=c))
         if policy["post_summary_comment"]:
@@ -366,7 +364,8 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
                                                      f"{project.full_name} could not finish: {exc}")
         if posting and review is None:
             try:  # do not leave the pull request showing INPROGRESS
-                _post_statuses(client, scan, integration, lambda c: "FAILED", lambda c: _description(None, error=error))
+                _post_statuses(client, scan, integration, checks, lambda c: "FAILED",
+                               lambda c: _description(None, error=error))
             except bb.BitbucketError:
                 pass
     review = review or Review()

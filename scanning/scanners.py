@@ -138,6 +138,10 @@ def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int
 REGISTRY: dict[str, Scanner] = {s.name: s for s in (DependenciesScanner(), PostureScanner())}
 
 
+def selected_scanners(integration: Integration) -> list[Scanner]:
+    return [REGISTRY[name] for name in integration.scanners if name in REGISTRY]
+
+
 def is_due(scanner: Scanner, head_commit: str, last: tuple | None, now) -> bool:
     """Whether a scanner should run on a head: it moved since the last good run
     ``(commit, scanned_at)``, or that run is older than the scanner's ``max_age``."""
@@ -177,13 +181,13 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
     return result
 
 
-def run_for_project(*, integration: Integration, project: Project) -> str:
+def run_for_project(*, integration: Integration, project: Project, client: bb.BitbucketClient | None = None) -> str:
     """The integration's scanners that are due on one project's default branch (after a
     push, a merge or a repository change)."""
     from scanning.models import ScannerState
 
     ref = project.references.filter(is_default=True).exclude(head_commit="").first()
-    selected = [REGISTRY[name] for name in integration.scanners if name in REGISTRY]
+    selected = selected_scanners(integration)
     if ref is None or not selected:
         return "none selected" if not selected else "no default branch head"
     states = {name: (commit, at) for name, commit, at in ScannerState.objects.filter(reference=ref, ok=True)
@@ -192,7 +196,7 @@ def run_for_project(*, integration: Integration, project: Project) -> str:
     selected = [s for s in selected if is_due(s, ref.head_commit, states.get(s.name), now)]
     if not selected:
         return "up to date"
-    client = bb.client_for(integration)
+    client = client or bb.client_for(integration)
     ran = []
     for scanner in selected:
         try:

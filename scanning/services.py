@@ -172,7 +172,7 @@ def integration_test_configuration(*, integration: Integration, actor: Actor) ->
     report = verify_connection(
         target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
         credentials=integration_get_credentials(integration=integration), scanners=integration.scanners,
-        pr_enabled=bool((integration.pr_settings or {}).get("enabled")))
+        pr_enabled=integration.pr_config["enabled"])
     for check in report.failures() + report.warnings():
         if check.error is not None:
             sync_log_record(integration=integration, operation=Operation.VERIFY, exc=check.error,

@@ -17,7 +17,6 @@ repository listing carries no head commits. So:
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
-from integrations.models import Integration, Member, Namespace, Project, Reference, ReferenceKind
+from integrations.models import Integration, Member, Namespace, Project, Reference, ReferenceKind, branch_matches
 from integrations.selectors import cascade_querysets
 from integrations.services import projects_purge
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
@@ -80,7 +79,6 @@ class OrgSync:
         self.counts = Counts()
         self.outcome = Outcome()
         self.ws = self.integration.workspace
-        self.patterns = list(self.integration.tracked_branches or [])
 
     # --- Entry ---------------------------------------------------------------------------
     def execute(self) -> Outcome:
@@ -113,7 +111,7 @@ class OrgSync:
             repo = self.client.get(f"repositories/{full_name}", fields=",".join(REPO_ONLY_FIELDS))
         except bb.NotFound:
             return None  # gone, renamed again or moved away: a complete listing decides
-        workspace, _, slug = (repo.get("full_name") or full_name).partition("/")
+        workspace = (repo.get("full_name") or full_name).partition("/")[0]
         project_key = (repo.get("project") or {}).get("key")
         if workspace != self.ws or (self.integration.project_key and project_key != self.integration.project_key):
             return None
@@ -121,8 +119,7 @@ class OrgSync:
                                 .exclude(remote_key="").values_list("remote_key", "pk"))
         if project_key and project_key not in namespace_by_key:
             return None
-        existing = {row[0]: row[1:] for row in Project.objects.filter(
-            integration=self.integration, remote_uuid=repo["uuid"]).values_list("remote_uuid", "pk", *PROJECT_COMPARED)}
+        existing = self._existing_projects(remote_uuid=repo["uuid"])
         namespace_id = namespace_by_key.get(project_key, self.integration.root_namespace_id)
         taken = {namespace_id: set(Project.objects.filter(namespace_id=namespace_id).exclude(
             remote_uuid=repo["uuid"]).values_list("slug", flat=True))}
@@ -174,10 +171,7 @@ class OrgSync:
 
     # --- Repositories -> projects and references -----------------------------------------------
     def _sync_repositories(self, namespace_by_key: dict[str, int]) -> set[str]:
-        existing: dict[str, tuple] = {}
-        for row in Project.objects.filter(integration=self.integration).values_list("remote_uuid", "pk",
-                                                                                    *PROJECT_COMPARED):
-            existing[row[0]] = row[1:]
+        existing = self._existing_projects()
         # Slugs taken in each namespace, kept current as repositories are placed.
         taken: dict[int, set[str]] = {}
         for ns_id, slug in Project.objects.filter(namespace_id__in=set(namespace_by_key.values()) | {
@@ -205,6 +199,11 @@ class OrgSync:
         except bb.BitbucketError as exc:
             raise ListingIncomplete(str(exc)) from exc
         return seen
+
+    def _existing_projects(self, **filters) -> dict[str, tuple]:
+        """{remote uuid: (pk, *PROJECT_COMPARED)}: what ``_desired`` compares against."""
+        return {row[0]: row[1:] for row in Project.objects.filter(integration=self.integration, **filters)
+                .values_list("remote_uuid", "pk", *PROJECT_COMPARED)}
 
     def _desired(self, repo: dict, namespace_by_key: dict[str, int], old: tuple | None,
                  taken: dict[int, set[str]]) -> dict | None:
@@ -292,7 +291,7 @@ class OrgSync:
         readable = [(pid, main, heads) for pid, main, heads in rows if heads is not None]
         for project_id, main, heads in readable:
             names = {main} if main else set()
-            names |= {b for b in heads if any(fnmatch.fnmatchcase(b, p) for p in self.patterns)}
+            names |= {b for b in heads if branch_matches(b, self.integration.tracked_branches)}
             keep[project_id] = names
             for name in sorted(names):
                 wanted.append(Reference(project_id=project_id, kind=ReferenceKind.BRANCH, name=name,
@@ -349,9 +348,9 @@ class OrgSync:
     # --- Scanners -------------------------------------------------------------------------------
     def _run_scanners(self) -> None:
         from scanning.models import ScannerState
-        from scanning.scanners import REGISTRY, Target, is_due, run_scanner
+        from scanning.scanners import Target, is_due, run_scanner, selected_scanners
 
-        selected = [REGISTRY[name] for name in self.integration.scanners if name in REGISTRY]
+        selected = selected_scanners(self.integration)
         if not selected:
             return
         refs = list(Reference.objects.filter(project__integration=self.integration, is_default=True)

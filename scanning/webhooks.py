@@ -14,10 +14,12 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from functools import partial
 from urllib.parse import quote
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.crypto import SealedSecret
@@ -55,10 +57,6 @@ _drain_queued_until = 0.0
 
 def _integration_for(integration_uuid) -> tuple[int, SealedSecret] | None:
     """(integration id, sealed webhook secret), cached briefly."""
-    import time
-
-    from django.conf import settings
-
     key, now = str(integration_uuid), time.monotonic()
     hit = _lookup.get(key)
     if hit is not None and hit[0] > now:
@@ -73,10 +71,6 @@ def _integration_for(integration_uuid) -> tuple[int, SealedSecret] | None:
 
 def _request_drain() -> None:
     """Queue the drain task unless this process queued one moments ago."""
-    import time
-
-    from django.conf import settings
-
     global _drain_queued_until
     now = time.monotonic()
     if now < _drain_queued_until and not settings.Q_CLUSTER.get("sync"):
@@ -125,14 +119,12 @@ def _insert_unless_seen(delivery: WebhookDelivery) -> int | None:
     """Store a delivery in one statement (``INSERT ... ON CONFLICT DO NOTHING RETURNING``,
     PostgreSQL and SQLite alike): the id, or None when its request UUID was already
     recorded. The hot path of every delivery: no transaction block, no exception."""
-    from django.db import connection
-
-    quote = connection.ops.quote_name
+    qn = connection.ops.quote_name
     fields = [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(delivery, add=True), connection) for f in fields]
-    sql = (f"INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+    sql = (f"INSERT INTO {qn(WebhookDelivery._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))}) "
-           f"ON CONFLICT ({quote('integration_id')}, {quote('request_uuid')}) DO NOTHING RETURNING {quote('id')}")
+           f"ON CONFLICT ({qn('integration_id')}, {qn('request_uuid')}) DO NOTHING RETURNING {qn('id')}")
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
@@ -179,12 +171,6 @@ def _project(integration: Integration, payload: dict) -> Project | None:
     return Project.objects.filter(integration=integration, remote_uuid=uuid).select_related("namespace").first()
 
 
-def _tracked(integration: Integration, project: Project, name: str) -> bool:
-    import fnmatch
-
-    return name == project.main_branch or any(fnmatch.fnmatchcase(name, p) for p in integration.tracked_branches or [])
-
-
 def _reference_move(project: Project, name: str, head: str) -> bool:
     """Point a tracked branch's reference at ``head``; True when something changed."""
     if Reference.objects.filter(project=project, kind="branch", name=name).exclude(head_commit=head).update(
@@ -205,7 +191,7 @@ def on_push(integration: Integration, payload: dict) -> str:
     for change in (payload.get("push") or {}).get("changes") or []:
         new = change.get("new") or {}
         name, head = new.get("name", ""), (new.get("target") or {}).get("hash", "")
-        if new.get("type") == "branch" and _tracked(integration, project, name) and _reference_move(project, name, head):
+        if new.get("type") == "branch" and integration.tracks_branch(name, main_branch=project.main_branch) and _reference_move(project, name, head):
             moved.append(name)
     if not moved:
         return "ignored: no tracked branch moved"
@@ -230,15 +216,16 @@ def on_pullrequest(integration: Integration, payload: dict, event: str) -> str:
     if event in ("pullrequest:created", "pullrequest:updated"):
         _, why = pr_scan_request(pull_request=pr, trigger=event)
         return f"{outcome}; {why}"
-    if event == "pullrequest:fulfilled" and _tracked(integration, project, pr.destination_branch):
+    if event == "pullrequest:fulfilled" and integration.tracks_branch(
+            pr.destination_branch, main_branch=project.main_branch):
         from integrations.bitbucket import client as bb
         from scanning.scanners import run_for_project
 
-        branch = bb.client_for(integration).get(
-            f"repositories/{project.full_name}/refs/branches/{quote(pr.destination_branch, safe='')}",
-            fields="target.hash")
+        client = bb.client_for(integration)
+        branch = client.get(f"repositories/{project.full_name}/refs/branches/{quote(pr.destination_branch, safe='')}",
+                            fields="target.hash")
         if _reference_move(project, pr.destination_branch, branch["target"]["hash"]):
-            ran = run_for_project(integration=integration, project=project)
+            ran = run_for_project(integration=integration, project=project, client=client)
             return f"{outcome}; refreshed {pr.destination_branch}; scanners: {ran}"
         return f"{outcome}; {pr.destination_branch} already current"
     return outcome
@@ -265,11 +252,14 @@ def on_repo_changed(integration: Integration, payload: dict) -> str:
     full_name = (payload.get("repository") or {}).get("full_name") or ""
     if "/" not in full_name:
         return _rescan(integration, "repository change without a name")
-    done = OrgSync(integration=integration).refresh_repository(full_name)
+    sync = OrgSync(integration=integration)
+    done = sync.refresh_repository(full_name)
     if done is None:
         return _rescan(integration, f"{full_name} changed beyond one repository")
     project = _project(integration, payload)
-    return f"{done}; scanners: {run_for_project(integration=integration, project=project)}" if project else done
+    if project is None:
+        return done
+    return f"{done}; scanners: {run_for_project(integration=integration, project=project, client=sync.client)}"
 
 
 def _rescan(integration: Integration, why: str) -> str:

@@ -46,8 +46,7 @@ class SyncLogViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = SyncLogSerializer
     filterset_class = SyncLogFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.integration.tenant_id
+    tenant_path = "integration__tenant"
 
     def get_queryset(self):
         days = self.request.query_params.get("days", "7")

@@ -50,16 +50,35 @@ def _pick_tenant(request, slug: str | None, minimum: str) -> Tenant:
 
 
 class TenantScoped:
+    """A viewset over rows that belong to a tenant through ``tenant_path`` (a query path
+    such as ``project__namespace__tenant``): lists show only the user's tenants, and the
+    role check reads the tenant of one object along the same path."""
+
     permission_classes = [TenantRole]
+    tenant_path = "tenant"
 
     def tenant_of(self, obj) -> int:
-        return obj.tenant_id
+        *hops, last = self.tenant_path.split("__")
+        for hop in hops:
+            obj = getattr(obj, hop)
+        return getattr(obj, f"{last}_id")
 
     def visible_tenant_ids(self) -> list[int] | None:
         user = self.request.user
         if getattr(self, "swagger_fake_view", False) or not user.is_authenticated:
             return []  # schema generation: the model matters, not the rows
         return None if user.is_staff else list(tenants_visible(user=user).values_list("pk", flat=True))
+
+    def visible(self, queryset):
+        ids = self.visible_tenant_ids()
+        return queryset if ids is None else queryset.filter(**{f"{self.tenant_path}_id__in": ids})
+
+
+def get_visible(request, queryset, pk: int, *, tenant_path: str = "tenant"):
+    """One object for an action view: 404 outside the user's tenants (staff see all)."""
+    if not request.user.is_staff:
+        queryset = queryset.filter(**{f"{tenant_path}__in": tenants_visible(user=request.user).values("pk")})
+    return get_object_or_404(queryset, pk=pk)
 
 
 @extend_schema_view(list=extend_schema(summary="Your tenants and your role in each",
@@ -98,8 +117,7 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
     def get_queryset(self):
         qs = integration_list().annotate(
             open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True))
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(tenant_id__in=ids)).order_by("name", "id")
+        return self.visible(qs).order_by("name", "id")
 
     @extend_schema(summary="Connect a workspace or project (verified against Bitbucket first)",
                    request=s.IntegrationCreateSerializer, responses={201: s.IntegrationSerializer, **ERRORS})
@@ -170,8 +188,7 @@ class NamespaceViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveModel
     def get_queryset(self):
         qs = Namespace.objects.select_related("tenant").annotate(
             children_count=Count("children", distinct=True), projects_count=Count("projects", distinct=True))
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(tenant_id__in=ids)).order_by("tenant__name", "parent_id", "slug")
+        return self.visible(qs).order_by("tenant__name", "parent_id", "slug")
 
     @extend_schema(summary="Create a namespace (not inside managed ones)", request=s.NamespaceWriteSerializer,
                    responses={201: s.NamespaceSerializer, **ERRORS})
@@ -226,14 +243,12 @@ class ProjectViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ProjectSerializer
     filterset_class = ProjectFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.namespace.tenant_id
+    tenant_path = "namespace__tenant"
 
     def get_queryset(self):
         qs = Project.objects.select_related("namespace").prefetch_related(
             Prefetch("references", queryset=Reference.objects.filter(is_default=True), to_attr="default_references"))
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(namespace__tenant_id__in=ids)).order_by("full_name", "id")
+        return self.visible(qs).order_by("full_name", "id")
 
 
 class ReferenceFilter(django_filters.FilterSet):
@@ -248,18 +263,12 @@ class ReferenceViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ReferenceSerializer
     filterset_class = ReferenceFilter
 
-    def tenant_of(self, obj) -> int:
-        return obj.project.namespace.tenant_id
+    tenant_path = "project__namespace__tenant"
 
     def get_queryset(self):
-        qs = Reference.objects.select_related("project__namespace")
-        ids = self.visible_tenant_ids()
-        return (qs if ids is None else qs.filter(project__namespace__tenant_id__in=ids)).order_by("project_id", "name")
+        return self.visible(Reference.objects.select_related("project__namespace")).order_by("project_id", "name")
 
 
 def get_visible_integration(request, pk: int) -> Integration:
     """For other apps' integration actions: 404 outside the user's tenants."""
-    qs = integration_list()
-    if not request.user.is_staff:
-        qs = qs.filter(tenant_id__in=tenants_visible(user=request.user).values("pk"))
-    return get_object_or_404(qs, pk=pk)
+    return get_visible(request, integration_list(), pk)

@@ -761,6 +761,20 @@ class Sandbox:
             raise ApiError(404, f"Pull request {pr_id} not found")
         return pr
 
+    @staticmethod
+    def _comment_raw(request: Request) -> str:
+        raw = ((request.json().get("content") or {}).get("raw") or "").strip()
+        if not raw:
+            raise ApiError(400, "content.raw: This field is required.")
+        return raw
+
+    @staticmethod
+    def _comment(pr: PullRequest, comment_id: str) -> Comment:
+        comment = pr.comments.get(int(comment_id)) if comment_id.isdigit() else None
+        if comment is None:
+            raise ApiError(404, f"Comment {comment_id} not found")
+        return comment
+
     @_route("GET", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}", legacy=("pullrequest",), granular=(PR_R,),
             bucket="repositories")
     def pullrequest(self, request, auth, workspace, slug, pr_id):
@@ -811,9 +825,7 @@ class Sandbox:
     def comment_create(self, request, auth, workspace, slug, pr_id):
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
-        raw = ((request.json().get("content") or {}).get("raw") or "").strip()
-        if not raw:
-            raise ApiError(400, "content.raw: This field is required.")
+        raw = self._comment_raw(request)
         comment = self._add_comment(pr, raw, self._acting_user(auth))
         self._changed()
         return self._json(request, 201, self._comment_json(repo, pr, comment))
@@ -823,9 +835,7 @@ class Sandbox:
     def comment(self, request, auth, workspace, slug, pr_id, comment_id):
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
-        comment = pr.comments.get(int(comment_id)) if comment_id.isdigit() else None
-        if comment is None:
-            raise ApiError(404, f"Comment {comment_id} not found")
+        comment = self._comment(pr, comment_id)
         return self._json(request, 200, self._comment_json(repo, pr, comment))
 
     @_route("PUT", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments/{comment_id}",
@@ -833,12 +843,8 @@ class Sandbox:
     def comment_update(self, request, auth, workspace, slug, pr_id, comment_id):
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
-        comment = pr.comments.get(int(comment_id)) if comment_id.isdigit() else None
-        if comment is None:
-            raise ApiError(404, f"Comment {comment_id} not found")
-        raw = ((request.json().get("content") or {}).get("raw") or "").strip()
-        if not raw:
-            raise ApiError(400, "content.raw: This field is required.")
+        comment = self._comment(pr, comment_id)
+        raw = self._comment_raw(request)
         comment.raw, comment.updated_on = raw, iso(datetime.now(timezone.utc))
         self._changed()
         return self._json(request, 200, self._comment_json(repo, pr, comment))
