@@ -169,7 +169,12 @@ def main() -> int:
     p_test = sub.add_parser("test", help="set up and run the test suite (extra arguments go to pytest)")
     p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p_test.set_defaults(func=cmd_test)
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    if argv[:1] == ["test"] and not {"-h", "--help"} & set(argv[1:2]):
+        # Everything after ``test`` goes to pytest verbatim, options first included
+        # (``dev.py test -k purge -x``): argparse would take ``-k`` as its own.
+        return cmd_test(argparse.Namespace(pytest_args=argv[1:]))
+    args = parser.parse_args(argv)
     return args.func(args)
 
 

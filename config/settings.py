@@ -8,6 +8,7 @@ and django-q2 on its ORM broker. ``DATABASE_URL`` switches to PostgreSQL and
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,7 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "django_q",
@@ -61,6 +63,16 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.RejectNulMiddleware",
+    "config.middleware.OutOfRangeMiddleware",
+    # Last: django-axes turns a locked-out sign-in into a 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out address and username never reach the password check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -99,6 +111,16 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache holds throttle counters and rate-limit windows, so every web process must
+# share it: Redis when configured (the production path), else the process's memory
+# (the embedded default runs one web process).
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                "KEY_PREFIX": "portal"}
+    if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -122,7 +144,7 @@ LOGOUT_REDIRECT_URL = "login"
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "integrations.api.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -132,8 +154,34 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "integrations.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["integrations.api.errors.SafeJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["integrations.api.throttles.AnonThrottle", "integrations.api.throttles.UserThrottle"],
+    # Behind the proxy, DRF reads the client's address from X-Forwarded-For (the last hop).
+    "NUM_PROXIES": 1 if env.bool("BEHIND_TLS_PROXY", default=False) else None,
 }
+# API rates per address (anonymous) and per user; beyond them the API answers 429.
+API_THROTTLE_ANON = env.str("API_THROTTLE_ANON", default="60/minute")
+API_THROTTLE_USER = env.str("API_THROTTLE_USER", default="120/minute")
+# API tokens: stored as SHA-512 digests (django-rest-knox); no expiry unless set, revoked
+# from the account page. A recognisable prefix lets secret scanners spot a leaked one.
+REST_KNOX = {
+    "TOKEN_TTL": None,
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "bbp_",
+}
+# Failed API tokens from one address in a minute before it gets 429 (token guessing).
+API_TOKEN_FAILURES_PER_MINUTE = env.int("API_TOKEN_FAILURES_PER_MINUTE", default=10)
+
+# Sign-in lockout (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused (429) for AXES_COOLOFF_MINUTES, right password or not.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "integrations.net.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bitbucket Cloud portal API",
     "DESCRIPTION": "Manage Bitbucket Cloud integrations, scans, sync logs and the inventory. "
@@ -152,9 +200,8 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool(
-    "BEHIND_TLS_PROXY", default=False
-) else None
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -186,7 +233,13 @@ BITBUCKET_GIT_CONCURRENCY = env.int("BITBUCKET_GIT_CONCURRENCY", default=8)
 # --- Sync logs -------------------------------------------------------------------------------
 SYNCLOG_RETENTION_DAYS = env.int("SYNCLOG_RETENTION_DAYS", default=90)
 # How often the dispatcher looks for integrations whose next scan is due (minutes).
-SCAN_DISPATCH_MINUTES = env.int("SCAN_DISPATCH_MINUTES", default=5)
+# Also how soon a scan whose worker died is noticed: keep it at a minute or two.
+SCAN_DISPATCH_MINUTES = env.int("SCAN_DISPATCH_MINUTES", default=1)
+# A running scan writes a heartbeat every SCAN_HEARTBEAT_SECONDS; one silent for
+# SCAN_STALE_SECONDS lost its worker (killed, out of memory, database connection cut) and is
+# ended by the dispatcher, which queues a scan that picks up where it stopped.
+SCAN_HEARTBEAT_SECONDS = env.int("SCAN_HEARTBEAT_SECONDS", default=15)
+SCAN_STALE_SECONDS = env.int("SCAN_STALE_SECONDS", default=90)
 
 # --- Scanners an integration can select (implemented in scanning/scanners/) ----------
 SCANNERS_AVAILABLE = {
@@ -213,6 +266,12 @@ PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="")
 # Seconds a web process keeps an integration's webhook secret in memory (a rotation or a
 # deletion takes effect within this).
 WEBHOOK_LOOKUP_TTL = env.float("WEBHOOK_LOOKUP_TTL", default=5.0)
+# Refused (unsigned, wrongly signed) deliveries one address may send in a minute before it
+# gets 429 without any database work; each cause is one counted sync log entry.
+WEBHOOK_REFUSALS_PER_MINUTE = env.int("WEBHOOK_REFUSALS_PER_MINUTE", default=20)
+# After a rotation, deliveries signed with the previous secret are accepted this long, while
+# the portal updates the secret of every hook it registered in Bitbucket.
+WEBHOOK_SECRET_GRACE_MINUTES = env.int("WEBHOOK_SECRET_GRACE_MINUTES", default=60)
 
 # --- Deletion of integration subtrees ------------------------------------------------
 INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=1000)
@@ -224,7 +283,6 @@ INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=1000)
 # * finite max_attempts, so a poison task does not loop forever;
 # * catch_up off, so a cluster that was down does not fire every missed schedule;
 # * ack_failures on, so failed tasks leave the queue and are recorded once.
-REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
     "name": "portal",
     "workers": env.int("Q_WORKERS", default=2),

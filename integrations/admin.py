@@ -39,16 +39,6 @@ from integrations.selectors import integration_delete_preview
 
 sensitive = method_decorator(sensitive_post_parameters("token", "secret"))
 
-# DRF's token admin lists token keys, which are secrets: tokens are managed with
-# `manage.py drf_create_token` (and the user's page), never shown in a list.
-try:
-    from rest_framework.authtoken.models import TokenProxy
-
-    admin.site.unregister(TokenProxy)
-except (ImportError, admin.sites.NotRegistered):
-    pass
-
-
 class ReadOnlyAdmin(admin.ModelAdmin):
     """For records (audit events, scan runs, sync logs, scanner results): view only."""
 

@@ -160,6 +160,14 @@ class Integration(models.Model):
     credentials = EncryptedTextField(help_text="Encrypted JSON; never shown.")
     credentials_updated_at = models.DateTimeField(null=True, blank=True)
     webhook_secret = EncryptedTextField(help_text="Encrypted; shown only to owners and admins.")
+    # After a rotation Bitbucket may still sign with the previous secret until every hook
+    # is updated: it is accepted until ``webhook_secret_previous_until`` (a short grace).
+    webhook_secret_previous = EncryptedTextField(help_text="Encrypted; accepted until the grace period ends.")
+    webhook_secret_previous_until = models.DateTimeField(null=True, blank=True)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    # What Bitbucket refused these credentials ({"members": why, "webhooks": why}): not
+    # asked again every scan; cleared when the credentials or the settings change.
+    refused_features = models.JSONField(default=dict, blank=True)
     scanners = models.JSONField(default=list, blank=True)
     pr_settings = models.JSONField(default=default_pr_settings, blank=True)
     scan_interval = models.DurationField(default=timedelta(hours=24))

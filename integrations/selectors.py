@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from django.db import models
 from django.db.models import Q, QuerySet
+from knox.models import AuthToken
 
 from integrations.models import Integration, IntegrationStatus, Membership, Namespace, Project, Role, Tenant
 
@@ -57,6 +58,10 @@ def user_tenant_roles(*, user) -> dict[int, str]:
         cached = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
         user._tenant_roles = cached
     return cached
+
+
+def user_has_api_token(*, user) -> bool:
+    return AuthToken.objects.filter(user=user).exists()
 
 
 def tenants_visible(*, user) -> QuerySet[Tenant]:

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
+from knox.models import AuthToken
 
 from integrations.bitbucket.credentials import clean_credentials
 from integrations.bitbucket.urls import parse_target
@@ -31,10 +32,12 @@ from integrations.models import (
     Namespace,
     Project,
     Reference,
+    ReferenceKind,
     Role,
     Tenant,
     default_pr_settings,
 )
+from integrations.queue import enqueue
 from integrations.selectors import cascade_querysets, integration_delete_preview, integration_purge_plan
 from integrations.slugs import MAX_LENGTH, is_valid_slug, slugify_name, unique_slug
 
@@ -283,6 +286,32 @@ def project_delete(*, project: Project, actor: Actor) -> None:
     projects_purge(project_ids=[project.pk])
 
 
+# --- References --------------------------------------------------------------------------
+# Written here and by the sync's bulk upsert (scanning/sync.py), which compares first.
+
+def reference_move(project: Project, name: str, head: str) -> bool:
+    """Point a tracked branch's reference at ``head`` (a push, a merge); True when
+    something changed."""
+    if Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH, name=name).exclude(
+            head_commit=head).update(head_commit=head):
+        return True
+    _, created = Reference.objects.get_or_create(
+        project=project, kind=ReferenceKind.BRANCH, name=name,
+        defaults={"head_commit": head, "is_default": name == project.main_branch})
+    return created
+
+
+def references_remove(*, project: Project, names: list[str]) -> int:
+    """Remove references (branches gone from Bitbucket) with what hangs off them."""
+    removed = 0
+    with transaction.atomic():
+        for qs in cascade_querysets(Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH,
+                                                             name__in=names)):
+            count, _ = qs.delete()
+            removed = count
+    return removed
+
+
 def projects_purge(*, project_ids: list[int]) -> int:
     """Remove projects and everything that hangs off them (references, scanner results,
     sync log entries...), children first. Used by manual deletes, the sync's
@@ -458,7 +487,7 @@ def integration_create(
         actor_id = actor.pk if actor is not None and actor.pk else None
         integration_id = integration.pk
         # The first scan starts at once (scanning owns scans; referenced by path only).
-        transaction.on_commit(lambda: _enqueue("scanning.tasks.first_scan_task", integration_id, actor_id))
+        transaction.on_commit(lambda: enqueue("scanning.tasks.first_scan_task", integration_id, actor_id))
     return integration
 
 
@@ -510,10 +539,14 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != integration.pr_config.get(
             "enabled"):
         integration_id = integration.pk
-        transaction.on_commit(lambda: _enqueue("scanning.tasks.webhooks_sync_task", integration_id))
+        transaction.on_commit(lambda: enqueue("scanning.tasks.webhooks_sync_task", integration_id))
     for field in changed:
         setattr(integration, field, cleaned[field])
-    integration.save(update_fields=[*changed, "updated_at"])
+    refreshed = []
+    if integration.refused_features and {"scanners", "pr_settings"} & set(changed):
+        # New settings may need what was refused before: ask Bitbucket again.
+        integration.refused_features, refreshed = {}, ["refused_features"]
+    integration.save(update_fields=[*changed, *refreshed, "updated_at"])
     audit(actor=actor, action="integration.update", target=integration, tenant=integration.tenant,
           details={"changed": changed})
     return integration
@@ -533,8 +566,10 @@ def credentials_update(
     integration.credential_identity = creds.identity
     integration.credentials = seal(creds.to_json())
     integration.credentials_updated_at = timezone.now()
+    integration.refused_features = {}  # new credentials may have what the old ones lacked
     integration.save(update_fields=[
-        "auth_method", "credential_identity", "credentials", "credentials_updated_at", "updated_at",
+        "auth_method", "credential_identity", "credentials", "credentials_updated_at", "refused_features",
+        "updated_at",
     ])
     audit(actor=actor, action="integration.credentials_update", target=integration, tenant=integration.tenant,
           details={"auth_method": auth_method, "previous_auth_method": previous_method})
@@ -543,10 +578,42 @@ def credentials_update(
 
 @transaction.atomic
 def webhook_secret_rotate(*, integration: Integration, actor: Actor) -> Integration:
+    """A new webhook secret. Bitbucket keeps signing with the old one until each hook the
+    portal registered is updated (queued at once, and re-checked by every scan), so the
+    previous secret is still accepted for ``WEBHOOK_SECRET_GRACE_MINUTES``."""
+    now = timezone.now()
+    integration.webhook_secret_previous = integration.webhook_secret
+    integration.webhook_secret_previous_until = now + timedelta(minutes=settings.WEBHOOK_SECRET_GRACE_MINUTES)
+    integration.webhook_secret_rotated_at = now
     integration.webhook_secret = seal(secrets.token_urlsafe(32))
-    integration.save(update_fields=["webhook_secret", "updated_at"])
-    audit(actor=actor, action="integration.webhook_secret_rotate", target=integration, tenant=integration.tenant)
+    integration.save(update_fields=["webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until",
+                                    "webhook_secret_rotated_at", "updated_at"])
+    audit(actor=actor, action="integration.webhook_secret_rotate", target=integration, tenant=integration.tenant,
+          details={"previous_accepted_until": integration.webhook_secret_previous_until.isoformat()})
+    integration_id = integration.pk
+    transaction.on_commit(lambda: enqueue("scanning.tasks.webhooks_sync_task", integration_id))
     return integration
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+@transaction.atomic
+def api_token_create(*, user: AbstractBaseUser, actor: Actor) -> str:
+    """Replace the user's API token with a new one. Returns the token, the only time it
+    exists in clear: the database keeps a SHA-512 digest (django-rest-knox)."""
+    removed, _ = AuthToken.objects.filter(user=user).delete()
+    instance, token = AuthToken.objects.create(user=user, expiry=None)
+    audit(actor=actor, action="api_token.create", target=user, tenant=None,
+          details={"replaced": bool(removed), "prefix": instance.token_key[:8]})
+    return token
+
+
+@transaction.atomic
+def api_token_revoke(*, user: AbstractBaseUser, actor: Actor) -> int:
+    removed, _ = AuthToken.objects.filter(user=user).delete()
+    if removed:
+        audit(actor=actor, action="api_token.revoke", target=user, tenant=None, details={"revoked": removed})
+    return removed
 
 
 # --- Encryption keys -----------------------------------------------------------------
@@ -610,14 +677,8 @@ def integration_delete_request(*, integration: Integration, actor: Actor) -> dic
               details={"preview": preview})
     integration_id = integration.pk
     # Scanning removes the webhooks it registered in Bitbucket, then calls integration_purge.
-    transaction.on_commit(lambda: _enqueue("scanning.tasks.integration_teardown_task", integration_id))
+    transaction.on_commit(lambda: enqueue("scanning.tasks.integration_teardown_task", integration_id))
     return preview
-
-
-def _enqueue(func: str, *args: Any) -> None:
-    from django_q.tasks import async_task
-
-    async_task(func, *args, task_name=f"{func.rsplit('.', 1)[-1]}:{':'.join(map(str, args))}")
 
 
 def integration_purge(*, integration_id: int, chunk_size: int | None = None) -> bool:

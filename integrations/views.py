@@ -15,12 +15,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, OuterRef, Prefetch, Q, Subquery
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
-from rest_framework.authtoken.models import Token
 
 from integrations import services
 from integrations.bitbucket.credentials import Credentials
@@ -35,7 +36,12 @@ from integrations.forms import (
 )
 from integrations.models import Integration, Namespace, Project, Reference, Role
 from integrations.portal import SESSION_KEY, tenant_view
-from integrations.selectors import integration_delete_preview, integration_list, tenants_visible
+from integrations.selectors import (
+    integration_delete_preview,
+    integration_list,
+    tenants_visible,
+    user_has_api_token,
+)
 from scanning.selectors import pull_requests_with_latest_scan
 
 PENDING_KEY = "portal_pending_credentials"
@@ -50,10 +56,18 @@ def home(request):
 @login_required
 @require_POST
 def tenant_switch(request):
-    tenant = get_object_or_404(tenants_visible(user=request.user), pk=request.POST.get("tenant"))
+    tenant_id = request.POST.get("tenant", "")
+    if not tenant_id.isdigit() or len(tenant_id) > 18:
+        return HttpResponseBadRequest("Choose a tenant from the list.")
+    tenant = get_object_or_404(tenants_visible(user=request.user), pk=int(tenant_id))
     request.session[SESSION_KEY] = tenant.pk
     messages.info(request, f"Now working in {tenant.name}.")
-    return HttpResponseRedirect(request.POST.get("next") or reverse("portal:integrations"))
+    # Only a path on this site: never an open redirect (https://evil.example, //evil.example).
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()) or not target.startswith("/"):
+        target = reverse("portal:integrations")
+    return HttpResponseRedirect(target)
 
 
 def tenant_integrations(request):
@@ -303,16 +317,17 @@ def project_import(request):
 # --- The user's own page -------------------------------------------------------------------------
 
 @login_required
+@never_cache
 def account(request):
     """API token: create (shown once), or revoke."""
     new_key = None
     if request.method == "POST":
-        Token.objects.filter(user=request.user).delete()
         if request.POST.get("action") == "create":
-            new_key = Token.objects.create(user=request.user).key
+            new_key = services.api_token_create(user=request.user, actor=request.user)
             messages.success(request, "New API token created. Copy it now: it is not shown again.")
         else:
+            services.api_token_revoke(user=request.user, actor=request.user)
             messages.success(request, "API token revoked.")
-    has_token = Token.objects.filter(user=request.user).exists()
+    has_token = user_has_api_token(user=request.user)
     return render(request, "portal/account.html", {"new_key": new_key, "has_token": has_token,
                                                    "api_example": json.dumps({"Authorization": "Token <key>"})})

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.api.errors import Conflict
+from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
 from integrations.api.views import ERRORS, TenantScoped, get_visible, get_visible_integration
 from integrations.models import Role
@@ -49,6 +50,7 @@ class ScanRunSerializer(serializers.ModelSerializer):
 
 class ScanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=ScanStatus.choices)
+    integration = IdFilter(field_name="integration_id")
 
     class Meta:
         model = ScanRun
@@ -223,6 +225,7 @@ class PullRequestSerializer(serializers.ModelSerializer):
 
 class PullRequestFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=PullRequest.State.choices)
+    project = IdFilter(field_name="project_id")
 
     class Meta:
         model = PullRequest
@@ -231,7 +234,8 @@ class PullRequestFilter(django_filters.FilterSet):
 
 class PullRequestScanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=PullRequestScan.Status.choices)
-    project = django_filters.NumberFilter(field_name="pull_request__project")
+    project = IdFilter(field_name="pull_request__project_id")
+    pull_request = IdFilter(field_name="pull_request_id")
 
     class Meta:
         model = PullRequestScan

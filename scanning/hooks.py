@@ -32,26 +32,19 @@ def hook_url(integration: Integration) -> str:
 
 def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:
     """Make Bitbucket's hooks match the integration's settings. Idempotent and cheap when
-    nothing changes (no calls)."""
+    nothing changes (one call: the workspace hook is still there; none for repository
+    hooks). Hooks registered with an older address (``PORTAL_BASE_URL`` changed) or an
+    older secret (rotated) are updated in place. A credential that may not manage hooks
+    is asked once: the refusal is recorded and not retried until the credentials or the
+    settings change."""
     wanted = bool(integration.pr_config["enabled"])
     registered = list(WebhookRegistration.objects.filter(integration=integration))
     if not wanted:
         return webhooks_remove(integration=integration, client=client) if registered else "none wanted"
-    workspace_hook = next((r for r in registered if r.subject == "workspace"), None)
-    if workspace_hook is not None:
-        # One call per scan: a hook someone removed in Bitbucket is registered again.
-        client = client or bb.client_for(integration)
-        try:
-            client.get(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", fields="uuid")
-            return "workspace hook registered"
-        except bb.NotFound:
-            workspace_hook.delete()
-            registered.remove(workspace_hook)
-        except bb.BitbucketError as exc:
-            _warn(integration, exc)
-            return "failed"
+    if REFUSED in integration.refused_features and not registered:
+        return "refused earlier: " + integration.refused_features[REFUSED]
     if not settings.PORTAL_BASE_URL:
-        sync_log_record(integration=integration, operation=Operation.PR_SCAN, level=Level.WARNING,
+        sync_log_record(integration=integration, operation=Operation.PR_SCAN, level=Level.WARNING, merge=True,
                         classified=Classified(Category.INVALID_HOST,
                                               "Pull-request scans are on, but the portal's webhook was not registered: "
                                               "PORTAL_BASE_URL is not set.",
@@ -59,12 +52,29 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
                                               "(e.g. https://portal.example.com); the next scan registers the webhook."))
         return "PORTAL_BASE_URL missing"
     client = client or bb.client_for(integration)
-    secret = integration.webhook_secret.reveal()
-    body = {"description": f"Bitbucket portal ({integration.uuid})", "url": hook_url(integration), "active": True,
-            "secret": secret, "events": EVENTS}
+    body = _hook_body(integration)
+    workspace_hook = next((r for r in registered if r.subject == "workspace"), None)
+    if workspace_hook is not None:
+        # One call per scan: a hook someone removed in Bitbucket is registered again.
+        try:
+            if _current(workspace_hook, integration):
+                client.get(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", fields="uuid")
+                return "workspace hook registered"
+            client.put(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", body)
+            _mark_current(workspace_hook, integration)
+            return "workspace hook updated (address or secret)"
+        except bb.NotFound:
+            workspace_hook.delete()
+            registered.remove(workspace_hook)
+        except bb.BitbucketError as exc:
+            _warn(integration, exc)
+            return "failed"
+    outdated = [r for r in registered if not _current(r, integration)]
+    updated = sum(1 for r in outdated if _update(client, integration, r, body))
     try:
         created = client.post(f"workspaces/{integration.workspace}/hooks", body)
-        WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid=created["uuid"])
+        WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid=created["uuid"],
+                                           url=body["url"], secret_rotated_at=integration.webhook_secret_rotated_at)
         # A workspace hook supersedes any per-repository ones.
         for registration in registered:
             _delete(client, integration, registration)
@@ -82,13 +92,70 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
             created = client.post(f"repositories/{full_name}/hooks", {**body, "events": [
                 e for e in EVENTS if e != "repo:transfer"]})
             WebhookRegistration.objects.create(integration=integration, subject="repository", repository=full_name,
-                                               hook_uuid=created["uuid"])
+                                               hook_uuid=created["uuid"], url=body["url"],
+                                               secret_rotated_at=integration.webhook_secret_rotated_at)
             added += 1
+        except bb.Forbidden as exc:
+            if added == 0 and not registered:
+                # Neither the workspace nor the first repository allows it: the credential
+                # cannot manage hooks. Say so once; do not try every repository every scan.
+                _refuse(integration, exc)
+                return "refused: " + integration.refused_features[REFUSED]
+            failed += 1
+            if failed == 1:
+                _warn(integration, exc, repository=full_name)
         except bb.BitbucketError as exc:
             failed += 1
             if failed == 1:
                 _warn(integration, exc, repository=full_name)
-    return f"registered {added} repository hook(s)" + (f", {failed} failed" if failed else "")
+    return (f"registered {added} repository hook(s)" + (f", updated {updated}" if updated else "")
+            + (f", {failed} failed" if failed else ""))
+
+
+REFUSED = "webhooks"
+
+
+def _hook_body(integration: Integration) -> dict:
+    return {"description": f"Bitbucket portal ({integration.uuid})", "url": hook_url(integration), "active": True,
+            "secret": integration.webhook_secret.reveal(), "events": EVENTS}
+
+
+def _current(registration: WebhookRegistration, integration: Integration) -> bool:
+    """Registered with today's address and secret."""
+    return (registration.url == hook_url(integration)
+            and registration.secret_rotated_at == integration.webhook_secret_rotated_at)
+
+
+def _mark_current(registration: WebhookRegistration, integration: Integration) -> None:
+    registration.url, registration.secret_rotated_at = hook_url(integration), integration.webhook_secret_rotated_at
+    registration.save(update_fields=["url", "secret_rotated_at"])
+
+
+def _update(client: bb.BitbucketClient, integration: Integration, registration: WebhookRegistration,
+            body: dict) -> bool:
+    if registration.subject != "repository":
+        return False
+    try:
+        client.put(f"repositories/{registration.repository}/hooks/{registration.hook_uuid}",
+                   {**body, "events": [e for e in EVENTS if e != "repo:transfer"]})
+    except bb.NotFound:
+        registration.delete()  # removed in Bitbucket: the loop below registers it again
+        return False
+    except bb.BitbucketError as exc:
+        _warn(integration, exc, repository=registration.repository)
+        return False
+    _mark_current(registration, integration)
+    return True
+
+
+def _refuse(integration: Integration, exc: bb.Forbidden) -> None:
+    missing = ", ".join(exc.missing_scopes) or "webhook administration"
+    reason = f"the credentials may not manage webhooks (missing: {missing})"
+    integration.refused_features = {**integration.refused_features, REFUSED: reason}
+    Integration.objects.filter(pk=integration.pk).update(refused_features=integration.refused_features)
+    sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, level=Level.WARNING, merge=True,
+                    message=f"Pull-request scans are on, but {reason}, so Bitbucket will not send pull-request "
+                            "events. The portal stops asking until the credentials or the settings change.")
 
 
 def webhooks_remove(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:

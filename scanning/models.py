@@ -38,6 +38,9 @@ class ScanRun(models.Model):
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written while the scan runs; a running scan whose heartbeat is older than
+    # SCAN_STALE_SECONDS lost its worker and is ended by the dispatcher.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     # {"namespaces": {"created": n, "updated": n, "removed": n}, "projects": {...}, ...}
@@ -142,6 +145,7 @@ class WebhookDelivery(models.Model):
         QUEUED = "queued", "Queued"
         PROCESSED = "processed", "Processed"
         IGNORED = "ignored", "Ignored"
+        REJECTED = "rejected", "Rejected (payload does not fit its event)"
         FAILED = "failed", "Failed"
 
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="webhook_deliveries")
@@ -172,6 +176,9 @@ class WebhookRegistration(models.Model):
     subject = models.CharField(max_length=16, choices=[("workspace", "Workspace"), ("repository", "Repository")])
     repository = models.CharField(max_length=255, blank=True, help_text="workspace/slug, for repository hooks")
     hook_uuid = models.CharField(max_length=64)
+    # What Bitbucket was last given: a changed PORTAL_BASE_URL or a rotated secret updates it.
+    url = models.CharField(max_length=500, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -198,6 +205,9 @@ class PullRequest(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     source_branch = models.CharField(max_length=255)
     source_commit = models.CharField(max_length=64, blank=True)
+    # ``workspace/slug`` of the source when it is a fork (its commits live there); blank
+    # when the source branch is in the pull request's own repository.
+    source_repository = models.CharField(max_length=255, blank=True)
     destination_branch = models.CharField(max_length=255)
     destination_commit = models.CharField(max_length=64, blank=True)
     web_url = models.URLField(max_length=500, blank=True)
@@ -205,6 +215,9 @@ class PullRequest(models.Model):
     comment_count = models.PositiveIntegerField(default=0)
     last_event = models.CharField(max_length=64, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
+    # The pull request's own ``updated_on`` from the newest event applied: a retried, older
+    # delivery that arrives late never overwrites a newer state.
+    remote_updated_on = models.DateTimeField(null=True, blank=True)
     # The portal's own summary comment, edited on later runs rather than duplicated.
     summary_comment_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -263,3 +276,15 @@ class PullRequestScan(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.PASSED, self.Status.FAILED, self.Status.ERROR)
+
+
+class QueueFlag(models.Model):
+    """A shared "work is queued" flag (the webhook drain): set by whoever queues the task,
+    cleared by the task as it starts, so a delivery recorded after the clear always
+    queues a new drain, whatever the interleaving, across processes."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    pending = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'pending' if self.pending else 'idle'}"

@@ -24,7 +24,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
-from integrations.services import _enqueue
+from integrations.queue import enqueue
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for, version_range
 from scanning.models import PullRequest, PullRequestScan
 from scanning.selectors import comparable_version
@@ -38,35 +38,49 @@ CHECKS = ("dependencies", "lockfiles")
 
 # --- Recorded state ---------------------------------------------------------------------------------
 
-def pull_request_record(*, project: Project, payload: dict, event: str) -> PullRequest | None:
-    """Create or update the pull request from a ``pullrequest:*`` payload."""
+def pull_request_record(*, project: Project, payload: dict, event: str) -> tuple[PullRequest | None, bool]:
+    """Create or update the pull request from a ``pullrequest:*`` payload. Returns
+    ``(pull request, applied)``: a delivery older than the recorded state (Bitbucket
+    retries a failed delivery later, after newer ones) is not applied, so a merged pull
+    request never goes back to open."""
     data = payload.get("pullrequest") or {}
-    if not isinstance(data.get("id"), int):
-        return None
-    source, destination = data.get("source") or {}, data.get("destination") or {}
+    if not isinstance(data.get("id"), int) or not 0 < data["id"] < 2**31:
+        return None, False
+    source, destination = _dict(data.get("source")), _dict(data.get("destination"))
+    updated_on = parse_datetime(str(data.get("updated_on") or ""))
+    source_repo = str(_dict(source.get("repository")).get("full_name") or "")[:255]
     values = {
         "title": str(data.get("title", ""))[:500],
-        "author": str((data.get("author") or {}).get("display_name", ""))[:255],
+        "author": str(_dict(data.get("author")).get("display_name", ""))[:255],
         "state": data.get("state") if data.get("state") in PullRequest.State.values else PullRequest.State.OPEN,
-        "source_branch": str((source.get("branch") or {}).get("name", ""))[:255],
-        "source_commit": str((source.get("commit") or {}).get("hash", ""))[:64],
-        "destination_branch": str((destination.get("branch") or {}).get("name", ""))[:255],
-        "destination_commit": str((destination.get("commit") or {}).get("hash", ""))[:64],
-        "web_url": str(((data.get("links") or {}).get("html") or {}).get("href", ""))[:500],
+        "source_branch": str(_dict(source.get("branch")).get("name", ""))[:255],
+        "source_commit": str(_dict(source.get("commit")).get("hash", ""))[:64],
+        "source_repository": "" if source_repo in ("", project.full_name) else source_repo,
+        "destination_branch": str(_dict(destination.get("branch")).get("name", ""))[:255],
+        "destination_commit": str(_dict(destination.get("commit")).get("hash", ""))[:64],
+        "web_url": str(_dict(_dict(data.get("links")).get("html")).get("href", ""))[:500],
         "last_event": event[:64],
-        "last_event_at": parse_datetime(str(data.get("updated_on") or "")) or timezone.now(),
+        "last_event_at": updated_on or timezone.now(),
     }
-    if isinstance(data.get("comment_count"), int):
+    if updated_on is not None:
+        values["remote_updated_on"] = updated_on
+    if isinstance(data.get("comment_count"), int) and 0 <= data["comment_count"] < 2**31:
         values["comment_count"] = data["comment_count"]
     with transaction.atomic():
-        pr, _ = PullRequest.objects.select_for_update().update_or_create(
-            project=project, remote_id=data["id"], defaults=values)
-        approver = str(((payload.get("approval") or {}).get("user") or {}).get("display_name", ""))
+        pr = PullRequest.objects.select_for_update().filter(project=project, remote_id=data["id"]).first()
+        if pr is not None and updated_on is not None and pr.remote_updated_on and updated_on < pr.remote_updated_on:
+            return pr, False
+        pr, _ = PullRequest.objects.update_or_create(project=project, remote_id=data["id"], defaults=values)
+        approver = str(_dict(_dict(payload.get("approval")).get("user")).get("display_name", ""))[:255]
         if approver and event in ("pullrequest:approved", "pullrequest:unapproved"):
             pr.approved_by = [a for a in pr.approved_by if a != approver] + (
                 [approver] if event == "pullrequest:approved" else [])
             pr.save(update_fields=["approved_by", "updated_at"])
-    return pr
+    return pr, True
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 # --- Starting a scan --------------------------------------------------------------------------------
@@ -95,7 +109,7 @@ def pr_scan_request(*, pull_request: PullRequest, trigger: str, force: bool = Fa
     scan = PullRequestScan.objects.create(pull_request=pull_request, trigger=trigger[:64],
                                           source_commit=pull_request.source_commit,
                                           destination_commit=pull_request.destination_commit)
-    transaction.on_commit(lambda: _enqueue("scanning.tasks.pr_scan_task", scan.pk))
+    transaction.on_commit(lambda: enqueue("scanning.tasks.pr_scan_task", scan.pk))
     return scan, f"queued PR scan #{scan.pk}"
 
 
@@ -142,10 +156,18 @@ def _read(client: bb.BitbucketClient, repo_path: str, commit: str, path: str, re
 
 
 def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, destination: str,
-                  policy: dict) -> Review:
-    """Compare the manifests a change touches, at ``source`` and ``destination``."""
+                  policy: dict, source_repo_path: str = "", pull_request_id: int | None = None) -> Review:
+    """Compare the manifests a change touches, at ``source`` and ``destination``.
+
+    From a fork (``source_repo_path`` is another repository) the source commit does not
+    exist in the destination repository: the pull request's own diffstat says what
+    changed, and the source side of each file is read from the fork.
+    """
     review = Review()
-    entries = list(client.iterate(f"{repo_path}/diffstat/{source}..{destination}"))
+    forked = bool(source_repo_path) and source_repo_path != repo_path and pull_request_id is not None
+    source_path = source_repo_path if forked else repo_path
+    entries = list(client.iterate(f"{repo_path}/pullrequests/{pull_request_id}/diffstat" if forked
+                                  else f"{repo_path}/diffstat/{source}..{destination}"))
     touched = {(e.get(side) or {}).get("path") for e in entries for side in ("old", "new")} - {None}
     before_found: list[tuple[str, Package]] = []
     after_found: list[tuple[str, Package]] = []
@@ -156,7 +178,7 @@ def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, de
         if not parser_for(path):
             continue
         before = _read(client, repo_path, destination, old_path, review) if old_path else []
-        after = _read(client, repo_path, source, new_path, review) if new_path else []
+        after = _read(client, source_path, source, new_path, review) if new_path else []
         before_found += [(old_path, p) for p in before]
         after_found += [(new_path, p) for p in after]
         per_file[path] = ({(p.ecosystem, p.name, p.version) for p in before},
@@ -175,7 +197,7 @@ def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, de
             review.changed.append(row)
     _check_denied(review, policy.get("deny_packages") or [])
     if policy.get("require_lockfile_update"):
-        _check_lockfiles(review, client=client, repo_path=repo_path, source=source, entries=entries,
+        _check_lockfiles(review, client=client, repo_path=source_path, source=source, entries=entries,
                          touched=touched, per_file=per_file)
     return review
 
@@ -350,7 +372,9 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
             scan.statuses_posted = _post_statuses(client, scan, integration, checks, lambda c: "INPROGRESS",
                                                   lambda c: "Scanning the dependency changes…")
         review = review_change(client=client, repo_path=repo_path, source=scan.source_commit,
-                               destination=scan.destination_commit or pr.destination_branch, policy=policy)
+                               destination=scan.destination_commit or pr.destination_branch, policy=policy,
+                               source_repo_path=f"repositories/{pr.source_repository}" if pr.source_repository
+                               else "", pull_request_id=pr.remote_id)
         if posting:
             _post_statuses(client, scan, integration, checks,
                            lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",

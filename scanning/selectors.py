@@ -108,8 +108,19 @@ def posture_overview(*, tenant) -> dict:
 def csv_rows(packages) -> Iterator[list[str]]:
     yield ["repository", "branch", "ecosystem", "package", "version", "direct", "dev", "manifest"]
     for p in packages:
-        yield [p.reference.project.full_name, p.reference.name, p.ecosystem, p.name, p.version,
-               "yes" if p.direct else "no", "yes" if p.dev else "no", p.manifest_path]
+        yield [csv_safe(v) for v in (p.reference.project.full_name, p.reference.name, p.ecosystem, p.name,
+                                     p.version, "yes" if p.direct else "no", "yes" if p.dev else "no",
+                                     p.manifest_path)]
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: str) -> str:
+    """A cell a spreadsheet will not run: text from repositories (package names such as
+    ``=HYPERLINK(...)``) that begins like a formula gets a leading apostrophe, as OWASP's
+    CSV injection advice says."""
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 

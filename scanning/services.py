@@ -20,7 +20,8 @@ from integrations.bitbucket.urls import parse_target
 from integrations.bitbucket.verify import VerificationReport, verify_connection
 from integrations.models import Integration, IntegrationStatus
 from integrations.selectors import integration_get_credentials
-from integrations.services import Actor, _enqueue, audit
+from integrations.queue import enqueue
+from integrations.services import Actor, audit
 from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
 from scanning.sync import ListingIncomplete, OrgSync
 from synclogs.classify import classify
@@ -59,7 +60,7 @@ def org_rescan_request(*, integration: Integration, trigger: str, actor: Actor) 
                                          requested_by=actor if actor is not None and actor.pk else None)
             audit(actor=actor, action="integration.rescan", target=integration, tenant=integration.tenant,
                   details={"scan_run": run.pk, "trigger": trigger})
-            transaction.on_commit(lambda: _enqueue("scanning.tasks.scan_run_task", run.pk))
+            transaction.on_commit(lambda: enqueue("scanning.tasks.scan_run_task", run.pk))
     except IntegrityError:
         raise ScanAlreadyRunning(ScanRun.objects.filter(integration=integration,
                                                         status__in=ACTIVE_SCAN_STATUSES).first()) from None
@@ -149,9 +150,6 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
         | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - stale_after * 4)).update(
         status=PullRequestScan.Status.ERROR, finished_at=now,
         description="The portal could not finish the scan: its worker stopped. Scan again from the portal.")
-    from scanning.webhooks import deliveries_drain
-
-    deliveries_drain()  # any delivery whose drain task was lost
     queued = skipped = 0
     due = Integration.objects.filter(status__in=[IntegrationStatus.ACTIVE, IntegrationStatus.ERROR],
                                      next_scan_at__lte=now).select_related("tenant")

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from integrations.models import Integration
 from scanning import services
 from scanning.models import Trigger
+from scanning.webhooks import deliveries_drain
 from synclogs.services import sync_logs_prune
 
 
@@ -26,7 +27,9 @@ def scan_run_task(scan_run_id: int) -> str:
 
 
 def dispatch_due_scans_task() -> dict:
-    return services.scans_dispatch_due()
+    result = services.scans_dispatch_due()
+    result["webhook_deliveries"] = deliveries_drain()  # any delivery whose drain task was lost
+    return result
 
 
 def prune_sync_logs_task() -> int:
@@ -34,8 +37,6 @@ def prune_sync_logs_task() -> int:
 
 
 def webhook_drain_task() -> int:
-    from scanning.webhooks import deliveries_drain
-
     return deliveries_drain()
 
 

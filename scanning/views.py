@@ -9,13 +9,15 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from integrations.net import client_ip
+from integrations.api.filters import MAX_DAYS
 from integrations.models import Role
 from integrations.portal import tenant_view
 from integrations.views import get_integration, tenant_integrations
@@ -86,8 +88,11 @@ def sync_log(request, pk: int | None = None):
     integration = get_integration(request, pk) if pk is not None else None
     integration_ids = [integration.pk] if integration else list(tenant_integrations(request).values_list("pk", flat=True))
     category, operation = request.GET.get("category", ""), request.GET.get("operation", "")
-    state, days = request.GET.get("state", ""), request.GET.get("days", "7")
-    window = int(days) if days.isdigit() and int(days) > 0 else None
+    state, days = request.GET.get("state", ""), request.GET.get("days", "7") or "7"
+    if not (days.isascii() and days.isdigit() and len(days) <= 4 and int(days) <= MAX_DAYS):
+        return HttpResponseBadRequest(f"days must be a whole number of days from 0 (all) to {MAX_DAYS}.",
+                                      content_type="text/plain")
+    window = int(days) or None
     entries = sync_log_list(integration_ids=integration_ids, category=category if category in Category.values else "",
                             operation=operation if operation in Operation.values else "",
                             state=state if state in ("open", "resolved") else "", days=window)
@@ -196,7 +201,8 @@ def bitbucket_webhook(request, integration_uuid):
         return JsonResponse({"error": {"code": "too_large", "message": "Payload larger than 256 KB."}}, status=413)
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        delivery, new = delivery_receive(integration_uuid=integration_uuid, body=request.body, headers=headers)
+        delivery, new = delivery_receive(integration_uuid=integration_uuid, body=request.body, headers=headers,
+                                         source=client_ip(request))
     except Rejected as exc:
         return JsonResponse({"error": {"code": "rejected", "message": exc.message}}, status=exc.status)
     return JsonResponse({"delivery": delivery.pk, "duplicate": not new}, status=202)

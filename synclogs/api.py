@@ -6,6 +6,7 @@ import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
+from integrations.api.filters import MAX_DAYS, DaysFilter, IdFilter
 from integrations.api.views import ERRORS, TenantScoped
 from synclogs.models import Category, Operation, SyncLog
 from synclogs.selectors import sync_log_list
@@ -26,7 +27,8 @@ class SyncLogFilter(django_filters.FilterSet):
     category = django_filters.ChoiceFilter(choices=Category.choices)
     operation = django_filters.ChoiceFilter(choices=Operation.choices)
     state = django_filters.ChoiceFilter(choices=[("open", "Open"), ("resolved", "Resolved")], method="filter_state")
-    days = django_filters.NumberFilter(method="filter_days", label="Only the last N days (default 7; 0 = all)")
+    days = DaysFilter(method="filter_days", label="Only the last N days (default 7; 0 = all; at most 3650)")
+    integration = IdFilter(field_name="integration_id")
 
     class Meta:
         model = SyncLog
@@ -50,7 +52,9 @@ class SyncLogViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         days = self.request.query_params.get("days", "7")
-        days = int(days) if days.isdigit() else 7
+        # Out of range or not a number: the filter answers 400; here only the window is chosen.
+        days = int(days) if days.isascii() and days.isdigit() and len(days) <= 4 else 7
+        days = min(days, MAX_DAYS)
         ids = self.visible_tenant_ids()
         integration_ids = None
         if ids is not None:

@@ -62,7 +62,7 @@ def classify(exc: BaseException, *, auth_method: str = "") -> Classified:
                           f"Check BITBUCKET_API_URL ({host}) and BITBUCKET_WEB_URL, DNS, and any firewall or proxy "
                           "between the portal and Bitbucket.", **common)
     if isinstance(exc, bb.NotFound):
-        return Classified(Category.INVALID_HOST, exc.message,
+        return Classified(Category.NOT_FOUND, exc.message,
                           "Bitbucket has nothing at this address for these credentials. Check the workspace ID and "
                           "project key in the integration's URL; a private repository outside the token's reach "
                           "also answers 404.", **common)
@@ -72,10 +72,11 @@ def classify(exc: BaseException, *, auth_method: str = "") -> Classified:
                           "The credential's hourly request budget is used up (1,000/hour for API tokens and OAuth; "
                           "access tokens have their own). The next scan continues; to scan more often use an access "
                           "token, or lengthen the scan interval.", **common)
-    if isinstance(exc, (bb.ServerError, bb.Timeout)):
+    if isinstance(exc, (bb.ServerError, bb.Timeout, bb.ConnectionDropped)):
         return Classified(Category.UNAVAILABLE, exc.message,
-                          "Bitbucket is failing or slow right now (see bitbucket.status.atlassian.com). Nothing to "
-                          "change here: the next scan retries.", **common)
+                          "Bitbucket is failing, slow or dropping connections right now (see "
+                          "bitbucket.status.atlassian.com), or a proxy in between is. Nothing to change here: this is "
+                          "usually transient and the next scan retries.", **common)
     return Classified(Category.UNEXPECTED, exc.message,
                       "Bitbucket answered something the portal did not expect. Check BITBUCKET_API_URL; if it is "
                       "right, try again later.", **common)

@@ -13,6 +13,7 @@ class Category(models.TextChoices):
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions", "Insufficient permissions"
     CERTIFICATE = "certificate", "Certificate problem"
     INVALID_HOST = "invalid_host", "Invalid host or URL"
+    NOT_FOUND = "not_found", "Not found in Bitbucket"
     RATE_LIMITED = "rate_limited", "Rate limited"
     UNAVAILABLE = "unavailable", "Bitbucket unavailable"
     APP_PASSWORD = "app_password", "App password no longer supported"
@@ -46,6 +47,10 @@ class SyncLog(models.Model):
     remote_message = models.TextField(blank=True, help_text="Bitbucket's own error text.")
     hint = models.TextField(blank=True, help_text="How to fix it, for the person who must.")
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # The same open problem seen again (a flood of unsigned webhook deliveries) counts here
+    # instead of adding a row each time.
+    occurrences = models.PositiveIntegerField(default=1)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
     # The scan that resolved it. A plain id: synclogs does not depend on scanning.
     resolved_by_scan_id = models.BigIntegerField(null=True, blank=True)
 

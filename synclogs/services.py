@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from integrations.models import Integration, Project
@@ -19,16 +20,27 @@ logger = logging.getLogger(__name__)
 def sync_log_record(
     *, integration: Integration, operation: str, exc: BaseException | None = None,
     classified: Classified | None = None, project: Project | None = None, level: str = Level.ERROR,
-    message: str | None = None,
+    message: str | None = None, merge: bool = False,
 ) -> SyncLog:
-    """Record one entry. Give the exception (classified here) or a ready ``Classified``."""
+    """Record one entry. Give the exception (classified here) or a ready ``Classified``.
+
+    ``merge``: when the same problem is already open (integration, operation, category,
+    project and message alike), count it there (``occurrences``, ``last_seen_at``) instead
+    of adding a row, so a flood of refused webhook deliveries is one entry, not thousands.
+    """
     if classified is None:
         if exc is None:
             raise ValueError("sync_log_record needs exc or classified")
         classified = classify(exc, auth_method=integration.auth_method)
+    text = message or classified.message
+    if merge:
+        same = SyncLog.objects.filter(integration=integration, project=project, operation=operation, level=level,
+                                      category=classified.category, message=text, resolved_at__isnull=True)
+        if same.update(occurrences=F("occurrences") + 1, last_seen_at=timezone.now()):
+            return same.order_by("-id").first()
     entry = SyncLog.objects.create(
         integration=integration, project=project, level=level, category=classified.category, operation=operation,
-        message=message or classified.message, status_code=classified.status_code, method=classified.method,
+        message=text, status_code=classified.status_code, method=classified.method, last_seen_at=timezone.now(),
         path=classified.path[:500], remote_message=classified.remote_message, hint=classified.hint,
     )
     log = logger.warning if level == Level.WARNING else logger.error

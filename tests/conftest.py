@@ -1,6 +1,34 @@
+import logging
+
 import pytest
 
 from tests.factories import TenantFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters and lockout windows live in the cache: each test starts clean."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_tracebacks(request, caplog):
+    """A test fails when anything logged a traceback (``logger.exception``, Django's 500
+    log, a thread's crash) that the test did not declare with
+    ``@pytest.mark.expected_traceback``: a handled failure must not hide a crash."""
+    caplog.set_level(logging.WARNING)
+    yield
+    if request.node.get_closest_marker("expected_traceback"):
+        return
+    crashes = [r for r in caplog.get_records("call") + caplog.get_records("teardown")
+               if r.exc_info and r.levelno >= logging.ERROR]
+    if crashes:
+        lines = [f"{r.name}: {r.getMessage()} ({r.exc_info[0].__name__ if r.exc_info[0] else '?'})" for r in crashes]
+        pytest.fail("Unexpected traceback(s) logged:\n" + "\n".join(lines), pytrace=False)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -63,3 +64,30 @@ def exception_handler(exc, context):
         message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
         response.data = error_body(code, message)
     return response
+
+
+class SafeJSONParser(JSONParser):
+    """JSON bodies, with nesting too deep for Python's parser answered as 400 (not a
+    500 from a ``RecursionError``) and NUL characters refused: no field the API stores
+    may hold one, and PostgreSQL cannot."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply.") from None
+        if _has_nul(data):
+            raise exceptions.ParseError("JSON parse error - text may not contain NUL (\\u0000) characters.")
+        return data
+
+
+def _has_nul(value, depth: int = 0) -> bool:
+    if depth > 200:
+        raise exceptions.ParseError("JSON parse error - the document is nested too deeply.")
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False

@@ -7,6 +7,7 @@ from datetime import timedelta
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from integrations.bitbucket.credentials import APP_PASSWORD_REMOVED
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace, Project, Reference, Tenant
 
 
@@ -51,6 +52,12 @@ class CredentialFields(serializers.Serializer):
     key = serializers.CharField(required=False, allow_blank=True, write_only=True, help_text="OAuth consumer key.")
     secret = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False,
                                    help_text="OAuth consumer secret. Write-only.", style={"input_type": "password"})
+
+    def to_internal_value(self, data):
+        # App passwords get the guidance on what to use instead, not "not a valid choice".
+        if isinstance(data, dict) and data.get("auth_method") == "app_password":
+            raise serializers.ValidationError({"auth_method": [APP_PASSWORD_REMOVED]})
+        return super().to_internal_value(data)
 
     def credentials(self) -> dict[str, str]:
         return {k: self.validated_data.get(k, "") for k in ("email", "token", "key", "secret")}

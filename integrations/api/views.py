@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from integrations import services
 from integrations.api import serializers as s
+from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
 from integrations.models import Integration, IntegrationStatus, Namespace, Project, Reference, Role, Tenant
 from integrations.selectors import (
@@ -171,7 +172,7 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
 
 class NamespaceFilter(django_filters.FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant__slug")
-    parent = django_filters.NumberFilter(field_name="parent_id")
+    parent = IdFilter(field_name="parent_id")
     top = django_filters.BooleanFilter(field_name="parent", lookup_expr="isnull", label="Top-level only")
 
     class Meta:
@@ -252,6 +253,8 @@ class ProjectViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 
 
 class ReferenceFilter(django_filters.FilterSet):
+    project = IdFilter(field_name="project_id")
+
     class Meta:
         model = Reference
         fields = ["project", "kind", "is_default"]

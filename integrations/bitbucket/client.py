@@ -18,12 +18,14 @@ Docs: https://developer.atlassian.com/cloud/bitbucket/rest/intro/ and the spec i
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from django.conf import settings
@@ -85,7 +87,11 @@ class HostUnreachable(BitbucketError):
 
 
 class Timeout(BitbucketError):
-    pass
+    """No answer in time, after retries: transient."""
+
+
+class ConnectionDropped(BitbucketError):
+    """The connection was reset or closed mid-answer, after retries: transient."""
 
 
 class ServerError(BitbucketError):
@@ -99,13 +105,22 @@ class UnexpectedResponse(BitbucketError):
 # --- Retry policy ------------------------------------------------------------------------------
 
 class CappedRetry(Retry):
-    """urllib3 ``Retry`` that will not sleep longer than ``max_retry_after``.
+    """urllib3 ``Retry`` that will not sleep longer than ``max_retry_after``, and counts
+    every retried request that reached Bitbucket.
 
     A 429 whose ``Retry-After`` exceeds the cap is not retried: the caller gets
-    :class:`RateLimited` with the wait, and can pace itself instead of blocking.
+    :class:`RateLimited` with the wait, and can pace itself instead of blocking. urllib3
+    makes a new ``Retry`` per attempt (``new()``), so the cap and the counter are carried
+    along there.
     """
 
     max_retry_after: float = 60.0
+    stats: "CallStats | None" = None
+
+    def new(self, **kw):
+        retry = super().new(**kw)
+        retry.max_retry_after, retry.stats = self.max_retry_after, self.stats
+        return retry
 
     def sleep_for_retry(self, response=None) -> bool:
         retry_after = self.get_retry_after(response) if response is not None else None
@@ -114,17 +129,28 @@ class CappedRetry(Retry):
             return True
         return False
 
-    def increment(self, *args, **kwargs):
-        response = kwargs.get("response")
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if response is not None and response.status == 429:
             retry_after = self.get_retry_after(response)
             if retry_after is not None and retry_after > self.max_retry_after:
                 # Too long to wait here: exhaust, so urllib3 hands the 429 back as is.
-                return Retry.increment(self.new(total=0, status=0), *args, **kwargs)
-        return super().increment(*args, **kwargs)
+                return Retry.increment(self.new(total=0, status=0), method, url, response, error, _pool,
+                                       _stacktrace)
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when exhausted
+        if self.stats is not None and (response is not None or _is_read_error(error)):
+            # The failed attempt reached Bitbucket (an answer, or a read that failed after
+            # sending) and is sent again: Bitbucket counts both, so the scan does too.
+            self.stats.add("git" if url and ".git/" in url else "rest")
+        return retry
 
 
-def build_retry() -> Retry:
+def _is_read_error(error: BaseException | None) -> bool:
+    from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+    return isinstance(error, (ReadTimeoutError, ProtocolError))
+
+
+def build_retry(stats: "CallStats | None" = None) -> Retry:
     retry = CappedRetry(
         total=settings.BITBUCKET_RETRIES, connect=settings.BITBUCKET_RETRIES, read=settings.BITBUCKET_RETRIES,
         status=settings.BITBUCKET_RETRIES, other=0,  # other=0: TLS errors are never retried
@@ -132,33 +158,48 @@ def build_retry() -> Retry:
         backoff_factor=settings.BITBUCKET_BACKOFF_FACTOR, backoff_max=settings.BITBUCKET_BACKOFF_MAX,
         backoff_jitter=settings.BITBUCKET_BACKOFF_FACTOR, respect_retry_after_header=True, raise_on_status=False,
     )
-    retry.max_retry_after = settings.BITBUCKET_MAX_RETRY_AFTER
+    retry.max_retry_after, retry.stats = settings.BITBUCKET_MAX_RETRY_AFTER, stats
     return retry
 
 
 # --- Auth --------------------------------------------------------------------------------------
 
 class _OAuthTokenCache:
-    """Client-credentials tokens per consumer, shared across clients in a process."""
+    """Client-credentials tokens, shared across clients in a process.
+
+    Keyed by :func:`oauth_cache_key`: a digest of the *whole* credential (consumer key
+    and secret), the web URL and the integration. A consumer key alone is public (API
+    users see it as ``credential_identity``), so a key-only cache would hand tenant A's
+    token to anyone who typed A's key with a wrong secret.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
 
-    def get(self, key: tuple[str, str]) -> str | None:
+    def get(self, key: str) -> str | None:
         with self._lock:
             token = self._tokens.get(key)
         return token[0] if token and token[1] > time.time() else None
 
-    def put(self, key: tuple[str, str], token: str, expires_in: float) -> None:
+    def put(self, key: str, token: str, expires_in: float) -> None:
         # Refresh a minute early (or at half-life for very short tokens).
         margin = min(60.0, expires_in / 2)
         with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
             self._tokens[key] = (token, time.time() + expires_in - margin)
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: str) -> None:
         with self._lock:
             self._tokens.pop(key, None)
+
+
+def oauth_cache_key(credentials: Credentials, web_url: str, scope: object = None) -> str:
+    """A digest of everything that makes a token valid for this caller: never the
+    consumer key alone."""
+    material = "\0".join([credentials.method, credentials.identity, credentials.secret, web_url, str(scope)])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 oauth_tokens = _OAuthTokenCache()
@@ -198,14 +239,21 @@ class CallStats:
 
 class BitbucketClient:
     def __init__(self, credentials: Credentials, *, api_url: str | None = None, web_url: str | None = None,
-                 timeout: tuple[float, float] | None = None, pool_size: int = 10) -> None:
+                 timeout: tuple[float, float] | None = None, pool_size: int = 10,
+                 token_cache_scope: object = None, use_token_cache: bool = True) -> None:
+        """``token_cache_scope`` (an integration id) keeps OAuth tokens per integration;
+        ``use_token_cache=False`` (verification) always asks Bitbucket, so a cached token
+        can never stand in for checking the credentials."""
         self.credentials = credentials
+        self.use_token_cache = use_token_cache
+        self._private_token: tuple[str, float] | None = None
         self.api_url = (api_url or settings.BITBUCKET_API_URL).rstrip("/")
         self.web_url = (web_url or settings.BITBUCKET_WEB_URL).rstrip("/")
         self.timeout = timeout or (settings.BITBUCKET_CONNECT_TIMEOUT, settings.BITBUCKET_READ_TIMEOUT)
         self.stats = CallStats()
+        self._token_key = oauth_cache_key(credentials, self.web_url, token_cache_scope)
         self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=build_retry(), pool_connections=4, pool_maxsize=pool_size)
+        adapter = HTTPAdapter(max_retries=build_retry(self.stats), pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
@@ -215,7 +263,7 @@ class BitbucketClient:
     def _auth(self) -> requests.auth.AuthBase | tuple[str, str]:
         method = self.credentials.method
         if method == AuthMethod.API_TOKEN:
-            return (self.credentials.identity, self.credentials.secret)
+            return _basic(self.credentials.identity, self.credentials.secret)
         if method == AuthMethod.ACCESS_TOKEN:
             return Bearer(self.credentials.secret)
         if method == AuthMethod.OAUTH:
@@ -233,15 +281,16 @@ class BitbucketClient:
         return ("x-token-auth", self.credentials.secret)
 
     def oauth_access_token(self) -> str:
-        key = (self.credentials.identity, self.web_url)
-        token = oauth_tokens.get(key)
+        token = oauth_tokens.get(self._token_key) if self.use_token_cache else None
+        if token is None and self._private_token and self._private_token[1] > time.time():
+            token = self._private_token[0]
         if token:
             return token
         url = f"{self.web_url}/site/oauth2/access_token"
         self.stats.add("oauth")
         try:
             response = requests.post(url, data={"grant_type": "client_credentials"}, timeout=self.timeout,
-                                     auth=(self.credentials.identity, self.credentials.secret),
+                                     auth=_basic(self.credentials.identity, self.credentials.secret),
                                      headers={"User-Agent": USER_AGENT})
         except requests.RequestException as exc:
             raise self._transport_error(exc, "POST", url) from exc
@@ -250,8 +299,16 @@ class BitbucketClient:
             raise Unauthorized(
                 "Bitbucket refused the OAuth consumer key and secret.", status=response.status_code, method="POST",
                 path=urlsplit(url).path, remote_message=str(body.get("error_description") or body.get("error") or ""))
-        body = response.json()
-        oauth_tokens.put(key, body["access_token"], float(body.get("expires_in", 3600)))
+        body = _json_or_none(response)
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise UnexpectedResponse("Bitbucket's OAuth token answer has no access token.", status=200,
+                                     method="POST", path=urlsplit(url).path)
+        expires_in = body.get("expires_in", 3600)
+        expires_in = float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+        if self.use_token_cache:
+            oauth_tokens.put(self._token_key, body["access_token"], expires_in)
+        # Kept on this client too, so one verification run asks for one token, not one per call.
+        self._private_token = (body["access_token"], time.time() + expires_in - min(60.0, expires_in / 2))
         return body["access_token"]
 
     # The one request path.
@@ -268,7 +325,8 @@ class BitbucketClient:
             raise self._transport_error(exc, method, url) from exc
         if response.status_code == 401 and self.credentials.method == AuthMethod.OAUTH and kind == "rest":
             # The cached token may have been revoked early: fetch a new one once.
-            oauth_tokens.forget((self.credentials.identity, self.web_url))
+            oauth_tokens.forget(self._token_key)
+            self._private_token = None
             try:
                 response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
                                                 auth=auth, allow_redirects=True)
@@ -279,14 +337,32 @@ class BitbucketClient:
         raise self._status_error(response, method, path)
 
     def _transport_error(self, exc: requests.RequestException, method: str, url: str) -> BitbucketError:
+        """Map a failure below HTTP to its type. urllib3 wraps timeouts and dropped
+        connections that outlived their retries in a ``MaxRetryError`` inside a
+        ``ConnectionError``, so the *reason* decides: a timeout or a dropped connection is
+        Bitbucket being unavailable (transient), only DNS and refused connections point
+        at a wrong host."""
+        from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError,
+                                        ProtocolError, ReadTimeoutError)
+
         path, host = urlsplit(url).path, urlsplit(url).netloc
+        reason: BaseException | None = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
         if isinstance(exc, requests.exceptions.SSLError):
             return CertificateError(f"The TLS certificate of {host} could not be verified.", method=method, path=path,
                                     remote_message=_short(exc))
-        if isinstance(exc, requests.exceptions.Timeout):
-            return Timeout(f"{host} did not answer within {self.timeout[1]:.0f} seconds.", method=method, path=path)
+        refused = isinstance(reason, (NewConnectionError, NameResolutionError))  # a ConnectTimeoutError subclass
+        if not refused and (isinstance(exc, requests.exceptions.Timeout)
+                            or isinstance(reason, (ReadTimeoutError, ConnectTimeoutError))):
+            return Timeout(f"{host} did not answer within {self.timeout[1]:.0f} seconds (after retries).",
+                           method=method, path=path)
         if isinstance(exc, requests.exceptions.RetryError):
             return ServerError(f"{host} kept failing after retries.", method=method, path=path)
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError) or (
+                isinstance(reason, ProtocolError) or (isinstance(reason, OSError) and not refused)):
+            return ConnectionDropped(f"{host} dropped the connection (after retries).", method=method, path=path,
+                                     remote_message=_short(exc))
         if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.InvalidURL,
                             requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
             return HostUnreachable(f"Could not connect to {host}.", method=method, path=path, remote_message=_short(exc))
@@ -356,12 +432,21 @@ class BitbucketClient:
         for page in self.paginate(path, **kwargs):
             yield from page.get("values", [])
 
+    def branch_head(self, full_name: str, branch: str) -> str:
+        """The head commit of one branch (a merge's destination): one request."""
+        body = self.get(f"repositories/{full_name}/refs/branches/{quote(branch, safe='')}", fields="target.hash")
+        head = (body.get("target") or {}).get("hash") if isinstance(body, dict) else None
+        if not isinstance(head, str) or not head:
+            raise UnexpectedResponse("Bitbucket's branch answer has no head commit.", status=200, method="GET",
+                                     path=f"/repositories/{full_name}/refs/branches/…")
+        return head
+
     def git_refs(self, workspace: str, slug: str) -> dict[str, str]:
         """Branch and tag heads from git's smart-HTTP ref advertisement (what
         ``git ls-remote`` reads): one request, counted against git's own limit."""
         url = f"{self.web_url}/{workspace}/{slug}.git/info/refs"
         response = self._request("GET", url, params={"service": "git-upload-pack"}, kind="git",
-                                 auth=self.git_auth())
+                                 auth=_basic(*self.git_auth()))
         return parse_ref_advertisement(response.content)
 
 
@@ -403,14 +488,25 @@ def _expect_json(response: requests.Response, method: str, path: str) -> Any:
     return body
 
 
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
 def _short(exc: Exception) -> str:
-    text = str(exc)
+    """An exception's text, safe to store: no query string (which may carry a token or
+    just noise such as ``fields=``), at most 300 characters."""
+    text = _QUERY.sub("", str(exc))
     return text if len(text) < 300 else text[:297] + "..."
 
 
+def _basic(user: str, password: str) -> requests.auth.HTTPBasicAuth:
+    """HTTP Basic encoded as UTF-8 (requests would use Latin-1 and fail on other text)."""
+    return requests.auth.HTTPBasicAuth(user.encode("utf-8"), password.encode("utf-8"))
+
+
 def client_for(integration) -> BitbucketClient:
-    """A client with the integration's (decrypted) credentials."""
+    """A client with the integration's (decrypted) credentials; its OAuth tokens are
+    cached for this integration and these exact credentials only."""
     from integrations.selectors import integration_get_credentials
 
     return BitbucketClient(integration_get_credentials(integration=integration),
-                           pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY))
+                           pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY), token_cache_scope=integration.pk)

@@ -81,6 +81,12 @@ class Credentials:
     __str__ = __repr__
 
 
+def _token_text(value: str) -> bool:
+    """Bitbucket's tokens, secrets and keys are printable ASCII; anything else is a paste
+    gone wrong (and could not be sent in an HTTP header anyway)."""
+    return value.isascii() and value.isprintable()
+
+
 def looks_like_app_password(secret: str) -> bool:
     return secret.startswith(APP_PASSWORD_PREFIX)
 
@@ -111,6 +117,9 @@ def clean_credentials(method: str, data: dict[str, str]) -> Credentials:
                 )
     if method == AuthMethod.OAUTH and not values["key"]:
         errors["key"] = "Enter the OAuth consumer key."
+    elif method == AuthMethod.OAUTH and not _token_text(values["key"]):
+        errors["key"] = ("The consumer key contains characters Bitbucket never uses (only ASCII letters, digits and "
+                         "punctuation); copy it again from the OAuth consumer's settings.")
 
     secret_field = "secret" if method == AuthMethod.OAUTH else "token"
     secret = values[secret_field]
@@ -119,6 +128,9 @@ def clean_credentials(method: str, data: dict[str, str]) -> Credentials:
         errors[secret_field] = f"Enter the {label}."
     elif _whitespace.search(secret):
         errors[secret_field] = f"The {label} contains spaces or line breaks; paste it again without them."
+    elif not _token_text(secret):
+        errors[secret_field] = (f"The {label} contains characters Bitbucket never puts in one (only ASCII letters, "
+                                "digits and punctuation); copy it again from Bitbucket.")
     elif looks_like_app_password(secret):
         errors[secret_field] = APP_PASSWORD_REMOVED
     elif len(secret) < 8:

@@ -86,7 +86,7 @@ def _failed(name: str, exc: bb.BitbucketError, method: str, *, required: bool, f
 
 def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scanners: list[str] | tuple = (),
                       pr_enabled: bool = False, client: bb.BitbucketClient | None = None) -> VerificationReport:
-    client = client or bb.BitbucketClient(credentials)
+    client = client or bb.BitbucketClient(credentials, use_token_cache=False)  # a cached token proves nothing
     method = credentials.method
     report = VerificationReport()
     ws, key = target.workspace, target.project_key

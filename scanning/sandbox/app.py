@@ -136,7 +136,7 @@ class Route:
 
 
 def _route(method: str, path: str, legacy: tuple = (), granular: tuple = (), bucket: str = "other"):
-    regex = "^" + re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.*' if m.group(1) == 'path' else '[^/]+'})",
+    regex = "^" + re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.*' if m.group(1) == 'path' else '.+' if m.group(1) == 'branch' else '[^/]+'})",
                          path) + "/?$"
 
     def decorate(fn):
@@ -386,6 +386,8 @@ class Sandbox:
     def _repo(self, auth: Auth, workspace: str, slug: str) -> Repo:
         ws = self.world.workspaces.get(workspace)
         repo = ws.repos.get(slug) if ws else None
+        if repo is None and ws and slug.startswith("{"):  # Bitbucket takes the UUID in the slug's place
+            repo = next((r for r in ws.repos.values() if r.uuid == slug), None)
         if repo is None or not self._can_reach(auth, workspace, repo.project_key, repo.slug, public=not repo.is_private):
             raise ApiError(404, f"Repository {workspace}/{slug} not found")
         return repo
@@ -677,6 +679,15 @@ class Sandbox:
     def branches(self, request, auth, workspace, slug):
         repo = self._repo(auth, workspace, slug)
         return self._page(request, [self._branch_json(repo, n, h) for n, h in sorted(repo.branches.items())])
+
+    @_route("GET", "/repositories/{workspace}/{slug}/refs/branches/{branch}", legacy=("repository",), granular=(R,),
+            bucket="repositories")
+    def branch(self, request, auth, workspace, slug, branch):
+        """One branch (its name may hold slashes, sent as they are or as %2F)."""
+        repo = self._repo(auth, workspace, slug)
+        if branch not in repo.branches:
+            raise ApiError(404, f"Branch \"{branch}\" not found.")
+        return self._json(request, 200, self._branch_json(repo, branch, repo.branches[branch]))
 
     @_route("GET", "/repositories/{workspace}/{slug}/src", legacy=("repository",), granular=(R,), bucket="repositories")
     def src_root(self, request, auth, workspace, slug):

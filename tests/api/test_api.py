@@ -7,10 +7,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import get_resolver, reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from integrations.models import Integration, IntegrationStatus, Role
+from integrations.services import api_token_create
 from scanning.models import PullRequest, PullRequestScan, ScanRun
 from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
@@ -38,9 +38,20 @@ def world(db):
 
 def client_for(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token(user)}")
     return client
+
+
+_tokens: dict[int, str] = {}
+
+
+def user_token(user) -> str:
+    """One API token per user for the test (tokens are stored hashed: keep the clear one)."""
+    from knox.models import AuthToken
+
+    if user.pk not in _tokens or not AuthToken.objects.filter(user=user).exists():
+        _tokens[user.pk] = api_token_create(user=user, actor=user)
+    return _tokens[user.pk]
 
 
 def assert_error(response, status, code=None):
@@ -60,14 +71,18 @@ def test_unauthenticated_gets_401_in_the_error_shape(world):
 
 
 def test_tokens_from_the_command_line(world, capsys):
+    from knox.models import AuthToken
+
     user = world["users"]["viewer"]
-    call_command("drf_create_token", user.username)
-    key = Token.objects.get(user=user).key
-    assert key in capsys.readouterr().out
+    call_command("create_api_token", user.username)
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert key.startswith("bbp_")
+    stored = AuthToken.objects.get(user=user)
+    assert key not in (stored.digest, stored.token_key)  # only a digest and a short prefix are kept
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/v1/tenants/").status_code == 200
-    call_command("drf_create_token", "-r", user.username)
+    call_command("create_api_token", user.username)  # replaces it
     assert client.get("/api/v1/tenants/").status_code == 401
 
 

@@ -19,9 +19,8 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 @pytest.fixture
 def api_token(db, transactional_db):
     """A user with data in two tenants: an owner of one, so every route has something to find."""
-    from rest_framework.authtoken.models import Token
-
     from integrations.models import Role
+    from integrations.services import api_token_create
     from scanning.models import ScanRun
     from synclogs.models import SyncLog
     from tests.factories import ProjectFactory, ReferenceFactory, TenantFactory, make_integration, member
@@ -33,7 +32,7 @@ def api_token(db, transactional_db):
     ScanRun.objects.create(integration=integration, trigger="api", status="succeeded")
     SyncLog.objects.create(integration=integration, category="unexpected", operation="sync", message="m")
     make_integration(tenant=TenantFactory(slug="beta"), name="Beta", workspace="beta-ws")
-    return Token.objects.create(user=user).key
+    return api_token_create(user=user, actor=user)
 
 
 @schema.parametrize()

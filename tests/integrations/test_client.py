@@ -58,7 +58,8 @@ def test_oauth_token_is_fetched_cached_and_refreshed_before_expiry():
     assert len(token_calls) == 1 and "grant_type=client_credentials" in token_calls[0].request.body
     assert responses.calls[-1].request.headers["Authorization"] == "Bearer tok-1"
     # A token about to expire is replaced before use.
-    bb.oauth_tokens.put(("consumer-key", WEB), "tok-old", 0.01)
+    bb.oauth_tokens.put(client._token_key, "tok-old", 0.01)
+    client._private_token = None
     time.sleep(0.02)
     responses.replace(responses.POST, f"{WEB}/site/oauth2/access_token", json={"access_token": "tok-2", "expires_in": 7200})
     client.get("user")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -292,16 +294,24 @@ def test_scan_more_repositories(client, site, bitbucket):
 
 
 def test_account_token_create_and_revoke(client, site):
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
+
+    from integrations.models import AuditEvent
 
     user = site["users"]["viewer"]
     login(client, user)
-    page = client.post(reverse("portal:account"), {"action": "create"}).content.decode()
-    key = Token.objects.get(user=user).key
-    assert key in page  # shown once, to its owner, at creation
+    response = client.post(reverse("portal:account"), {"action": "create"})
+    page = response.content.decode()
+    assert "no-store" in response["Cache-Control"]  # a page showing a secret is never cached
+    key = re.search(r"bbp_[A-Za-z0-9]+", page).group(0)  # shown once, to its owner, at creation
+    stored = AuthToken.objects.get(user=user)
+    assert key != stored.digest and key not in str(stored.__dict__.values())
     assert key not in client.get(reverse("portal:account")).content.decode()
     client.post(reverse("portal:account"), {"action": "revoke"})
-    assert not Token.objects.filter(user=user).exists()
+    assert not AuthToken.objects.filter(user=user).exists()
+    actions = list(AuditEvent.objects.filter(target_id=str(user.pk)).values_list("action", flat=True))
+    assert actions.count("api_token.create") == 1 and actions.count("api_token.revoke") == 1
+    assert all(key not in str(details) for details in AuditEvent.objects.values_list("details", flat=True))
 
 
 def test_tenant_switcher(client, site):

@@ -183,11 +183,12 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
     posture = client.get(reverse("portal:posture")).content.decode()
     assert "8 repositories read by the posture scanner" in posture and "Worst repositories first" in posture
 
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from integrations.services import api_token_create
+
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=viewer, actor=viewer)}")
     found = api.get("/api/v1/packages/", {"name": "lodash", "below": "4.17.21"}).json()
     assert {r["repository"] for r in found} >= {"demo/api"}
     assert api.get("/api/v1/packages/").status_code == 400

@@ -33,7 +33,7 @@ def connect(scanners=()):
 
 
 def post(client, integration, body: dict | bytes, *, secret=None, event="repo:push", request_uuid=None, attempt=1,
-         signature=None):
+         signature=None, **extra):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     secret = secret if secret is not None else Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
     headers = {"HTTP_X_EVENT_KEY": event, "HTTP_X_REQUEST_UUID": request_uuid or str(uuid.uuid4()),
@@ -42,6 +42,7 @@ def post(client, integration, body: dict | bytes, *, secret=None, event="repo:pu
         signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
     if signature:
         headers["HTTP_X_HUB_SIGNATURE"] = signature
+    headers.update(extra)
     return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json", **headers)
 
 
@@ -51,9 +52,30 @@ def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_logged(client, d
     assert post(client, integration, {"x": 1}, signature="sha256=" + "0" * 64).status_code == 401
     assert post(client, integration, {"x": 1}, signature="md5=abc").status_code == 401
     assert not WebhookDelivery.objects.exists()
-    entries = SyncLog.objects.filter(integration=integration, operation="webhook")
-    assert entries.count() == 3 and entries.first().category == Category.INVALID_CREDENTIALS
-    assert "not signed" in entries.last().message and "does not match" in entries.first().message
+    # One entry per cause, counted: a wrong digest and a wrong scheme are both "does not match".
+    entries = SyncLog.objects.filter(integration=integration, operation="webhook").order_by("id")
+    assert entries.count() == 2
+    assert {e.category for e in entries} == {Category.INVALID_CREDENTIALS}
+    unsigned, mismatched = entries
+    assert "not signed" in unsigned.message and unsigned.occurrences == 1
+    assert "does not match" in mismatched.message and mismatched.occurrences == 2
+
+
+def test_a_flood_of_unsigned_deliveries_is_one_counted_entry_and_the_source_is_slowed(client, db, settings):
+    settings.WEBHOOK_REFUSALS_PER_MINUTE = 20
+    integration = connect()
+    answers = [post(client, integration, {"x": i}, secret="").status_code for i in range(500)]
+    assert answers[:20] == [401] * 20
+    assert set(answers[20:]) == {429}  # the rest of the minute: refused before any database work
+    entry = SyncLog.objects.get(integration=integration, operation="webhook")
+    assert entry.occurrences == 20 and entry.last_seen_at is not None and entry.resolved_at is None
+    # Another address is not held back by the first one's flood.
+    other = client.post(f"/webhooks/bitbucket/{integration.uuid}/", b"{}", content_type="application/json",
+                        REMOTE_ADDR="10.9.9.9")
+    assert other.status_code == 401
+    # Bitbucket's own, correctly signed deliveries from that other address still go through.
+    assert post(client, integration, {"repository": {"uuid": "{x}"}}, event="repo:fork",
+                REMOTE_ADDR="10.9.9.9").status_code == 202
 
 
 def test_size_unknown_integration_and_missing_headers(client, db):

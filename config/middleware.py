@@ -1,0 +1,51 @@
+"""Request-level guards that apply to every page, API route and webhook."""
+
+from __future__ import annotations
+
+from django.db import DataError
+from django.http import HttpResponseBadRequest, JsonResponse
+
+
+class RejectNulMiddleware:
+    """A NUL byte (``%00``) in the path, query string or a form field answers 400 here.
+
+    Nothing the portal stores may contain one (PostgreSQL refuses NUL in text and would
+    turn a search into a 500, or cut a streamed CSV export short), and no legitimate
+    request carries one. Bodies of other types are checked where they are parsed (the
+    API's JSON parser, the webhook endpoint).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", "") or "\x00" in request.META.get(
+                "QUERY_STRING", ""):
+            return HttpResponseBadRequest("The address contains a NUL character, which no field accepts.",
+                                          content_type="text/plain")
+        if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded",
+                                                                 "multipart/form-data"):
+            if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.POST.lists()):
+                return HttpResponseBadRequest("A form field contains a NUL character, which no field accepts.",
+                                              content_type="text/plain")
+        return self.get_response(request)
+
+
+class OutOfRangeMiddleware:
+    """A number past what the database can hold (an id of 10**30 in a path or a filter)
+    reaches the database as an ``OverflowError`` (SQLite) or a ``DataError``
+    (PostgreSQL): it is the request that is wrong, so the answer is a 400, not a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (OverflowError, DataError)):
+            if request.path.startswith("/api/"):
+                return JsonResponse({"error": {"code": "invalid", "message": "A number in the request is out of "
+                                                                             "range."}}, status=400)
+            return HttpResponseBadRequest("A number in the request is out of range.", content_type="text/plain")
+        return None

@@ -1,0 +1,53 @@
+"""API token authentication: knox's hashed tokens, throttled against guessing.
+
+Tokens are stored as SHA-512 digests (django-rest-knox), so a database dump holds no
+usable token. Every failed token from one address counts; past
+``API_TOKEN_FAILURES_PER_MINUTE`` the address gets 429 for the rest of the minute,
+before any token is even looked at.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework import exceptions
+
+from integrations.net import client_ip
+
+WINDOW = 60
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    def authenticate(self, request):
+        key = f"api-token-failures:{client_ip(request)}"
+        if (cache.get(key) or 0) >= settings.API_TOKEN_FAILURES_PER_MINUTE:
+            raise exceptions.Throttled(wait=WINDOW, detail="Too many invalid API tokens from this address.")
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            if cache.add(key, 1, WINDOW) is False:
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired in between
+                    cache.add(key, 1, WINDOW)
+            raise
+
+    def authenticate_credentials(self, token: bytes):
+        try:
+            token.decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        return super().authenticate_credentials(token)
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes the header: ``Authorization: Token <key>``."""
+
+    target_class = "integrations.api.auth.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Token")
