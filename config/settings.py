@@ -48,11 +48,12 @@ INSTALLED_APPS = [
     "axes",
     "django_filters",
     "drf_spectacular",
-    "django_q",
     "config.apps.ConfigAppConfig",
     "integrations",
     "synclogs",
     "scanning",
+    # After scanning, whose ``qcluster`` command (schedules from settings, prompt SIGTERM) wins.
+    "django_q",
 ]
 
 MIDDLEWARE = [

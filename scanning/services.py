@@ -23,7 +23,8 @@ from integrations.selectors import integration_get_credentials
 from integrations.queue import enqueue
 from integrations.services import Actor, audit
 from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
-from scanning.sync import ListingIncomplete, OrgSync
+from scanning.shutdown import WorkerStopping
+from scanning.sync import ListingIncomplete, OrgSync, ScanAbandoned
 from synclogs.classify import classify
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record, sync_logs_resolve
@@ -71,7 +72,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     """Run a queued scan to the end. Safe to call twice: only one caller claims it."""
     now = timezone.now()
     if not ScanRun.objects.filter(pk=scan_run_id, status=ScanStatus.QUEUED).update(status=ScanStatus.RUNNING,
-                                                                                    started_at=now):
+                                                                                    started_at=now, heartbeat_at=now):
         return ScanRun.objects.get(pk=scan_run_id)
     run = ScanRun.objects.select_related("integration__root_namespace", "integration__tenant").get(pk=scan_run_id)
     integration = run.integration
@@ -93,6 +94,22 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         if outcome.scanners_deferred:
             summary = (summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
                                  "hour, continues.").strip()
+    except WorkerStopping:
+        # The cluster is shutting down: end this scan and queue the one that resumes it (it
+        # waits in the queue for the next cluster), then let the worker exit.
+        ScanRun.objects.filter(pk=run.pk, status=ScanStatus.RUNNING).update(
+            status=ScanStatus.FAILED, finished_at=timezone.now(),
+            summary="The task cluster was stopped during this scan; a new scan picks up where it stopped.")
+        try:
+            org_rescan_request(integration=integration, trigger=Trigger.SCHEDULE, actor=None)
+        except (ScanAlreadyRunning, ValidationError):
+            pass
+        raise
+    except ScanAbandoned:
+        # The dispatcher ended this scan as stale and queued its successor: write nothing more.
+        logger.warning("Scan %s of integration %s was ended while this worker ran it; stopping", run.pk,
+                       integration.pk)
+        return ScanRun.objects.get(pk=run.pk)
     except ListingIncomplete as exc:
         classified = classify(exc.__cause__ or exc, auth_method=integration.auth_method)
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, classified=classified,
@@ -137,17 +154,48 @@ def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status
 
 
 def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
-    """Queue scans for active integrations whose next scan is due, and fail runs whose
-    worker vanished (running far longer than any task may)."""
+    """Queue scans for active integrations whose next scan is due, and look after scans
+    whose worker vanished:
+
+    * a running scan with no heartbeat for ``SCAN_STALE_SECONDS`` (its worker was killed,
+      ran out of memory, lost its database) is ended and a new scan is queued at once; it
+      picks up where the other stopped (unchanged rows cost nothing, scanners resume from
+      their saved state), so an integration is never blocked for long;
+    * a queued scan nobody picked up (its task was lost with a killed cluster) is queued
+      again: running it is claimed atomically, so a duplicate task does nothing.
+    """
     now = now or timezone.now()
-    stale_after = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 300)
-    stale = ScanRun.objects.filter(status=ScanStatus.RUNNING, started_at__lt=now - stale_after).update(
-        status=ScanStatus.FAILED, finished_at=now, summary="The worker running this scan stopped before it finished.")
-    stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after * 4).update(
+    stale_after = timedelta(seconds=settings.SCAN_STALE_SECONDS)
+    stale_runs = list(ScanRun.objects.filter(status=ScanStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True, started_at__lt=now - stale_after))
+        .select_related("integration"))
+    resumed = 0
+    for run in stale_runs:
+        if not ScanRun.objects.filter(pk=run.pk, status=ScanStatus.RUNNING).update(
+                status=ScanStatus.FAILED, finished_at=now,
+                summary="The worker running this scan stopped (no sign of life for "
+                        f"{settings.SCAN_STALE_SECONDS} seconds); a new scan picks up where it stopped."):
+            continue
+        if run.integration.status in (IntegrationStatus.ACTIVE, IntegrationStatus.ERROR):
+            try:
+                org_rescan_request(integration=run.integration, trigger=Trigger.SCHEDULE, actor=None)
+                resumed += 1
+            except ScanAlreadyRunning:
+                pass
+    lost = ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after))
+    requeued = 0
+    for run_id in list(lost.values_list("pk", flat=True)[:100]):
+        ScanRun.objects.filter(pk=run_id).update(heartbeat_at=now)  # when it was last handed to the queue
+        enqueue("scanning.tasks.scan_run_task", run_id)
+        requeued += 1
+    task_stale = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 300)
+    stale = len(stale_runs)
+    stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - task_stale * 4).update(
         status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?")
     stale += PullRequestScan.objects.filter(
-        Q(status=PullRequestScan.Status.RUNNING, started_at__lt=now - stale_after)
-        | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - stale_after * 4)).update(
+        Q(status=PullRequestScan.Status.RUNNING, started_at__lt=now - task_stale)
+        | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - task_stale * 4)).update(
         status=PullRequestScan.Status.ERROR, finished_at=now,
         description="The portal could not finish the scan: its worker stopped. Scan again from the portal.")
     queued = skipped = 0
@@ -161,7 +209,7 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
             skipped += 1
         # Push the next run out either way, so a slow scan is not queued again every few minutes.
         Integration.objects.filter(pk=integration.pk).update(next_scan_at=next_scan_time(integration, now))
-    return {"queued": queued, "skipped": skipped, "stale_failed": stale}
+    return {"queued": queued, "skipped": skipped, "stale_failed": stale, "resumed": resumed, "requeued": requeued}
 
 
 def integration_test_configuration(*, integration: Integration, actor: Actor) -> VerificationReport:

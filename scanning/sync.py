@@ -18,6 +18,8 @@ repository listing carries no head commits. So:
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,7 +33,7 @@ from integrations.models import Integration, Member, Namespace, Project, Referen
 from integrations.selectors import cascade_querysets
 from integrations.services import projects_purge
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
-from scanning.models import ScanRun
+from scanning.models import ScanRun, ScanStatus
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
@@ -45,6 +47,32 @@ PROJECT_FIELDS = "values.uuid,values.key,values.name,values.description"
 MEMBER_FIELDS = "values.user.uuid,values.user.account_id,values.user.display_name,values.user.nickname"
 PROJECT_COMPARED = ("namespace_id", "name", "slug", "full_name", "is_private", "language", "main_branch", "web_url",
                     "remote_updated_on")
+
+
+MEMBERS = "members"  # the key in Integration.refused_features
+
+
+class ScanAbandoned(Exception):
+    """The scan is no longer running in the database (the dispatcher ended it as stale):
+    this worker stops at once, writing nothing more."""
+
+
+class Heartbeat:
+    """A running scan's sign of life: ``ScanRun.heartbeat_at``, written at most every
+    ``SCAN_HEARTBEAT_SECONDS`` from the scan's own thread (before Bitbucket requests and
+    after each page), so a scan whose worker died goes quiet and the dispatcher can tell.
+    If the row is no longer ``running`` the dispatcher gave up on this worker: stop."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id, self.owner, self.last = run_id, threading.get_ident(), 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if threading.get_ident() != self.owner or (not force and now - self.last < settings.SCAN_HEARTBEAT_SECONDS):
+            return
+        self.last = now
+        if not ScanRun.objects.filter(pk=self.run_id, status=ScanStatus.RUNNING).update(heartbeat_at=timezone.now()):
+            raise ScanAbandoned(f"Scan #{self.run_id} was ended while this worker ran it.")
 
 
 class ListingIncomplete(Exception):
@@ -76,6 +104,9 @@ class OrgSync:
         self.run = scan_run
         self.integration: Integration = integration or scan_run.integration
         self.client = client or bb.client_for(self.integration)
+        self.heartbeat = Heartbeat(scan_run.pk) if scan_run is not None else None
+        if self.heartbeat is not None:
+            self.client.before_request = self.heartbeat
         self.counts = Counts()
         self.outcome = Outcome()
         self.ws = self.integration.workspace
@@ -194,6 +225,7 @@ class OrgSync:
                 if changed:
                     self._apply(changed, existing)
                 done += len(values)
+                self.heartbeat()
                 ScanRun.objects.filter(pk=self.run.pk).update(progress_done=done, rest_requests=self.client.stats.rest,
                                                               git_requests=self.client.stats.git)
         except bb.BitbucketError as exc:
@@ -390,12 +422,21 @@ class OrgSync:
 
     # --- Members ------------------------------------------------------------------------------
     def _sync_members(self) -> None:
+        """Workspace members. A credential that cannot read them (a project or repository
+        access token never can) is asked once: the refusal is remembered and the next scans
+        skip the call until the credentials change."""
+        if MEMBERS in self.integration.refused_features:
+            return
         try:
             remote = {m["user"]["uuid"]: m["user"] for m in self.client.iterate(
                 f"workspaces/{self.ws}/members", fields=MEMBER_FIELDS) if m.get("user", {}).get("uuid")}
         except (bb.Forbidden, bb.Unauthorized, bb.NotFound) as exc:
+            refused = {**self.integration.refused_features, MEMBERS: str(exc)}
+            Integration.objects.filter(pk=self.integration.pk).update(refused_features=refused)
+            self.integration.refused_features = refused
             sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=exc, level=Level.WARNING,
-                            message=f"Workspace members were not read: {exc} The rest of the scan went on.")
+                            message=f"Workspace members were not read: {exc} The rest of the scan went on; members "
+                                    "are not asked for again until the credentials change.")
             return
         current = {m.uuid: m for m in Member.objects.filter(integration=self.integration)}
         changed = [Member(integration=self.integration, uuid=u, account_id=d.get("account_id") or "",

@@ -22,7 +22,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -251,6 +251,8 @@ class BitbucketClient:
         self.web_url = (web_url or settings.BITBUCKET_WEB_URL).rstrip("/")
         self.timeout = timeout or (settings.BITBUCKET_CONNECT_TIMEOUT, settings.BITBUCKET_READ_TIMEOUT)
         self.stats = CallStats()
+        # Called before every request (a running scan's heartbeat); may raise to stop the work.
+        self.before_request: Callable[[], None] | None = None
         self._token_key = oauth_cache_key(credentials, self.web_url, token_cache_scope)
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=build_retry(self.stats), pool_connections=4, pool_maxsize=pool_size)
@@ -317,6 +319,8 @@ class BitbucketClient:
         if not url.startswith(("http://", "https://")):
             url = f"{self.api_url}/{url.lstrip('/')}"
         path = urlsplit(url).path
+        if self.before_request is not None:
+            self.before_request()
         self.stats.add(kind)
         try:
             response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
@@ -408,6 +412,12 @@ class BitbucketClient:
     def delete(self, path: str) -> None:
         """DELETE; an already-gone resource (404) counts as done."""
         self._request("DELETE", path, allow_statuses=(404,))
+
+    def probe_write(self, method: str, path: str) -> int:
+        """Whether the credential may write at ``path``, without writing: the request names
+        something that does not exist, so a permitted call ends in 404 or 400 (returned),
+        and a refused one raises ``Forbidden`` naming the missing scopes."""
+        return self._request(method, path, json={}, allow_statuses=(400, 404, 405, 409, 422)).status_code
 
     def get_text(self, path: str, **params: Any) -> str:
         """A raw file body (``src/{commit}/{path}``)."""

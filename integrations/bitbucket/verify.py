@@ -24,7 +24,14 @@ NEEDS = {
     "posture": {"api_token": "admin:repository:bitbucket", "other": "repository:admin"},
     "pullrequests": {"api_token": "read:pullrequest:bitbucket", "other": "pullrequest"},
     "webhooks": {"api_token": "write:webhook:bitbucket", "other": "webhook"},
+    "statuses": {"api_token": "read:repository:bitbucket", "other": "repository"},
+    "comments": {"api_token": "read:pullrequest:bitbucket", "other": "pullrequest"},
 }
+# Probes for what pull-request scans write, made so they can change nothing: a commit, a
+# pull request and a hook that do not exist. Bitbucket checks scopes first (403 names what
+# is missing); anything past that check (404, 400) means the credential may write there.
+NO_COMMIT = "0" * 40
+NO_HOOK = "{00000000-0000-4000-8000-000000000000}"
 
 
 @dataclass
@@ -145,13 +152,23 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
             probes.append(("Posture scanner", f"repositories/{ws}/{first_repo}/branch-restrictions", "posture"))
         if pr_enabled:
             probes.append(("Pull-request scans", f"repositories/{ws}/{first_repo}/pullrequests", "pullrequests"))
-            probes.append(("Webhooks", f"repositories/{ws}/{first_repo}/hooks", "webhooks"))
         for name, path, feature in probes:
             try:
                 next(client.paginate(path, pagelen=1))
                 report.checks.append(Check(name, True, "allowed"))
             except bb.BitbucketError as exc:
                 report.checks.append(_failed(name, exc, method, required=True, feature=feature))
+        if pr_enabled:
+            repo = f"repositories/{ws}/{first_repo}"
+            writes = [("Webhook registration", "PUT", f"{repo}/hooks/{NO_HOOK}", "webhooks"),
+                      ("Build statuses", "POST", f"{repo}/commit/{NO_COMMIT}/statuses/build", "statuses"),
+                      ("Pull-request comments", "POST", f"{repo}/pullrequests/0/comments", "comments")]
+            for name, verb, path, feature in writes:
+                try:
+                    client.probe_write(verb, path)
+                    report.checks.append(Check(name, True, "allowed"))
+                except bb.BitbucketError as exc:
+                    report.checks.append(_failed(name, exc, method, required=True, feature=feature))
     return report
 
 

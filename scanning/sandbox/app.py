@@ -927,6 +927,26 @@ class Sandbox:
         self._changed()
         return self._json(request, 201, self._hook_json(hook, subject_type, subject))
 
+    def _hook_update(self, request, hook: Hook, subject_type: str, subject: dict) -> Response:
+        """PUT: the fields given replace the hook's (url, description, events, active, secret)."""
+        body = request.json()
+        if "url" in body:
+            if not str(body["url"]).startswith(("http://", "https://")):
+                raise ApiError(400, "Bad request", detail={"url": "Enter a valid URL."})
+            hook.url = body["url"]
+        if "events" in body:
+            if not body["events"]:
+                raise ApiError(400, "Bad request", detail={"events": "Enter at least one event."})
+            hook.events = list(body["events"])
+        if "description" in body:
+            hook.description = str(body["description"])
+        if "active" in body:
+            hook.active = bool(body["active"])
+        if "secret" in body:
+            hook.secret = body["secret"] or None
+        self._changed()
+        return self._json(request, 200, self._hook_json(hook, subject_type, subject))
+
     def _hook_get(self, hooks: dict, uid: str) -> Hook:
         hook = hooks.get(uid) or hooks.get("{" + uid.strip("{}") + "}")
         if hook is None:
@@ -953,6 +973,13 @@ class Sandbox:
         repo = self._repo(auth, workspace, slug)
         subject = {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
         return self._json(request, 200, self._hook_json(self._hook_get(repo.hooks, uid), "repository", subject))
+
+    @_route("PUT", "/repositories/{workspace}/{slug}/hooks/{uid}", legacy=("webhook",), granular=(WH_R, WH_W),
+            bucket="repositories")
+    def repo_hook_update(self, request, auth, workspace, slug, uid):
+        repo = self._repo(auth, workspace, slug)
+        subject = {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
+        return self._hook_update(request, self._hook_get(repo.hooks, uid), "repository", subject)
 
     @_route("DELETE", "/repositories/{workspace}/{slug}/hooks/{uid}", legacy=("webhook",), granular=(WH_D,),
             bucket="repositories")
@@ -986,6 +1013,12 @@ class Sandbox:
         ws = self._workspace_admin(auth, workspace)
         subject = {"type": "workspace", "slug": ws.slug, "uuid": ws.uuid}
         return self._json(request, 200, self._hook_json(self._hook_get(ws.hooks, uid), "workspace", subject))
+
+    @_route("PUT", "/workspaces/{workspace}/hooks/{uid}", legacy=("webhook",), granular=(WH_R, WH_W))
+    def ws_hook_update(self, request, auth, workspace, uid):
+        ws = self._workspace_admin(auth, workspace)
+        subject = {"type": "workspace", "slug": ws.slug, "uuid": ws.uuid}
+        return self._hook_update(request, self._hook_get(ws.hooks, uid), "workspace", subject)
 
     @_route("DELETE", "/workspaces/{workspace}/hooks/{uid}", legacy=("webhook",), granular=(WH_D,))
     def ws_hook_delete(self, request, auth, workspace, uid):

@@ -247,6 +247,7 @@ SANDBOX_READONLY_WORKSPACE_TOKEN = "ATCTT3xSandboxReadOnlyToken00004"
 SANDBOX_PROJECT_TOKEN = "ATCTT3xSandboxProjectToken000005"
 SANDBOX_REPO_TOKEN = "ATCTT3xSandboxRepositoryToken006"
 SANDBOX_EXPIRED_TOKEN = "ATCTT3xSandboxExpiredToken000007"
+SANDBOX_NO_WEBHOOK_TOKEN = "ATCTT3xSandboxNoWebhookToken0009"
 SANDBOX_OAUTH_KEY = "SandboxConsumerKey8"
 SANDBOX_OAUTH_SECRET = "SandboxConsumerSecret000000000008"
 
@@ -419,6 +420,9 @@ def generate(*, seed: int = 1, workspaces: int = 1, projects: int = 4, repos: in
                    label=f"Project access token for {first.slug}/{first_project}"),
         Credential(kind="access_token", secret=SANDBOX_REPO_TOKEN, workspace=first.slug, repo_slug=first_repo,
                    scopes=["repository", "pullrequest"], label=f"Repository access token for {first.slug}/{first_repo}"),
+        Credential(kind="access_token", secret=SANDBOX_NO_WEBHOOK_TOKEN, workspace=first.slug,
+                   scopes=[s for s in LEGACY_SCOPES_ALL if s != "webhook"],
+                   label=f"Workspace access token for {first.slug} without the webhook scope"),
         Credential(kind="access_token", secret=SANDBOX_EXPIRED_TOKEN, workspace=first.slug,
                    scopes=list(LEGACY_SCOPES_ALL), expired=True, label="Expired workspace access token"),
         Credential(kind="oauth_consumer", key=SANDBOX_OAUTH_KEY, secret=SANDBOX_OAUTH_SECRET, user=admin.uuid,

@@ -85,3 +85,101 @@ def test_nothing_happens_without_pull_request_scans(bitbucket, settings):
     scan(integration)
     assert webhooks_sync(integration=integration) == "none wanted"
     assert not bitbucket.sandbox.world.workspaces["demo"].hooks
+
+
+def test_rotating_the_secret_updates_the_hook_in_bitbucket_and_the_old_secret_has_a_grace_period(
+        bitbucket, settings, client, django_capture_on_commit_callbacks):
+    import hashlib
+    import hmac
+    import json
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.models import Integration
+
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    integration = connect()
+    scan(integration)
+    ws = bitbucket.sandbox.world.workspaces["demo"]
+    (hook,) = ws.hooks.values()
+    old = hook.secret
+    with django_capture_on_commit_callbacks(execute=True):
+        services.webhook_secret_rotate(integration=integration, actor=None)
+    integration = Integration.objects.get(pk=integration.pk)
+    new = integration.webhook_secret.reveal()
+    assert new != old and hook.secret == new, "Bitbucket's hook now signs with the new secret"
+    assert len(ws.hooks) == 1 and hook.url.endswith(f"/webhooks/bitbucket/{integration.uuid}/")
+
+    def deliver(secret):
+        raw = json.dumps({"repository": {"uuid": "{x}"}}).encode()
+        return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
+                           HTTP_X_EVENT_KEY="repo:fork", HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
+                           HTTP_X_HUB_SIGNATURE="sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest())
+
+    assert deliver(new).status_code == 202
+    assert deliver(old).status_code == 202, "a delivery Bitbucket signed before the update is still accepted"
+    Integration.objects.filter(pk=integration.pk).update(webhook_secret_previous_until=timezone.now() - timedelta(
+        seconds=1))
+    assert deliver(old).status_code == 401, "after the grace period only the new secret counts"
+    # The address moves (PORTAL_BASE_URL changed): the next scan updates the hook in place.
+    settings.PORTAL_BASE_URL = "https://new-portal.example.com"
+    scan(Integration.objects.get(pk=integration.pk))
+    assert len(ws.hooks) == 1 and hook.url.startswith("https://new-portal.example.com/webhooks/bitbucket/")
+
+
+def test_repository_hooks_are_updated_on_rotation_too(bitbucket, settings, django_capture_on_commit_callbacks):
+    from integrations.models import Integration
+
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    key = next(iter(bitbucket.sandbox.world.workspaces["demo"].projects))
+    integration = connect(token=SANDBOX_PROJECT_TOKEN, project_key=key)
+    scan(integration)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.webhook_secret_rotate(integration=integration, actor=None)
+    new = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
+    repos = [r for r in bitbucket.sandbox.world.workspaces["demo"].repos.values() if r.project_key == key]
+    assert repos and all(h.secret == new for r in repos for h in r.hooks.values())
+
+
+def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, settings):
+    from integrations.models import Integration
+    from scanning.sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
+
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    integration = connect(token=SANDBOX_NO_WEBHOOK_TOKEN)
+    scan(integration)
+    integration = Integration.objects.get(pk=integration.pk)
+    assert "webhooks" in integration.refused_features
+    (entry,) = SyncLog.objects.filter(integration=integration, operation="pr_scan")
+    assert "webhook" in entry.message and "stops asking" in entry.message
+    before = len(bitbucket.sandbox.requests)
+    run = scan(integration)  # an unchanged rescan: the pagination minimum, no hook calls
+    calls = [r for r in list(bitbucket.sandbox.requests)[before:] if r.kind == "rest"]
+    assert not [r for r in calls if "/hooks" in r.path]
+    assert run.rest_requests == len(calls) == 3  # projects, repositories, members: nothing per repository
+    # New credentials: asked again.
+    services.credentials_update(integration=integration, auth_method="access_token",
+                                credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
+    scan(Integration.objects.get(pk=integration.pk))
+    assert len(bitbucket.sandbox.world.workspaces["demo"].hooks) == 1
+
+
+def test_verification_names_the_write_scopes_pull_request_scans_need(bitbucket):
+    from integrations.bitbucket.credentials import Credentials
+    from integrations.bitbucket.urls import parse_target
+    from integrations.bitbucket.verify import verify_connection
+    from scanning.sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
+
+    target = parse_target(workspace="demo")
+    report = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_NO_WEBHOOK_TOKEN),
+                               pr_enabled=True)
+    assert not report.ok
+    failed = {c.name: c for c in report.failures()}
+    assert set(failed) == {"Webhook registration"} and "webhook" in failed["Webhook registration"].missing_scopes
+    assert report.checks and {c.name for c in report.checks} >= {"Build statuses", "Pull-request comments"}
+    full = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_WORKSPACE_TOKEN),
+                             pr_enabled=True)
+    assert full.ok, full.summary_lines()
+    assert not bitbucket.sandbox.world.workspaces["demo"].hooks, "probes change nothing"

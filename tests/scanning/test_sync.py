@@ -145,7 +145,20 @@ def test_project_access_token_on_its_project(bitbucket):
     # A project token may not list workspace members: one warning, the scan goes on.
     assert run.status == ScanStatus.SUCCEEDED
     warning = SyncLog.objects.get(integration=integration, level="warning")
-    assert warning.category == Category.INSUFFICIENT_PERMISSIONS and "members" in warning.message
+    assert warning.category == Category.INSUFFICIENT_PERMISSIONS
+    assert "members" in warning.message
+    # ...and it is not asked again: the next scans skip the call, and the warning resolves.
+    before = len(bitbucket.sandbox.requests)
+    assert scan(integration).status == ScanStatus.SUCCEEDED
+    assert "/2.0/workspaces/demo/members" not in {r.path for r in rest_calls(bitbucket, before)}
+    warning.refresh_from_db()
+    assert warning.resolved_at is not None
+    # New credentials may read them: asked again.
+    services.credentials_update(integration=integration, auth_method="access_token",
+                                credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
+    before = len(bitbucket.sandbox.requests)
+    scan(Integration.objects.get(pk=integration.pk))
+    assert "/2.0/workspaces/demo/members" in {r.path for r in rest_calls(bitbucket, before)}
 
 
 @pytest.mark.parametrize("auth_method", ["access_token", "api_token", "oauth"])
@@ -344,7 +357,10 @@ def test_dispatcher_queues_due_integrations_skips_paused_and_fails_stale(bitbuck
     stuck = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="a" * 12,
                                            status="running", started_at=timezone.now() - timedelta(days=1))
     result = scans.scans_dispatch_due()
-    assert result == {"queued": 1, "skipped": 0, "stale_failed": 2}
+    assert result == {"queued": 1, "skipped": 0, "stale_failed": 2, "resumed": 1, "requeued": 0}
+    stale.refresh_from_db()
+    assert stale.status == "failed" and "picks up where it stopped" in stale.summary
+    assert ScanRun.objects.filter(integration=later, status="queued").count() == 1, "a new scan resumes the work"
     stuck.refresh_from_db()
     assert stuck.status == "error" and "worker stopped" in stuck.description
     assert ScanRun.objects.get(integration=due).trigger == "schedule"
@@ -409,6 +425,21 @@ def test_schedules_exist_after_migrations(db):
     assert set(Schedule.objects.values_list("name", "func")) >= {
         ("dispatch-due-scans", "scanning.tasks.dispatch_due_scans_task"),
         ("prune-sync-logs", "scanning.tasks.prune_sync_logs_task")}
+
+
+def test_a_changed_dispatch_interval_takes_effect_when_the_cluster_starts(db, settings):
+    from unittest import mock
+
+    from django_q.models import Schedule
+
+    settings.SCAN_DISPATCH_MINUTES = 3
+    with mock.patch("scanning.management.commands.qcluster.Cluster") as cluster:
+        call_command("qcluster")  # the portal's: fixes the schedules, then starts django-q2's cluster
+    assert cluster.return_value.start.called
+    assert Schedule.objects.get(name="dispatch-due-scans").minutes == 3
+    settings.SCAN_DISPATCH_MINUTES = 1
+    call_command("migrate", verbosity=0)  # and after every migrate
+    assert Schedule.objects.get(name="dispatch-due-scans").minutes == 1
 
 
 def test_first_scan_starts_when_the_integration_is_created(bitbucket, django_capture_on_commit_callbacks):
