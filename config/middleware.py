@@ -49,3 +49,19 @@ class OutOfRangeMiddleware:
                                                                              "range."}}, status=400)
             return HttpResponseBadRequest("A number in the request is out of range.", content_type="text/plain")
         return None
+
+
+class NoStoreForSignedInMiddleware:
+    """``Cache-Control: no-store`` on everything answered to a signed-in user (pages, API):
+    they show secrets (a new API token, the webhook secret) and tenant data that no
+    browser or proxy cache should keep."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response

@@ -66,6 +66,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.RejectNulMiddleware",
     "config.middleware.OutOfRangeMiddleware",
+    "config.middleware.NoStoreForSignedInMiddleware",
     # Last: django-axes turns a locked-out sign-in into a 429 page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -156,7 +157,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "integrations.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["integrations.api.errors.SafeJSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": ["integrations.api.throttles.AnonThrottle", "integrations.api.throttles.UserThrottle"],
+    # Per user here; anonymous calls are throttled as they are authenticated (integrations/api/auth.py).
+    "DEFAULT_THROTTLE_CLASSES": ["integrations.api.throttles.UserThrottle"],
     # Behind the proxy, DRF reads the client's address from X-Forwarded-For (the last hop).
     "NUM_PROXIES": 1 if env.bool("BEHIND_TLS_PROXY", default=False) else None,
 }

@@ -1,17 +1,29 @@
 """The client's address, the one way: ``REMOTE_ADDR``, or the proxy's
 ``X-Forwarded-For`` only when the portal is configured to sit behind one
-(``BEHIND_TLS_PROXY``). Throttles, lockouts and webhook rate limits key on it."""
+(``BEHIND_TLS_PROXY``). Throttles, lockouts and webhook rate limits key on it.
+
+Always a valid IP address (``0.0.0.0`` when there is none, as for a request made in
+code), since the sign-in lockout stores it in an address column."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
-from django.http import HttpRequest
+
+UNKNOWN = "0.0.0.0"
 
 
-def client_ip(request: HttpRequest) -> str:
-    if settings.BEHIND_TLS_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            # The proxy appends the address it saw: the last entry is the one it vouches for.
-            return forwarded.split(",")[-1].strip()[:64]
-    return (request.META.get("REMOTE_ADDR") or "unknown")[:64]
+def client_ip(request) -> str:
+    meta = getattr(request, "META", None) or {}
+    candidates = []
+    if settings.BEHIND_TLS_PROXY and meta.get("HTTP_X_FORWARDED_FOR"):
+        # The proxy appends the address it saw: the last entry is the one it vouches for.
+        candidates.append(meta["HTTP_X_FORWARDED_FOR"].split(",")[-1].strip())
+    candidates.append(meta.get("REMOTE_ADDR") or "")
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate[:64]))
+        except ValueError:
+            continue
+    return UNKNOWN

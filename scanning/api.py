@@ -64,6 +64,7 @@ class ScanRunViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     filterset_class = ScanFilter
 
     tenant_path = "integration__tenant"
+    integration_path = "integration"
 
     def get_queryset(self):
         return self.visible(ScanRun.objects.select_related("integration", "requested_by")).order_by("-queued_at", "-id")
@@ -178,6 +179,7 @@ class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     filterset_class = PostureFindingFilter
 
     tenant_path = "project__namespace__tenant"
+    integration_path = "project__integration"
 
     def get_queryset(self):
         return self.visible(PostureFinding.objects.select_related("project__namespace")).order_by("-first_seen_at", "-id")
@@ -251,6 +253,7 @@ class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     filterset_class = PullRequestFilter
 
     tenant_path = "project__namespace__tenant"
+    integration_path = "project__integration"
 
     def get_queryset(self):
         from scanning.selectors import pull_requests_with_latest_scan
@@ -267,6 +270,7 @@ class PullRequestScanViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     filterset_class = PullRequestScanFilter
 
     tenant_path = "pull_request__project__namespace__tenant"
+    integration_path = "pull_request__project__integration"
 
     def get_queryset(self):
         return self.visible(PullRequestScan.objects.select_related("pull_request__project__namespace")).order_by(

@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from packaging.version import InvalidVersion, Version
 
-from integrations.models import Project, Reference
+from integrations.models import IntegrationStatus, Project, Reference
 from scanning.models import DependencyPackage, PostureFinding, PostureRule
 
 _LEADING_RANGE = re.compile(r"^[\^~>=<v\s]*")
@@ -30,6 +30,7 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
     """Packages in the tenant's default branches. ``below`` keeps versions lower than it
     (those whose version cannot be read are kept too, flagged, since they may be affected)."""
     qs = (DependencyPackage.objects.filter(reference__project__namespace__tenant=tenant, reference__is_default=True)
+          .exclude(reference__project__integration__status=IntegrationStatus.DELETING)
           .select_related("reference__project").order_by("name", "reference__project__full_name", "manifest_path"))
     if name:
         qs = qs.filter(name__iexact=name.strip())

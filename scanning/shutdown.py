@@ -15,6 +15,7 @@ the sentinel waits for each running task to finish (a scan: up to ``Q_TIMEOUT``)
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -45,7 +46,10 @@ def _worker_sigterm(signum, frame) -> None:
 
 @receiver(post_spawn)
 def _on_worker_start(sender, proc_name, **kwargs) -> None:
-    signal.signal(signal.SIGTERM, _worker_sigterm)
+    # Only in a cluster's worker process: with ``sync`` (tests, a request running a task
+    # inline) the "worker" is the calling process, whose signals are not ours to change.
+    if multiprocessing.current_process().name != "MainProcess":
+        signal.signal(signal.SIGTERM, _worker_sigterm)
 
 
 @receiver(pre_execute)

@@ -49,6 +49,7 @@ class SyncLogViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     filterset_class = SyncLogFilter
 
     tenant_path = "integration__tenant"
+    integration_path = "integration"
 
     def get_queryset(self):
         days = self.request.query_params.get("days", "7")

@@ -81,6 +81,9 @@ def sandbox(sandbox_world):
     server.sandbox.handle = recording
     yield server
     server.stop()
+    # Every Bitbucket endpoint the portal called is one the sandbox serves (a call to one it
+    # does not would pass here as a 404 and fail against Bitbucket, or the other way round).
+    assert not server.sandbox.unrouted, f"calls to endpoints the sandbox does not serve: {server.sandbox.unrouted}"
     if not contract.spec_available():
         warnings.warn(contract.ABSENT_REASON)
         return

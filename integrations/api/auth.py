@@ -14,6 +14,9 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import exceptions
+from rest_framework.authentication import get_authorization_header
+
+from integrations.api.throttles import AnonThrottle
 
 from integrations.net import client_ip
 
@@ -25,6 +28,9 @@ class TokenAuthentication(KnoxTokenAuthentication):
         key = f"api-token-failures:{client_ip(request)}"
         if (cache.get(key) or 0) >= settings.API_TOKEN_FAILURES_PER_MINUTE:
             raise exceptions.Throttled(wait=WINDOW, detail="Too many invalid API tokens from this address.")
+        if not get_authorization_header(request):
+            self._throttle_anonymous(request)
+            return None
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
@@ -34,6 +40,18 @@ class TokenAuthentication(KnoxTokenAuthentication):
                 except ValueError:  # expired in between
                     cache.add(key, 1, WINDOW)
             raise
+
+    @staticmethod
+    def _throttle_anonymous(request) -> None:
+        """Anonymous calls are throttled here: DRF checks permissions (401) before its
+        throttles, so a flood of unauthenticated requests would never reach them. A
+        browser session (the API docs page) is not anonymous."""
+        user = getattr(request._request, "user", None)
+        if user is not None and user.is_authenticated:
+            return
+        throttle = AnonThrottle()
+        if not throttle.allow_request(request, None):
+            raise exceptions.Throttled(wait=throttle.wait())
 
     def authenticate_credentials(self, token: bytes):
         try:

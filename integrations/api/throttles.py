@@ -6,12 +6,22 @@ otherwise."""
 from __future__ import annotations
 
 from django.conf import settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+
+from integrations.net import client_ip
 
 
-class AnonThrottle(AnonRateThrottle):
+class AnonThrottle(SimpleRateThrottle):
+    """Per address. Applied while authenticating (``integrations/api/auth.py``), so it
+    must not ask for ``request.user``, which would authenticate again."""
+
+    scope = "anon"
+
     def get_rate(self) -> str:
         return settings.API_THROTTLE_ANON
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
 
 
 class UserThrottle(UserRateThrottle):

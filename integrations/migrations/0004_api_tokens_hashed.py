@@ -2,7 +2,11 @@
 which stores a SHA-512 digest. Existing tokens keep working (their digest is computed
 here) and the plaintext table is dropped, so no database dump holds a usable token."""
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
 from django.db import migrations
+from django.utils import timezone
 
 
 def move_tokens(apps, schema_editor):
@@ -17,9 +21,13 @@ def move_tokens(apps, schema_editor):
         cursor.execute("SELECT key, user_id, created FROM authtoken_token")
         rows = cursor.fetchall()
     for key, user_id, created in rows:
-        token = AuthToken.objects.create(digest=hash_token(key), token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH],
-                                         user_id=user_id, expiry=None)
-        AuthToken.objects.filter(pk=token.pk).update(created=created)
+        digest = hash_token(key)
+        AuthToken._default_manager.bulk_create([AuthToken(digest=digest, token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH],
+                                                          user_id=user_id, expiry=None)])
+        if isinstance(created, datetime) and timezone.is_naive(created):
+            created = timezone.make_aware(created, dt_timezone.utc)  # SQLite hands back naive UTC
+        if isinstance(created, datetime):
+            AuthToken._default_manager.filter(pk=digest).update(created=created)
     schema_editor.execute(schema_editor.sql_delete_table % {"table": schema_editor.quote_name("authtoken_token")})
 
 

@@ -166,6 +166,7 @@ class Sandbox:
         self.lock = threading.RLock()
         self.requests: deque[Recorded] = deque(maxlen=record_limit)
         self.oauth_tokens: dict[str, tuple[Credential, float]] = {}
+        self.unrouted: list[tuple[str, str]] = []  # REST calls no route serves (method, path)
         self._windows: dict[tuple[str, str], deque] = {}
         self._cache: dict[tuple, list] = {}
         self._encoded: dict[int, bytes] = {}  # id(cached document) -> its JSON
@@ -344,6 +345,7 @@ class Sandbox:
             if match:
                 break
         else:
+            self.unrouted.append((request.method, path))  # tests check the portal calls only what is served
             if any(r.pattern.match(sub) for r in self.routes):
                 raise ApiError(405, f"Method {request.method} not allowed")
             raise ApiError(404, f"Resource not found: {path}")

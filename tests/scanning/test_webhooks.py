@@ -162,3 +162,39 @@ def test_repository_changes_refresh_that_repository_without_a_scan(live_server, 
     assert calls == [("rest", "/2.0/repositories/demo/api-v2"), ("git", "/demo/api-v2.git/info/refs")]
     delivery = WebhookDelivery.objects.get(event_key="repo:updated")
     assert "updated demo/api-v2" in delivery.outcome and "scanners: up to date" in delivery.outcome
+
+
+def test_every_accepted_delivery_queues_a_drain_unless_one_is_waiting_to_start(client, db,
+                                                                                django_capture_on_commit_callbacks):
+    """The race that left deliveries waiting minutes: a drain that had already finished
+    still suppressed the next enqueue. The shared flag is cleared as a drain starts, so a
+    delivery recorded after that always queues another, whatever the interleaving."""
+    from unittest import mock
+
+    from scanning.models import QueueFlag
+    from scanning.webhooks import DRAIN_FLAG, deliveries_drain
+
+    integration = connect()
+    body = {"repository": {"uuid": "{none}"}}
+
+    def deliver():
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post(client, integration, body, event="repo:fork").status_code == 202
+
+    with mock.patch("scanning.webhooks.enqueue") as enqueue:
+        deliver()
+        deliver()  # a burst: the first drain has not started
+        assert enqueue.call_count == 1
+        assert deliveries_drain() == 2  # the drain runs and finishes...
+        deliver()  # ...and the next delivery, moments later:
+        assert enqueue.call_count == 2, "a finished drain must not swallow the next delivery"
+        # Interleaving: a drain clears the flag as it starts; a delivery lands before it reads.
+        QueueFlag.objects.filter(name=DRAIN_FLAG).update(pending=False)
+        deliver()
+        assert enqueue.call_count == 3
+        assert deliveries_drain() == 2
+        assert not WebhookDelivery.objects.filter(state="queued").exists()
+        # The table was emptied (a flushed test database): the flag is created again, not lost.
+        QueueFlag.objects.all().delete()
+        deliver()
+        assert enqueue.call_count == 4

@@ -1,15 +1,19 @@
+"""``bench_webhooks``: webhook ingestion throughput, and delivery-to-processed latency."""
+
 import hashlib
-import re
-import shutil
-import tempfile
 import hmac
 import json
 import multiprocessing
 import os
+import random
+import re
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -71,9 +75,14 @@ class Command(BaseCommand):
         parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto",
                             help="Load generator: wrk (Debian's, light; used when installed) or Python requests.")
         parser.add_argument("--seconds", type=int, default=15, help="Duration of the wrk run.")
+        parser.add_argument("--latency", type=int, metavar="N", default=0,
+                            help="Instead: send N deliveries one at a time with random gaps (0 to 2x --gap-ms) while a "
+                                 "task cluster (manage.py qcluster) processes them, and print how long each waited "
+                                 "from receipt to processed.")
+        parser.add_argument("--gap-ms", type=float, default=40.0, help="Mean gap between deliveries with --latency.")
 
     def handle(self, *args, deliveries: int, concurrency: int, workers: int, threads: int, client: str,
-               seconds: int, **options):
+               seconds: int, latency: int, gap_ms: float, **options):
         use_wrk = client == "wrk" or (client == "auto" and shutil.which("wrk"))
         engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
         broker = "redis" if settings.Q_CLUSTER.get("redis") else "orm"
@@ -92,15 +101,24 @@ class Command(BaseCommand):
         # that its reader drains slowly blocks the writing worker and shows up as latency.
         log_path = Path(tempfile.mkdtemp()) / "gunicorn.log"
         log_file = log_path.open("w")
+        # Plain HTTP on loopback: TLS is the proxy's job, so the redirect to https that
+        # production settings make (DEBUG off) is turned off for this server only.
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"),
+               "SECURE_SSL_REDIRECT": "false"}
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers),
              *(["--threads", str(threads), "--worker-class", "gthread"] if threads > 1 else ["--worker-class", "sync"]),
              "--log-level", "warning", "--keep-alive", "30"],
-            cwd=root, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings")})
+            cwd=root, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        cluster = None
         try:
             self._wait(port)
             url = f"http://127.0.0.1:{port}/webhooks/bitbucket/{integration.uuid}/"
+            if latency:
+                cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=root, env=env,
+                                           stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                self._run_latency(url, secret, integration, latency, gap_ms, engine, broker)
+                return
             if use_wrk:
                 self._run_wrk(url, secret, concurrency, seconds, integration, workers, threads, engine, broker)
                 return
@@ -115,14 +133,20 @@ class Command(BaseCommand):
                 raise CommandError("The load generator did not finish within 10 minutes.")
             elapsed, results = receive.recv()
             client.join()
+        except BaseException:
+            remove_benchmark_tenant(tenant)
+            raise
         finally:
+            if cluster is not None:
+                os.killpg(cluster.pid, signal.SIGTERM)
+                cluster.wait(30)
             server.terminate()
             server.wait(10)
             log_file.close()
             lines = log_path.read_text(errors="replace").splitlines()
             self.stdout.write(f"server log: {len(lines)} line(s) in {log_path}"
                               + ("; last ones:\n  " + "\n  ".join(lines[-5:]) if lines else ""))
-            if use_wrk:
+            if use_wrk or latency:
                 remove_benchmark_tenant(tenant)
         latencies = sorted(r[0] * 1000 for r in results)
         statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
@@ -179,6 +203,41 @@ class Command(BaseCommand):
             + (f"; socket errors {errors.group(1)}" if errors else ""))
         if bad or result.returncode != 0:
             raise CommandError("Some deliveries were not accepted:\n" + out + result.stderr)
+
+    def _run_latency(self, url, secret, integration, count, gap_ms, engine, broker) -> None:
+        """One delivery at a time, random gaps, a real cluster: time from receipt to processed."""
+        import requests
+
+        body = json.dumps({"repository": {"uuid": "{not-in-the-inventory}"},
+                           "pullrequest": {"id": 1, "updated_on": "2026-01-01T00:00:00+00:00"},
+                           "approval": {"user": {"display_name": "bench"}}}).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        session, rng, refused = requests.Session(), random.Random(7), 0
+        for _ in range(count):
+            headers = {"Content-Type": "application/json", "X-Event-Key": "pullrequest:approved",
+                       "X-Hub-Signature": signature, "X-Request-UUID": str(uuid.uuid4()), "X-Hook-UUID": "bench"}
+            refused += session.post(url, data=body, headers=headers, timeout=30).status_code != 202
+            time.sleep(rng.uniform(0, 2 * gap_ms) / 1000)
+        deliveries = WebhookDelivery.objects.filter(integration=integration)
+        deadline = time.monotonic() + 120
+        while deliveries.filter(processed_at__isnull=True).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        waits = sorted((p - r).total_seconds() * 1000 for r, p in deliveries.exclude(processed_at__isnull=True)
+                       .values_list("received_at", "processed_at"))
+        pending = deliveries.filter(processed_at__isnull=True).count()
+        if not waits:
+            raise CommandError("No delivery was processed: is the task cluster able to start?")
+
+        def pct(p):
+            return waits[min(len(waits) - 1, int(len(waits) * p))]
+
+        self.stdout.write(
+            f"{count} deliveries one at a time, random gaps of 0-{2 * gap_ms:.0f} ms ({engine}, {broker} queue, "
+            f"{settings.Q_CLUSTER['workers']} task workers): receipt to processed p50 {pct(0.5):.0f} ms, p95 "
+            f"{pct(0.95):.0f} ms, p99 {pct(0.99):.0f} ms, max {waits[-1]:.0f} ms; not processed within 2 min: "
+            f"{pending}; refused {refused}")
+        if pending or refused:
+            raise CommandError("Some deliveries were refused or never processed.")
 
     @staticmethod
     def _vacuum() -> bool:
