@@ -272,6 +272,18 @@ def test_5xx_then_recovery_is_retried_transparently(bitbucket):
     assert run.status == ScanStatus.SUCCEEDED and not SyncLog.objects.exists()
     listing = [r.status for r in list(bitbucket.sandbox.requests)[before:] if r.path == "/2.0/repositories/demo"]
     assert listing[:3] == [503, 503, 200]
+    # Every request that reached Bitbucket counts against its hour, retries included.
+    sent = [r for r in list(bitbucket.sandbox.requests)[before:] if r.kind == "rest"]
+    assert run.rest_requests == len(sent)
+
+
+def test_a_storm_of_5xx_counts_every_request_sent(bitbucket):
+    integration = connect()
+    bitbucket.sandbox.faults.errors.append({"status": 503, "count": 100, "path": "/workspaces/demo/projects"})
+    before = len(bitbucket.sandbox.requests)
+    run = scan(integration)
+    sent = [r for r in list(bitbucket.sandbox.requests)[before:] if r.kind == "rest"]
+    assert run.status == ScanStatus.FAILED and run.rest_requests == len(sent) == 3  # the try and two retries
 
 
 def test_5xx_storm_is_unavailable(bitbucket):
