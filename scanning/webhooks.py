@@ -289,6 +289,10 @@ def delivery_process(*, delivery_id: int) -> str:
 
 
 def _parse(body: str) -> object:
+    if "\\u0000" in body.lower():
+        # An escaped NUL: valid JSON, but nothing Bitbucket names contains one and no
+        # column can store it (PostgreSQL refuses NUL in text).
+        raise Misshapen("it contains a NUL character (\\u0000)")
     try:
         return json.loads(body)
     except RecursionError:

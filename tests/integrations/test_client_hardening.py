@@ -15,17 +15,7 @@ from integrations.bitbucket.client import BitbucketClient
 from integrations.bitbucket.credentials import Credentials
 from synclogs.classify import classify
 from synclogs.models import Category
-
-API = "https://api.bitbucket.org/2.0"
-WEB = "https://bitbucket.org"
-
-
-@pytest.fixture(autouse=True)
-def quick(settings):
-    settings.BITBUCKET_API_URL, settings.BITBUCKET_WEB_URL = API, WEB
-    settings.BITBUCKET_RETRIES, settings.BITBUCKET_BACKOFF_FACTOR, settings.BITBUCKET_BACKOFF_MAX = 3, 0.01, 0.02
-    settings.BITBUCKET_MAX_RETRY_AFTER = 2
-    bb.oauth_tokens._tokens.clear()
+from tests.integrations.test_client import API, WEB, quick  # noqa: F401 - the client tests' settings, autouse
 
 
 def _token_endpoint(request):

@@ -244,19 +244,25 @@ def test_app_passwords_through_the_api_get_the_guidance(world):
 
 def test_a_nul_byte_in_a_signed_webhook_body_is_400(client, world):
     integration = Integration.objects.get(pk=world["integration"].pk)
-    raw = b'{"repository": {"uuid": "{x}"}, "x": "a\x00b"}'
-    signature = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
-    response = client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
+
+    def deliver(raw: bytes):
+        signature = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
+        return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
                            HTTP_X_EVENT_KEY="repo:push", HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
                            HTTP_X_HUB_SIGNATURE=signature)
+
+    response = deliver(b'{"repository": {"uuid": "{x}"}, "x": "a\x00b"}')
     assert response.status_code == 400 and b"NUL" in response.content
-    # An escaped \\u0000 inside a string is valid JSON: accepted, and processing never crashes.
+    # An escaped \u0000 inside a string is valid JSON: accepted, then rejected when processed
+    # (no column can hold it), never a crash.
+    from scanning.models import WebhookDelivery
+    from scanning.webhooks import delivery_process
+
     raw = json.dumps({"repository": {"uuid": "{x}"}, "push": {"changes": [{"new": {"name": "a\x00b"}}]}}).encode()
-    signature = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
-    accepted = client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
-                           HTTP_X_EVENT_KEY="repo:push", HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
-                           HTTP_X_HUB_SIGNATURE=signature)
+    accepted = deliver(raw)
     assert accepted.status_code == 202
+    delivery_process(delivery_id=accepted.json()["delivery"])
+    assert WebhookDelivery.objects.get(pk=accepted.json()["delivery"]).state == "rejected"
 
 
 @pytest.mark.parametrize("path", ["/projects/99999999999999999999999/", "/scans/99999999999999999999/",
