@@ -9,4 +9,4 @@ class ConfigAppConfig(AppConfig):
     verbose_name = "Portal configuration"
 
     def ready(self) -> None:
-        from config import checks  # noqa: F401  (registers the checks)
+        from config import checks  # noqa: F401, PLC0415 - registers the checks; models must be ready first

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
@@ -190,8 +191,6 @@ class EncryptedTextField(models.TextField):
 
 def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
     """Every (model, field) pair that stores an encrypted value."""
-    from django.apps import apps
-
     return [
         (model, field)
         for model in apps.get_models()

@@ -13,8 +13,9 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from common.versions import version_range
+from integrations import services
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace
-from scanning import manifests
 
 SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 
@@ -58,8 +59,6 @@ class CredentialsForm(forms.Form):
     def save_to(self, integration: Integration, *, actor) -> bool:
         """Replace the integration's credentials through the service (the admin and the
         portal page both come here). False, with the reasons on the form, when refused."""
-        from integrations import services
-
         try:
             services.credentials_update(integration=integration, auth_method=self.cleaned_data["auth_method"],
                                         credentials=self.credentials(), actor=actor)
@@ -133,14 +132,14 @@ class SettingsFieldsMixin(forms.Form):
             line = line.strip()
             if not line:
                 continue
-            name, _, version_range = line.partition(" ")
+            name, _, text = line.partition(" ")
             if not name or any(c in name for c in "<>=!~^"):
                 raise ValidationError(f"Line {number}: start with the package name, then an optional range.")
             try:
-                manifests.version_range(version_range)
+                version_range(text)
             except ValueError as exc:
                 raise ValidationError(f"Line {number} ({name}): {exc}") from None
-            denied.append({"name": name, "range": version_range.strip()})
+            denied.append({"name": name, "range": text.strip()})
         return denied
 
     def settings_values(self) -> dict:

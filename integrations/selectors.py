@@ -9,13 +9,13 @@ from django.db import models
 from django.db.models import Q, QuerySet
 from knox.models import AuthToken
 
+from integrations.bitbucket.credentials import Credentials
+from integrations.crypto import encrypted_fields, key_ring
 from integrations.models import Integration, IntegrationStatus, Membership, Namespace, Project, Role, Tenant
 
 
 def secrets_under_old_keys() -> dict[str, int]:
     """Per ``model.field``, how many stored secrets are not under the newest key."""
-    from integrations.crypto import encrypted_fields, key_ring
-
     prefix = key_ring().prefix
     counts: dict[str, int] = {}
     for model, field in encrypted_fields():
@@ -33,8 +33,6 @@ def integration_list(*, tenant: Tenant | None = None) -> QuerySet[Integration]:
 
 def integration_get_credentials(*, integration: Integration):
     """The decrypted credentials, for the Bitbucket client only. Fails closed."""
-    from integrations.bitbucket.credentials import Credentials
-
     return Credentials.from_json(integration.auth_method, integration.credentials.reveal())
 
 

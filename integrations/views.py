@@ -2,7 +2,8 @@
 
 Thin views: forms shape input, services write, selectors read. Every object is loaded
 within ``request.tenant`` (another tenant's id is a 404); roles come from
-``tenant_view``. Scan and sync-log pages live in ``scanning/views.py``.
+``tenant_view``. Pages that show scanning data (a project's page, scans, sync logs,
+packages, posture) live in ``scanning/views.py``: integrations never imports scanning.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from integrations.forms import (
     apply_service_errors,
 )
 from integrations.models import Integration, Namespace, Project, Reference, Role
-from integrations.portal import SESSION_KEY, tenant_view
+from integrations.portal import SESSION_KEY, can, tenant_view
 from integrations.selectors import (
     integration_delete_preview,
     integration_list,
     tenants_visible,
     user_has_api_token,
 )
-from scanning.selectors import pull_requests_with_latest_scan
 
 PENDING_KEY = "portal_pending_credentials"
 sensitive = sensitive_post_parameters("token", "secret")
@@ -233,8 +233,6 @@ def namespaces(request):
     form = NamespaceForm(request.POST or None)
     form.fields["parent"].queryset = Namespace.objects.filter(tenant=request.tenant, managed=False)
     if request.method == "POST":
-        from integrations.portal import can
-
         if not can(request, Role.ADMIN):
             messages.error(request, "Only admins and owners can add namespaces.")
         elif form.is_valid():
@@ -272,20 +270,6 @@ def projects(request):
         qs = qs.filter(Q(name__icontains=query) | Q(full_name__icontains=query))
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     return render(request, "portal/projects.html", {"page": page, "q": query})
-
-
-@tenant_view()
-def project_detail(request, pk: int):
-    project = get_object_or_404(Project.objects.select_related("namespace", "integration"),
-                                namespace__tenant=request.tenant, pk=pk)
-    default = project.references.filter(is_default=True).first()
-    # Scanner results through reverse relations (the scanning app owns those models).
-    packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
-    return render(request, "portal/project_detail.html", {
-        "pull_requests": pull_requests_with_latest_scan(project=project)[:100],
-        "project": project, "references": project.references.order_by("-is_default", "name"),
-        "packages": packages, "findings": project.posture_findings.filter(resolved_at__isnull=True),
-        "sync_logs": project.sync_logs.order_by("-created_at")[:20]})
 
 
 class ProjectImportForm(forms.Form):

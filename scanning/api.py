@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -12,17 +13,20 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.api.errors import Conflict
 from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
-from integrations.api.views import ERRORS, TenantScoped, get_visible, get_visible_integration
-from integrations.models import Role
+from integrations.api.views import ERRORS, TenantScoped, _pick_tenant, get_visible, get_visible_integration
+from integrations.models import Reference, Role
 from integrations.selectors import has_role
 from scanning import services
 from scanning.models import PostureFinding, PullRequest, PullRequestScan, ScanRun, ScanStatus, Trigger
+from scanning.pullrequests import pr_scan_request
+from scanning.selectors import package_search, pull_requests_with_latest_scan, reference_sbom
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -123,10 +127,6 @@ class PackageSearchView(APIView):
         OpenApiParameter("below", str, description="Only versions lower than this one.")],
         responses={200: PackageSerializer(many=True), **ERRORS})
     def get(self, request):
-        from rest_framework.exceptions import ValidationError
-
-        from integrations.api.views import _pick_tenant
-        from scanning.selectors import package_search
 
         tenant = _pick_tenant(request, request.query_params.get("tenant"), Role.VIEWER)
         params = {k: request.query_params.get(k, "") for k in ("name", "ecosystem", "below")}
@@ -146,9 +146,6 @@ class SbomView(APIView):
     @extend_schema(summary="CycloneDX 1.5 JSON SBOM of a reference", responses={200: OpenApiResponse(
         description="A CycloneDX document"), **ERRORS})
     def get(self, request, pk: int):
-        from integrations.models import Reference
-        from scanning.selectors import reference_sbom
-
         reference = get_visible(request, Reference.objects.select_related("project"), pk,
                                 tenant_path="project__namespace__tenant")
         return Response(reference_sbom(reference=reference))
@@ -200,8 +197,6 @@ class PullRequestScanSerializer(serializers.ModelSerializer):
 
     @staticmethod
     def get_page_url(obj) -> str:
-        from django.urls import reverse
-
         return reverse("portal:pr_scan_detail", args=[obj.pk])
 
 
@@ -256,8 +251,6 @@ class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     integration_path = "project__integration"
 
     def get_queryset(self):
-        from scanning.selectors import pull_requests_with_latest_scan
-
         return self.visible(pull_requests_with_latest_scan().select_related("project__namespace"))
 
 
@@ -284,8 +277,6 @@ class PullRequestRescanView(APIView):
         202: PullRequestScanSerializer,
         409: OpenApiResponse(description="Not scannable: PR scans off, closed, or not a target branch"), **ERRORS})
     def post(self, request, pk: int):
-        from scanning.pullrequests import pr_scan_request
-
         pr = get_visible(request, PullRequest.objects.select_related("project__integration", "project__namespace"), pk,
                          tenant_path="project__namespace__tenant")
         if not has_role(user=request.user, tenant=pr.project.namespace.tenant_id, minimum=Role.MEMBER):

@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_schedules(sender, **kwargs) -> None:
-    from scanning.schedules import schedules_ensure  # models are ready only after migrate
+    from scanning.schedules import schedules_ensure  # models are ready only after migrate  # noqa: PLC0415 - models are importable only once the app registry is ready
 
     schedules_ensure()
 
@@ -13,6 +13,6 @@ class ScanningConfig(AppConfig):
     verbose_name = "Scanning"
 
     def ready(self) -> None:
-        from scanning import shutdown  # noqa: F401 - connects the task workers' SIGTERM handling
+        from scanning import shutdown  # noqa: F401, PLC0415 - connects the workers' SIGTERM handling; needs apps ready
 
         post_migrate.connect(_ensure_schedules, sender=self)

@@ -370,21 +370,3 @@ def parse_manifest(path: str, text: str) -> list[Package]:
     if parser is None:
         raise ManifestError(f"{path} is not a manifest the portal reads")
     return parser(text)
-
-
-def version_range(text: str):
-    """A deny-list range as a ``packaging`` SpecifierSet: comparisons such as ``<4.17.21``
-    or ``>=1.0,<2.0``; a bare version means exactly that version; empty means every
-    version (None). Raises ``ValueError`` with a message a person can act on."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-    text = (text or "").strip()
-    if not text:
-        return None
-    if text[0].isdigit():
-        text = f"=={text}"
-    try:
-        return SpecifierSet(text.replace(" ", ""))
-    except InvalidSpecifier:
-        raise ValueError(f"'{text}' is not a version range; write comparisons such as <4.17.21 or >=1.0,<2.0 "
-                         "(npm's ^ and ~ are not accepted here).") from None

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from django.db import connection
 
+from integrations import services
+from integrations.models import Integration
+
 INVENTORY_TABLES = ("integrations_namespace", "integrations_project", "integrations_reference", "integrations_member")
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 _INSERT_COLUMNS = re.compile(r"^\s*INSERT INTO \S+ \(([^)]*)\)", re.IGNORECASE)
@@ -70,9 +73,6 @@ def peak_rss_mb() -> float | None:
 def remove_benchmark_tenant(tenant) -> None:
     """Delete a benchmark's throwaway tenant: its integrations through the real purge
     (which also removes their deliveries, scans and results), then the rest."""
-    from integrations import services
-    from integrations.models import Integration
-
     for integration in Integration.objects.filter(tenant=tenant):
         services.integration_delete_request(integration=integration, actor=None)
         services.integration_purge(integration_id=integration.pk)

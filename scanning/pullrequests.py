@@ -22,12 +22,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from common.versions import comparable_version, version_range
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
 from integrations.queue import enqueue
-from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for, version_range
+from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for
 from scanning.models import PullRequest, PullRequestScan
-from scanning.selectors import comparable_version
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record
 

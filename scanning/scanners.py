@@ -20,7 +20,10 @@ from django.utils import timezone
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, Project, Reference
 from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
-from scanning.models import DependencyPackage, PostureFinding, PostureRule
+from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState
+from synclogs.classify import Classified
+from synclogs.models import Category, Level, Operation
+from synclogs.services import sync_log_record
 
 
 @dataclass
@@ -155,11 +158,6 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
     manifest...) and failures (a missing scope...) become sync log warnings for the
     project; ``ScannerState`` remembers the commit so an unchanged head is not scanned
     again. Returns None on failure. ``RateLimited`` propagates: the caller paces."""
-    from scanning.models import ScannerState
-    from synclogs.classify import Classified
-    from synclogs.models import Category, Level, Operation
-    from synclogs.services import sync_log_record
-
     integration, project, ref = target.integration, target.project, target.reference
     try:
         result = scanner.scan(target)
@@ -184,8 +182,6 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
 def run_for_project(*, integration: Integration, project: Project, client: bb.BitbucketClient | None = None) -> str:
     """The integration's scanners that are due on one project's default branch (after a
     push, a merge or a repository change)."""
-    from scanning.models import ScannerState
-
     ref = project.references.filter(is_default=True).exclude(head_commit="").first()
     selected = selected_scanners(integration)
     if ref is None or not selected:

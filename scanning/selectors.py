@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
-from packaging.version import InvalidVersion, Version
 
+from common.versions import comparable_version
 from integrations.models import IntegrationStatus, Project, Reference
-from scanning.models import DependencyPackage, PostureFinding, PostureRule
-
-_LEADING_RANGE = re.compile(r"^[\^~>=<v\s]*")
-
-
-def comparable_version(text: str) -> Version | None:
-    """A version to compare, from an exact version or the lower bound of a simple range
-    (``^4.17.20`` -> 4.17.20). None when it cannot be read (``latest``, git URLs...)."""
-    candidate = _LEADING_RANGE.sub("", (text or "").split(",")[0].split(" ")[0]).strip()
-    try:
-        return Version(candidate)
-    except InvalidVersion:
-        return None
+from scanning.models import DependencyPackage, PostureFinding, PostureRule, PullRequest, PullRequestScan
 
 
 def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = "") -> QuerySet | list:
@@ -131,9 +118,6 @@ def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySe
     """Pull requests (of one project, if given), newest activity first, each with
     ``latest_scan_id``, ``latest_status`` and ``latest_description`` of its most recent
     PR scan, in one query."""
-    from django.db.models import OuterRef, Subquery
-
-    from scanning.models import PullRequest, PullRequestScan
 
     latest = PullRequestScan.objects.filter(pull_request=OuterRef("pk")).order_by("-queued_at", "-id")
     qs = PullRequest.objects.all() if project is None else PullRequest.objects.filter(project=project)
@@ -145,7 +129,5 @@ def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySe
 
 def pr_scans_visible(*, tenant) -> QuerySet:
     """PR scans of the tenant's projects."""
-    from scanning.models import PullRequestScan
-
     return (PullRequestScan.objects.filter(pull_request__project__namespace__tenant=tenant)
             .select_related("pull_request__project__integration"))

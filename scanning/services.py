@@ -19,9 +19,10 @@ from integrations.bitbucket import client as bb
 from integrations.bitbucket.urls import parse_target
 from integrations.bitbucket.verify import VerificationReport, verify_connection
 from integrations.models import Integration, IntegrationStatus
-from integrations.selectors import integration_get_credentials
 from integrations.queue import enqueue
-from integrations.services import Actor, audit
+from integrations.selectors import integration_get_credentials
+from integrations.services import Actor, actor_or_none, audit
+from scanning.hooks import webhooks_sync
 from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
 from scanning.shutdown import WorkerStopping
 from scanning.sync import ListingIncomplete, OrgSync, ScanAbandoned
@@ -58,7 +59,7 @@ def org_rescan_request(*, integration: Integration, trigger: str, actor: Actor) 
     try:
         with transaction.atomic():
             run = ScanRun.objects.create(integration=integration, trigger=trigger, status=ScanStatus.QUEUED,
-                                         requested_by=actor if actor is not None and actor.pk else None)
+                                         requested_by=actor_or_none(actor))
             audit(actor=actor, action="integration.rescan", target=integration, tenant=integration.tenant,
                   details={"scan_run": run.pk, "trigger": trigger})
             transaction.on_commit(lambda: enqueue("scanning.tasks.scan_run_task", run.pk))
@@ -86,8 +87,6 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
         summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
         try:
-            from scanning.hooks import webhooks_sync
-
             webhooks_sync(integration=integration, client=sync.client)
         except bb.RateLimited:
             pass  # the next scan registers it

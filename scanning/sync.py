@@ -33,7 +33,8 @@ from integrations.models import Integration, Member, Namespace, Project, Referen
 from integrations.selectors import cascade_querysets
 from integrations.services import projects_purge
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
-from scanning.models import ScanRun, ScanStatus
+from scanning.models import ScannerState, ScanRun, ScanStatus
+from scanning.scanners import Target, is_due, run_scanner, selected_scanners
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
@@ -379,9 +380,6 @@ class OrgSync:
 
     # --- Scanners -------------------------------------------------------------------------------
     def _run_scanners(self) -> None:
-        from scanning.models import ScannerState
-        from scanning.scanners import Target, is_due, run_scanner, selected_scanners
-
         selected = selected_scanners(self.integration)
         if not selected:
             return

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 
+from integrations import services as integration_services
+from integrations.bitbucket.client import BitbucketError
 from integrations.models import Integration
 from scanning import services
+from scanning.hooks import webhooks_remove, webhooks_sync
 from scanning.models import Trigger
+from scanning.pullrequests import pr_scan_execute
 from scanning.webhooks import deliveries_drain
 from synclogs.services import sync_logs_prune
 
@@ -41,18 +45,12 @@ def webhook_drain_task() -> int:
 
 
 def webhooks_sync_task(integration_id: int) -> str:
-    from scanning.hooks import webhooks_sync
-
     integration = Integration.objects.filter(pk=integration_id).first()
     return webhooks_sync(integration=integration) if integration else "gone"
 
 
 def integration_teardown_task(integration_id: int) -> bool:
     """Remove the portal's webhooks from Bitbucket (best effort), then purge the subtree."""
-    from integrations import services as integration_services
-    from integrations.bitbucket.client import BitbucketError
-    from scanning.hooks import webhooks_remove
-
     integration = Integration.objects.filter(pk=integration_id).first()
     if integration is not None:
         try:
@@ -63,7 +61,5 @@ def integration_teardown_task(integration_id: int) -> bool:
 
 
 def pr_scan_task(scan_id: int) -> str:
-    from scanning.pullrequests import pr_scan_execute
-
     scan = pr_scan_execute(scan_id=scan_id)
     return scan.status if scan else "nothing to do"

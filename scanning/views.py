@@ -3,26 +3,49 @@ and the progress feed the pages poll while a scan runs."""
 
 from __future__ import annotations
 
+import csv
 from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
-from django.http import HttpResponseBadRequest, HttpResponseRedirect, JsonResponse
+from django.http import (
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from integrations.net import client_ip
 from integrations.api.filters import MAX_DAYS
-from integrations.models import Role
+from integrations.models import Project, Reference, Role
+from integrations.net import client_ip
 from integrations.portal import tenant_view
 from integrations.views import get_integration, tenant_integrations
 from scanning import services
-from scanning.models import ACTIVE_SCAN_STATUSES, ScanRun, ScanStatus, Trigger
+from scanning.models import (
+    ACTIVE_SCAN_STATUSES,
+    DependencyPackage,
+    PullRequest,
+    ScanRun,
+    ScanStatus,
+    Trigger,
+)
+from scanning.pullrequests import pr_scan_request
+from scanning.selectors import (
+    csv_rows,
+    package_search,
+    posture_overview,
+    pr_scans_visible,
+    pull_requests_with_latest_scan,
+    reference_sbom,
+)
+from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
 from synclogs.models import Category, Operation
 from synclogs.selectors import sync_log_list
 
@@ -131,9 +154,6 @@ def scan_detail(request, pk: int):
 @tenant_view()
 def packages(request):
     """Tenant-wide package search: which repositories use NAME (below VERSION)?"""
-    from scanning.models import DependencyPackage
-    from scanning.selectors import package_search
-
     name, ecosystem, below = (request.GET.get(k, "").strip() for k in ("name", "ecosystem", "below"))
     error, rows = "", []
     if name or ecosystem or below:
@@ -152,12 +172,6 @@ def packages(request):
 
 
 def _csv_response(rows, filename: str):
-    import csv
-
-    from django.http import StreamingHttpResponse
-
-    from scanning.selectors import csv_rows
-
     class Echo:
         def write(self, value):
             return value
@@ -169,13 +183,10 @@ def _csv_response(rows, filename: str):
 
 
 @tenant_view()
-def reference_sbom(request, pk: int):
-    from integrations.models import Reference
-    from scanning.selectors import reference_sbom as build
-
+def reference_sbom_download(request, pk: int):
     reference = get_object_or_404(Reference.objects.select_related("project"), pk=pk,
                                   project__namespace__tenant=request.tenant)
-    response = JsonResponse(build(reference=reference), json_dumps_params={"indent": 2})
+    response = JsonResponse(reference_sbom(reference=reference), json_dumps_params={"indent": 2})
     name = (reference.project.full_name or reference.project.name).replace("/", "_")
     response["Content-Disposition"] = f'attachment; filename="{name}-{reference.name.replace("/", "_")}.cdx.json"'
     return response
@@ -183,8 +194,6 @@ def reference_sbom(request, pk: int):
 
 @tenant_view()
 def posture(request):
-    from scanning.selectors import posture_overview
-
     overview = posture_overview(tenant=request.tenant)
     page = Paginator(overview["worst"], 50).get_page(request.GET.get("page"))
     return render(request, "portal/posture.html", {"overview": overview, "page": page})
@@ -194,8 +203,6 @@ def posture(request):
 @require_POST
 def bitbucket_webhook(request, integration_uuid):
     """Bitbucket's deliveries: verified, de-duplicated, queued, answered 202 at once."""
-    from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
-
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length.isdigit() and int(length) > MAX_BODY:
         return JsonResponse({"error": {"code": "too_large", "message": "Payload larger than 256 KB."}}, status=413)
@@ -210,8 +217,6 @@ def bitbucket_webhook(request, integration_uuid):
 
 @tenant_view()
 def pr_scan_detail(request, pk: int):
-    from scanning.selectors import pr_scans_visible
-
     scan = get_object_or_404(pr_scans_visible(tenant=request.tenant), pk=pk)
     history = scan.pull_request.scans.order_by("-queued_at", "-id")[:20]
     return render(request, "portal/pr_scan_detail.html", {"scan": scan, "pr": scan.pull_request, "history": history})
@@ -221,9 +226,6 @@ def pr_scan_detail(request, pk: int):
 @require_POST
 def pr_rescan(request, pk: int):
     """Scan the pull request's current source commit again (after fixing a credential...)."""
-    from scanning.models import PullRequest
-    from scanning.pullrequests import pr_scan_request
-
     pr = get_object_or_404(PullRequest.objects.select_related("project__integration"), pk=pk,
                            project__namespace__tenant=request.tenant)
     scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)
@@ -232,3 +234,16 @@ def pr_rescan(request, pk: int):
         return _back(request, reverse("portal:project_detail", args=[pr.project_id]))
     messages.success(request, f"Scan of pull request #{pr.remote_id} queued.")
     return HttpResponseRedirect(reverse("portal:pr_scan_detail", args=[scan.pk]))
+
+
+@tenant_view()
+def project_detail(request, pk: int):
+    project = get_object_or_404(Project.objects.select_related("namespace", "integration"),
+                                namespace__tenant=request.tenant, pk=pk)
+    default = project.references.filter(is_default=True).first()
+    packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
+    return render(request, "portal/project_detail.html", {
+        "pull_requests": pull_requests_with_latest_scan(project=project)[:100],
+        "project": project, "references": project.references.order_by("-is_default", "name"),
+        "packages": packages, "findings": project.posture_findings.filter(resolved_at__isnull=True),
+        "sync_logs": project.sync_logs.order_by("-created_at")[:20]})

@@ -15,10 +15,9 @@ import hmac
 import json
 import logging
 import time
-from functools import partial
-
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.core.cache import cache

@@ -8,6 +8,7 @@ from rest_framework import serializers, viewsets
 
 from integrations.api.filters import MAX_DAYS, DaysFilter, IdFilter
 from integrations.api.views import ERRORS, TenantScoped
+from integrations.models import Integration
 from synclogs.models import Category, Operation, SyncLog
 from synclogs.selectors import sync_log_list
 
@@ -59,8 +60,6 @@ class SyncLogViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
         ids = self.visible_tenant_ids()
         integration_ids = None
         if ids is not None:
-            from integrations.models import Integration
-
             integration_ids = Integration.objects.filter(tenant_id__in=ids).values("pk")
         window = None if self.action == "retrieve" else (days or None)
         return sync_log_list(integration_ids=integration_ids, days=window).order_by("-created_at", "-id")

@@ -16,6 +16,7 @@ from integrations.bitbucket.credentials import APP_PASSWORD_REMOVED, EXPIRED_HEL
 from integrations.models import AuthMethod
 from synclogs.models import Category
 
+
 @dataclass(frozen=True)
 class Classified:
     category: str

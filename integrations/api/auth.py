@@ -17,7 +17,6 @@ from rest_framework import exceptions
 from rest_framework.authentication import get_authorization_header
 
 from integrations.api.throttles import AnonThrottle
-
 from integrations.net import client_ip
 
 WINDOW = 60

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from integrations.bitbucket.credentials import APP_PASSWORD_REMOVED
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace, Project, Reference, Tenant
+from integrations.selectors import membership_role
 
 
 class TenantSerializer(serializers.ModelSerializer):
@@ -19,8 +20,6 @@ class TenantSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "slug", "role"]
 
     def get_role(self, obj) -> str | None:
-        from integrations.selectors import membership_role
-
         return membership_role(user=self.context["request"].user, tenant=obj)
 
 

@@ -30,10 +30,19 @@ from urllib.parse import quote, urlsplit
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from integrations.bitbucket.credentials import Credentials
 from integrations.models import AuthMethod
+from integrations.selectors import integration_get_credentials
 
 USER_AGENT = "bitbucket-portal/0.1 (+self-hosted)"
 
@@ -145,8 +154,6 @@ class CappedRetry(Retry):
 
 
 def _is_read_error(error: BaseException | None) -> bool:
-    from urllib3.exceptions import ProtocolError, ReadTimeoutError
-
     return isinstance(error, (ReadTimeoutError, ProtocolError))
 
 
@@ -346,8 +353,6 @@ class BitbucketClient:
         ``ConnectionError``, so the *reason* decides: a timeout or a dropped connection is
         Bitbucket being unavailable (transient), only DNS and refused connections point
         at a wrong host."""
-        from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError,
-                                        ProtocolError, ReadTimeoutError)
 
         path, host = urlsplit(url).path, urlsplit(url).netloc
         reason: BaseException | None = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
@@ -516,7 +521,5 @@ def _basic(user: str, password: str) -> requests.auth.HTTPBasicAuth:
 def client_for(integration) -> BitbucketClient:
     """A client with the integration's (decrypted) credentials; its OAuth tokens are
     cached for this integration and these exact credentials only."""
-    from integrations.selectors import integration_get_credentials
-
     return BitbucketClient(integration_get_credentials(integration=integration),
                            pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY), token_cache_scope=integration.pk)

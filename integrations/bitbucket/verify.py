@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
+
 from integrations.bitbucket import client as bb
-from integrations.bitbucket.credentials import EXPIRED_HELP, SCOPE_HELP, Credentials
-from integrations.bitbucket.urls import BitbucketTarget
+from integrations.bitbucket.credentials import (
+    APP_PASSWORD_REMOVED,
+    EXPIRED_HELP,
+    SCOPE_HELP,
+    Credentials,
+    clean_credentials,
+)
+from integrations.bitbucket.urls import BitbucketTarget, parse_target
 
 # Scopes, as Bitbucket names them for each auth method, per feature (for messages).
 NEEDS = {
@@ -84,7 +92,6 @@ def _failed(name: str, exc: bb.BitbucketError, method: str, *, required: bool, f
         help_text = SCOPE_HELP.get(method, "")
         return Check(name, False, f"missing scope(s) {', '.join(missing)}. {help_text}".strip(), required, missing, exc)
     if isinstance(exc, bb.AppPasswordRejected):
-        from integrations.bitbucket.credentials import APP_PASSWORD_REMOVED
         return Check(name, False, APP_PASSWORD_REMOVED, required, error=exc)
     if isinstance(exc, bb.Unauthorized):
         return Check(name, False, EXPIRED_HELP.get(method, exc.message), required, error=exc)
@@ -179,10 +186,6 @@ def verify_draft(*, auth_method: str, credentials: dict, bitbucket_url: str = ""
     Raises ``ValidationError`` keyed by field for input that cannot be checked at all.
     Returns ``(target, credentials, report)``.
     """
-    from django.core.exceptions import ValidationError
-
-    from integrations.bitbucket.credentials import clean_credentials
-    from integrations.bitbucket.urls import parse_target
 
     errors: dict = {}
     target = creds = None

@@ -129,7 +129,7 @@ def _group_alive(process: subprocess.Popen) -> bool:
 
 def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     tenant = TenantFactory()
-    with mock.patch("integrations.services.enqueue"):  # the clusters below run the scans, not this process
+    with mock.patch("integrations.services.lifecycle.enqueue"):  # the clusters below run the scans, not this process
         integration = services.integration_create(
             tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Crash", workspace="demo",
             auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None, verify=False)

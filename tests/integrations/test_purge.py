@@ -73,7 +73,7 @@ def test_preview_then_chunked_purge_removes_everything_and_nothing_else(tenant, 
     assert {"members", "dependency packages", "posture findings"} <= set(preview)
     assert all(n == 0 for kind, n in preview.items() if kind not in core)
 
-    with mock.patch("integrations.services.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("integrations.services.lifecycle.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
         services.integration_delete_request(integration=integration, actor=superuser)
     enqueue.assert_called_once_with("scanning.tasks.integration_teardown_task", integration.pk)
     integration.refresh_from_db()

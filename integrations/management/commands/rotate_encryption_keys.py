@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations import services, selectors
+from integrations import selectors, services
 from integrations.crypto import DecryptionError, key_ring
 
 
