@@ -45,7 +45,7 @@ def check_task_queue(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 @checks.register(checks.Tags.security, deploy=False)
 def check_encryption_keys(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Credentials cannot be stored or read without a valid key ring."""
-    from integrations.crypto import KeyRingError, key_ring  # noqa: PLC0415 - django-q2 reads its settings on import; checks run after setup
+    from integrations.crypto import KeyRingError, key_ring  # noqa: PLC0415 - imports models: only once apps are ready
 
     try:
         key_ring()

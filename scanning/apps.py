@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_schedules(sender, **kwargs) -> None:
-    from scanning.schedules import schedules_ensure  # models are ready only after migrate  # noqa: PLC0415 - models are importable only once the app registry is ready
+    from scanning.schedules import schedules_ensure  # noqa: PLC0415 - models import only once apps are ready
 
     schedules_ensure()
 

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 EVENTS = ["repo:push", "repo:updated", "repo:deleted", "repo:transfer", "pullrequest:created",
           "pullrequest:updated", "pullrequest:approved", "pullrequest:unapproved", "pullrequest:fulfilled",
           "pullrequest:rejected", "pullrequest:comment_created"]
+REPOSITORY_EVENTS = [e for e in EVENTS if e != "repo:transfer"]  # a repository hook cannot see a transfer
 
 
 def hook_url(integration: Integration) -> str:
@@ -58,9 +59,9 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
         # One call per scan: a hook someone removed in Bitbucket is registered again.
         try:
             if _current(workspace_hook, integration):
-                client.get(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", fields="uuid")
+                client.workspace_hook(integration.workspace, workspace_hook.hook_uuid)
                 return "workspace hook registered"
-            client.put(f"workspaces/{integration.workspace}/hooks/{workspace_hook.hook_uuid}", body)
+            client.update_workspace_hook(integration.workspace, workspace_hook.hook_uuid, body)
             _mark_current(workspace_hook, integration)
             return "workspace hook updated (address or secret)"
         except bb.NotFound:
@@ -72,7 +73,7 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
     outdated = [r for r in registered if not _current(r, integration)]
     updated = sum(1 for r in outdated if _update(client, integration, r, body))
     try:
-        created = client.post(f"workspaces/{integration.workspace}/hooks", body)
+        created = client.create_workspace_hook(integration.workspace, body)
         WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid=created["uuid"],
                                            url=body["url"], secret_rotated_at=integration.webhook_secret_rotated_at)
         # A workspace hook supersedes any per-repository ones.
@@ -89,8 +90,7 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
     for full_name in Project.objects.filter(integration=integration, namespace__managed=True).exclude(
             full_name__in=have).values_list("full_name", flat=True):
         try:
-            created = client.post(f"repositories/{full_name}/hooks", {**body, "events": [
-                e for e in EVENTS if e != "repo:transfer"]})
+            created = client.create_repository_hook(full_name, {**body, "events": REPOSITORY_EVENTS})
             WebhookRegistration.objects.create(integration=integration, subject="repository", repository=full_name,
                                                hook_uuid=created["uuid"], url=body["url"],
                                                secret_rotated_at=integration.webhook_secret_rotated_at)
@@ -136,8 +136,8 @@ def _update(client: bb.BitbucketClient, integration: Integration, registration: 
     if registration.subject != "repository":
         return False
     try:
-        client.put(f"repositories/{registration.repository}/hooks/{registration.hook_uuid}",
-                   {**body, "events": [e for e in EVENTS if e != "repo:transfer"]})
+        client.update_repository_hook(registration.repository, registration.hook_uuid,
+                                      {**body, "events": REPOSITORY_EVENTS})
     except bb.NotFound:
         registration.delete()  # removed in Bitbucket: the loop below registers it again
         return False
@@ -168,10 +168,11 @@ def webhooks_remove(*, integration: Integration, client: bb.BitbucketClient | No
 
 
 def _delete(client: bb.BitbucketClient, integration: Integration, registration: WebhookRegistration) -> bool:
-    path = (f"workspaces/{integration.workspace}/hooks/{registration.hook_uuid}" if registration.subject == "workspace"
-            else f"repositories/{registration.repository}/hooks/{registration.hook_uuid}")
     try:
-        client.delete(path)
+        if registration.subject == "workspace":
+            client.delete_workspace_hook(integration.workspace, registration.hook_uuid)
+        else:
+            client.delete_repository_hook(registration.repository, registration.hook_uuid)
     except bb.BitbucketError as exc:
         _warn(integration, exc, repository=registration.repository, removing=True)
         return False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
@@ -147,27 +146,27 @@ def _normal(name: str, ecosystem: str = "") -> str:
     return name.replace("_", "-").replace(".", "-") if ecosystem in ("pypi", "") else name
 
 
-def _read(client: bb.BitbucketClient, repo_path: str, commit: str, path: str, review: Review) -> list[Package]:
+def _read(client: bb.BitbucketClient, full_name: str, commit: str, path: str, review: Review) -> list[Package]:
     try:
-        return parse_manifest(path, client.get_text(f"{repo_path}/src/{commit}/{quote(path)}"))
+        return parse_manifest(path, client.file_text(full_name, commit, path))
     except ManifestError as exc:
         review.warnings.append(f"{path} at {commit[:12]}: {exc}")
         return []
 
 
-def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, destination: str,
-                  policy: dict, source_repo_path: str = "", pull_request_id: int | None = None) -> Review:
+def review_change(*, client: bb.BitbucketClient, full_name: str, source: str, destination: str,
+                  policy: dict, source_full_name: str = "", pull_request_id: int | None = None) -> Review:
     """Compare the manifests a change touches, at ``source`` and ``destination``.
 
-    From a fork (``source_repo_path`` is another repository) the source commit does not
+    From a fork (``source_full_name`` is another repository) the source commit does not
     exist in the destination repository: the pull request's own diffstat says what
     changed, and the source side of each file is read from the fork.
     """
     review = Review()
-    forked = bool(source_repo_path) and source_repo_path != repo_path and pull_request_id is not None
-    source_path = source_repo_path if forked else repo_path
-    entries = list(client.iterate(f"{repo_path}/pullrequests/{pull_request_id}/diffstat" if forked
-                                  else f"{repo_path}/diffstat/{source}..{destination}"))
+    forked = bool(source_full_name) and source_full_name != full_name and pull_request_id is not None
+    source_repo = source_full_name if forked else full_name
+    entries = list(client.pull_request_diffstat(full_name, pull_request_id) if forked
+                   else client.diffstat(full_name, source, destination))
     touched = {(e.get(side) or {}).get("path") for e in entries for side in ("old", "new")} - {None}
     before_found: list[tuple[str, Package]] = []
     after_found: list[tuple[str, Package]] = []
@@ -177,8 +176,8 @@ def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, de
         path = new_path or old_path
         if not parser_for(path):
             continue
-        before = _read(client, repo_path, destination, old_path, review) if old_path else []
-        after = _read(client, source_path, source, new_path, review) if new_path else []
+        before = _read(client, full_name, destination, old_path, review) if old_path else []
+        after = _read(client, source_repo, source, new_path, review) if new_path else []
         before_found += [(old_path, p) for p in before]
         after_found += [(new_path, p) for p in after]
         per_file[path] = ({(p.ecosystem, p.name, p.version) for p in before},
@@ -197,7 +196,7 @@ def review_change(*, client: bb.BitbucketClient, repo_path: str, source: str, de
             review.changed.append(row)
     _check_denied(review, policy.get("deny_packages") or [])
     if policy.get("require_lockfile_update"):
-        _check_lockfiles(review, client=client, repo_path=source_path, source=source, entries=entries,
+        _check_lockfiles(review, client=client, full_name=source_repo, source=source, entries=entries,
                          touched=touched, per_file=per_file)
     return review
 
@@ -227,7 +226,7 @@ def _check_denied(review: Review, denied: list[dict]) -> None:
                     "message": f"{row['name']} {version} {why}."})
 
 
-def _check_lockfiles(review: Review, *, client, repo_path: str, source: str, entries: list[dict], touched: set,
+def _check_lockfiles(review: Review, *, client, full_name: str, source: str, entries: list[dict], touched: set,
                      per_file: dict) -> None:
     """A manifest whose declared dependencies changed while none of its lock files did,
     in a directory that has a lock file (a project without one is not held to it)."""
@@ -242,8 +241,7 @@ def _check_lockfiles(review: Review, *, client, repo_path: str, source: str, ent
         locks = [f"{folder}/{lock}" if folder else lock for lock in LOCKFILES[PurePosixPath(path).name]]
         if any(lock in touched for lock in locks):
             continue
-        listing = client.iterate(f"{repo_path}/src/{source}/{quote(folder) + '/' if folder else ''}",
-                                 fields="values.path")
+        listing = client.source_listing(full_name, source, folder)
         present = sorted({e.get("path") for e in listing} & set(locks))
         if present:
             review.violations.append({
@@ -290,7 +288,7 @@ def _post_statuses(client, scan: PullRequestScan, integration: Integration, chec
     keys = []
     for check in checks:
         key = status_key(integration, check)
-        client.post(f"repositories/{pr.project.full_name}/commit/{scan.source_commit}/statuses/build", {
+        client.create_build_status(pr.project.full_name, scan.source_commit, {
             "key": key, "state": state_for(check), "url": pr_scan_url(scan), "refname": pr.source_branch,
             "name": f"Portal: {check}" if check else "Portal: dependency scan", "description": describe(check)})
         keys.append(key)
@@ -333,14 +331,13 @@ def _comment(review: Review, scan: PullRequestScan) -> str:
 
 
 def _upsert_comment(client, pr: PullRequest, raw: str) -> None:
-    base = f"repositories/{pr.project.full_name}/pullrequests/{pr.remote_id}/comments"
     if pr.summary_comment_id:
         try:
-            client.put(f"{base}/{pr.summary_comment_id}", {"content": {"raw": raw}})
+            client.update_comment(pr.project.full_name, pr.remote_id, pr.summary_comment_id, raw)
             return
         except bb.NotFound:
             pass  # deleted by someone in Bitbucket: post a new one
-    created = client.post(base, {"content": {"raw": raw}})
+    created = client.create_comment(pr.project.full_name, pr.remote_id, raw)
     PullRequest.objects.filter(pk=pr.pk).update(summary_comment_id=created["id"])
     pr.summary_comment_id = created["id"]
 
@@ -364,17 +361,15 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
     policy = integration.pr_config
     checks = _status_checks(policy)
     client = bb.client_for(integration)
-    repo_path = f"repositories/{project.full_name}"
     posting = policy["post_build_status"]
     review, error = None, ""
     try:
         if posting:
             scan.statuses_posted = _post_statuses(client, scan, integration, checks, lambda c: "INPROGRESS",
                                                   lambda c: "Scanning the dependency changes…")
-        review = review_change(client=client, repo_path=repo_path, source=scan.source_commit,
+        review = review_change(client=client, full_name=project.full_name, source=scan.source_commit,
                                destination=scan.destination_commit or pr.destination_branch, policy=policy,
-                               source_repo_path=f"repositories/{pr.source_repository}" if pr.source_repository
-                               else "", pull_request_id=pr.remote_id)
+                               source_full_name=pr.source_repository, pull_request_id=pr.remote_id)
         if posting:
             _post_statuses(client, scan, integration, checks,
                            lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db import transaction
@@ -32,10 +31,6 @@ class Target:
     project: Project
     reference: Reference
     client: bb.BitbucketClient
-
-    @property
-    def repo_path(self) -> str:
-        return f"repositories/{self.project.full_name}"
 
 
 @dataclass
@@ -65,12 +60,11 @@ class DependenciesScanner(Scanner):
 
     def scan(self, target: Target) -> Result:
         commit = target.reference.head_commit
-        listing = target.client.iterate(f"{target.repo_path}/src/{commit}/", max_depth=settings.SCANNER_MAX_DEPTH,
-                                        fields="values.path,values.type")
+        listing = target.client.source_listing(target.project.full_name, commit, max_depth=settings.SCANNER_MAX_DEPTH)
         manifests = [e["path"] for e in listing if e.get("type") == "commit_file" and parser_for(e["path"])]
         result, found = Result(), []
         for path in manifests:
-            text = target.client.get_text(f"{target.repo_path}/src/{commit}/{quote(path)}")
+            text = target.client.file_text(target.project.full_name, commit, path)
             try:
                 found += [(path, p) for p in parse_manifest(path, text)]
             except ManifestError as exc:
@@ -102,11 +96,10 @@ class PostureScanner(Scanner):
 
     def scan(self, target: Target) -> Result:
         branch = target.project.main_branch or target.reference.name
-        rules = [r for r in target.client.iterate(f"{target.repo_path}/branch-restrictions")
+        rules = [r for r in target.client.branch_restrictions(target.project.full_name)
                  if r.get("branch_match_kind", "glob") == "glob" and fnmatch.fnmatchcase(branch, r.get("pattern", ""))]
         kinds = {r["kind"]: r for r in rules}
-        reviewers = next(target.client.paginate(f"{target.repo_path}/default-reviewers", pagelen=1,
-                                                fields="values.uuid")).get("values", [])
+        reviewers = target.client.default_reviewers_first(target.project.full_name)
         failing: dict[str, str] = {}
         if "force" not in kinds:
             failing[PostureRule.FORCE_PUSH] = f"No rule stops force pushes to {branch}."

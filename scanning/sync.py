@@ -41,11 +41,6 @@ from synclogs.services import sync_log_record
 
 logger = logging.getLogger(__name__)
 
-REPO_ONLY_FIELDS = ("uuid", "slug", "name", "full_name", "is_private", "language", "updated_on", "mainbranch.name",
-                    "project.uuid", "project.key", "links.html.href")
-REPO_FIELDS = ",".join(f"values.{f}" for f in REPO_ONLY_FIELDS)
-PROJECT_FIELDS = "values.uuid,values.key,values.name,values.description"
-MEMBER_FIELDS = "values.user.uuid,values.user.account_id,values.user.display_name,values.user.nickname"
 PROJECT_COMPARED = ("namespace_id", "name", "slug", "full_name", "is_private", "language", "main_branch", "web_url",
                     "remote_updated_on")
 
@@ -140,7 +135,7 @@ class OrgSync:
         Returns what happened, or None when only a full scan can tell (the repository left
         this integration's scope, or sits in a Bitbucket project the portal has not seen)."""
         try:
-            repo = self.client.get(f"repositories/{full_name}", fields=",".join(REPO_ONLY_FIELDS))
+            repo = self.client.repository(full_name)
         except bb.NotFound:
             return None  # gone, renamed again or moved away: a complete listing decides
         workspace = (repo.get("full_name") or full_name).partition("/")[0]
@@ -164,9 +159,8 @@ class OrgSync:
     # --- Projects -> managed child namespaces ----------------------------------------------
     def _remote_projects(self) -> list[dict]:
         if self.integration.project_key:
-            return [self.client.get(f"workspaces/{self.ws}/projects/{self.integration.project_key}",
-                                    fields="uuid,key,name,description")]
-        return list(self.client.iterate(f"workspaces/{self.ws}/projects", fields=PROJECT_FIELDS))
+            return [self.client.project(self.ws, self.integration.project_key)]
+        return list(self.client.projects(self.ws))
 
     def _sync_namespaces(self) -> dict[str, int]:
         """Managed child namespaces for each Bitbucket project; returns {project key: namespace id}."""
@@ -209,11 +203,10 @@ class OrgSync:
         for ns_id, slug in Project.objects.filter(namespace_id__in=set(namespace_by_key.values()) | {
                 self.integration.root_namespace_id}).values_list("namespace_id", "slug"):
             taken.setdefault(ns_id, set()).add(slug)
-        q = f'project.key="{self.integration.project_key}"' if self.integration.project_key else None
         seen: set[str] = set()
         done = 0
         try:
-            for page in self.client.paginate(f"repositories/{self.ws}", fields=REPO_FIELDS, q=q):
+            for page in self.client.repository_pages(self.ws, self.integration.project_key):
                 values = page.get("values", [])
                 if done == 0 and page.get("size") is not None:
                     ScanRun.objects.filter(pk=self.run.pk).update(progress_total=page["size"])
@@ -295,8 +288,7 @@ class OrgSync:
                 return slug, {n[len("refs/heads/"):]: h for n, h in refs.items() if n.startswith("refs/heads/")}, None, False
             except (bb.Unauthorized, bb.Forbidden):
                 try:
-                    branches = {b["name"]: b["target"]["hash"] for b in self.client.iterate(
-                        f"repositories/{self.ws}/{slug}/refs/branches", fields="values.name,values.target.hash")}
+                    branches = {b["name"]: b["target"]["hash"] for b in self.client.branches(f"{self.ws}/{slug}")}
                     return slug, branches, None, True
                 except bb.BitbucketError as exc:
                     return slug, None, exc, True
@@ -426,8 +418,8 @@ class OrgSync:
         if MEMBERS in self.integration.refused_features:
             return
         try:
-            remote = {m["user"]["uuid"]: m["user"] for m in self.client.iterate(
-                f"workspaces/{self.ws}/members", fields=MEMBER_FIELDS) if m.get("user", {}).get("uuid")}
+            remote = {m["user"]["uuid"]: m["user"] for m in self.client.members(self.ws)
+                      if m.get("user", {}).get("uuid")}
         except (bb.Forbidden, bb.Unauthorized, bb.NotFound) as exc:
             refused = {**self.integration.refused_features, MEMBERS: str(exc)}
             Integration.objects.filter(pk=self.integration.pk).update(refused_features=refused)

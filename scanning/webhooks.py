@@ -377,7 +377,7 @@ def on_repo_deleted(integration: Integration, payload: dict) -> str:
         return "ignored: repository not in a managed namespace"
     client = bb.client_for(integration)
     try:
-        client.get(f"repositories/{integration.workspace}/{project.remote_uuid}", fields="uuid")
+        client.repository(f"{integration.workspace}/{project.remote_uuid}")
     except bb.NotFound:
         projects_purge(project_ids=[project.pk])
         return f"removed {project.full_name} (Bitbucket confirms it is gone)"

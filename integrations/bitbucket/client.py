@@ -18,12 +18,8 @@ Docs: https://developer.atlassian.com/cloud/bitbucket/rest/intro/ and the spec i
 
 from __future__ import annotations
 
-import hashlib
-import re
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -38,210 +34,51 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
-from urllib3.util.retry import Retry
 
 from integrations.bitbucket.credentials import Credentials
+from integrations.bitbucket.errors import (  # noqa: F401 - the client's failures, as bb.NotFound etc.
+    AppPasswordRejected,
+    BitbucketError,
+    CertificateError,
+    ConnectionDropped,
+    Forbidden,
+    HostUnreachable,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    UnexpectedResponse,
+)
+from integrations.bitbucket.transport import (  # noqa: F401 - oauth_tokens: tests clear it
+    USER_AGENT,
+    Bearer,
+    CallStats,
+    OAuthBearer,
+    _basic,
+    _expect_json,
+    _json_or_none,
+    _short,
+    build_retry,
+    oauth_cache_key,
+    oauth_tokens,
+    parse_ref_advertisement,
+)
 from integrations.models import AuthMethod
 from integrations.selectors import integration_get_credentials
 
-USER_AGENT = "bitbucket-portal/0.1 (+self-hosted)"
+
+# Partial responses (fields=): only what the portal reads.
+REPOSITORY_FIELDS = ("uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,project.uuid,project.key,"
+                     "links.html.href")
+PROJECT_FIELDS = "uuid,key,name,description"
+MEMBER_FIELDS = "user.uuid,user.account_id,user.display_name,user.nickname"
+NO_COMMIT = "0" * 40
+NO_HOOK = "{00000000-0000-4000-8000-000000000000}"
 
 
-# --- Typed failures ---------------------------------------------------------------------------
-
-class BitbucketError(Exception):
-    """A failed Bitbucket call. ``str()`` is safe to show and to log: no secrets."""
-
-    def __init__(self, message: str, *, status: int | None = None, method: str = "", path: str = "",
-                 remote_message: str = "", detail: Any = None) -> None:
-        super().__init__(message)
-        self.message, self.status, self.method, self.path = message, status, method, path
-        self.remote_message, self.detail = remote_message, detail
-
-
-class Unauthorized(BitbucketError):
-    """401: the credential is invalid, expired or revoked."""
-
-
-class AppPasswordRejected(Unauthorized):
-    """401 whose body shows an app password was used (removed on 2026-07-28)."""
-
-
-class Forbidden(BitbucketError):
-    """403. ``missing_scopes`` names what the credential lacks, when Bitbucket says."""
-
-    def __init__(self, message: str, *, missing_scopes: list[str] | None = None,
-                 granted_scopes: list[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.missing_scopes = missing_scopes or []
-        self.granted_scopes = granted_scopes or []
-
-
-class NotFound(BitbucketError):
-    """404: missing, or private and out of the credential's reach."""
-
-
-class RateLimited(BitbucketError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
-
-class CertificateError(BitbucketError):
-    """TLS verification failed (self-signed, expired, wrong host, intercepting proxy)."""
-
-
-class HostUnreachable(BitbucketError):
-    """DNS failure, connection refused, or a URL that is not Bitbucket's API."""
-
-
-class Timeout(BitbucketError):
-    """No answer in time, after retries: transient."""
-
-
-class ConnectionDropped(BitbucketError):
-    """The connection was reset or closed mid-answer, after retries: transient."""
-
-
-class ServerError(BitbucketError):
-    """5xx after retries."""
-
-
-class UnexpectedResponse(BitbucketError):
-    """Anything else: an unexpected status or a body that is not what the API sends."""
-
-
-# --- Retry policy ------------------------------------------------------------------------------
-
-class CappedRetry(Retry):
-    """urllib3 ``Retry`` that will not sleep longer than ``max_retry_after``, and counts
-    every retried request that reached Bitbucket.
-
-    A 429 whose ``Retry-After`` exceeds the cap is not retried: the caller gets
-    :class:`RateLimited` with the wait, and can pace itself instead of blocking. urllib3
-    makes a new ``Retry`` per attempt (``new()``), so the cap and the counter are carried
-    along there.
-    """
-
-    max_retry_after: float = 60.0
-    stats: "CallStats | None" = None
-
-    def new(self, **kw):
-        retry = super().new(**kw)
-        retry.max_retry_after, retry.stats = self.max_retry_after, self.stats
-        return retry
-
-    def sleep_for_retry(self, response=None) -> bool:
-        retry_after = self.get_retry_after(response) if response is not None else None
-        if retry_after is not None:
-            time.sleep(min(retry_after, self.max_retry_after))
-            return True
-        return False
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if response is not None and response.status == 429:
-            retry_after = self.get_retry_after(response)
-            if retry_after is not None and retry_after > self.max_retry_after:
-                # Too long to wait here: exhaust, so urllib3 hands the 429 back as is.
-                return Retry.increment(self.new(total=0, status=0), method, url, response, error, _pool,
-                                       _stacktrace)
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when exhausted
-        if self.stats is not None and (response is not None or _is_read_error(error)):
-            # The failed attempt reached Bitbucket (an answer, or a read that failed after
-            # sending) and is sent again: Bitbucket counts both, so the scan does too.
-            self.stats.add("git" if url and ".git/" in url else "rest")
-        return retry
-
-
-def _is_read_error(error: BaseException | None) -> bool:
-    return isinstance(error, (ReadTimeoutError, ProtocolError))
-
-
-def build_retry(stats: "CallStats | None" = None) -> Retry:
-    retry = CappedRetry(
-        total=settings.BITBUCKET_RETRIES, connect=settings.BITBUCKET_RETRIES, read=settings.BITBUCKET_RETRIES,
-        status=settings.BITBUCKET_RETRIES, other=0,  # other=0: TLS errors are never retried
-        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
-        backoff_factor=settings.BITBUCKET_BACKOFF_FACTOR, backoff_max=settings.BITBUCKET_BACKOFF_MAX,
-        backoff_jitter=settings.BITBUCKET_BACKOFF_FACTOR, respect_retry_after_header=True, raise_on_status=False,
-    )
-    retry.max_retry_after, retry.stats = settings.BITBUCKET_MAX_RETRY_AFTER, stats
-    return retry
-
-
-# --- Auth --------------------------------------------------------------------------------------
-
-class _OAuthTokenCache:
-    """Client-credentials tokens, shared across clients in a process.
-
-    Keyed by :func:`oauth_cache_key`: a digest of the *whole* credential (consumer key
-    and secret), the web URL and the integration. A consumer key alone is public (API
-    users see it as ``credential_identity``), so a key-only cache would hand tenant A's
-    token to anyone who typed A's key with a wrong secret.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[str, float]] = {}
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            token = self._tokens.get(key)
-        return token[0] if token and token[1] > time.time() else None
-
-    def put(self, key: str, token: str, expires_in: float) -> None:
-        # Refresh a minute early (or at half-life for very short tokens).
-        margin = min(60.0, expires_in / 2)
-        with self._lock:
-            if len(self._tokens) > 10_000:
-                self._tokens.clear()
-            self._tokens[key] = (token, time.time() + expires_in - margin)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._tokens.pop(key, None)
-
-
-def oauth_cache_key(credentials: Credentials, web_url: str, scope: object = None) -> str:
-    """A digest of everything that makes a token valid for this caller: never the
-    consumer key alone."""
-    material = "\0".join([credentials.method, credentials.identity, credentials.secret, web_url, str(scope)])
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-oauth_tokens = _OAuthTokenCache()
-
-
-class OAuthBearer(requests.auth.AuthBase):
-    def __init__(self, client: "BitbucketClient") -> None:
-        self.client = client
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.client.oauth_access_token()}"
-        return request
-
-
-class Bearer(requests.auth.AuthBase):
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
-
-
-# --- The client --------------------------------------------------------------------------------
-
-@dataclass
-class CallStats:
-    rest: int = 0
-    git: int = 0
-    oauth: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, kind: str) -> None:
-        with self.lock:
-            setattr(self, kind, getattr(self, kind) + 1)
+def _values(fields: str) -> str:
+    return ",".join(f"values.{f}" for f in fields.split(","))
 
 
 class BitbucketClient:
@@ -447,6 +284,117 @@ class BitbucketClient:
         for page in self.paginate(path, **kwargs):
             yield from page.get("values", [])
 
+    # --- The Bitbucket API: one named method per call, with its path and fields -------------
+    # Paths are relative to BITBUCKET_API_URL; ``full_name`` is ``workspace/slug``.
+
+    def project(self, workspace: str, key: str) -> dict:
+        return self.get(f"workspaces/{workspace}/projects/{key}", fields=PROJECT_FIELDS)
+
+    def projects(self, workspace: str) -> Iterator[dict]:
+        return self.iterate(f"workspaces/{workspace}/projects", fields=_values(PROJECT_FIELDS))
+
+    def projects_first_page(self, workspace: str) -> dict:
+        """One page of one project: does the listing work, and how many are there?"""
+        return next(self.paginate(f"workspaces/{workspace}/projects", pagelen=1, fields="values.key"))
+
+    def repository_pages(self, workspace: str, project_key: str = "") -> Iterator[dict]:
+        """The workspace's repositories (or one project's), 100 a page: the sync's listing."""
+        return self.paginate(f"repositories/{workspace}", fields=_values(REPOSITORY_FIELDS),
+                             q=f'project.key="{project_key}"' if project_key else None)
+
+    def repositories_first_page(self, workspace: str, project_key: str = "") -> dict:
+        return next(self.paginate(f"repositories/{workspace}", pagelen=1, fields="values.slug",
+                                  q=f'project.key="{project_key}"' if project_key else None))
+
+    def repository(self, full_name: str) -> dict:
+        """One repository by ``workspace/slug``, or by ``workspace/{uuid}`` (what a rename
+        cannot change)."""
+        return self.get(f"repositories/{full_name}", fields=REPOSITORY_FIELDS)
+
+    def branches(self, full_name: str) -> Iterator[dict]:
+        """Branch names and heads over REST (where git is refused)."""
+        return self.iterate(f"repositories/{full_name}/refs/branches", fields="values.name,values.target.hash")
+
+    def members(self, workspace: str) -> Iterator[dict]:
+        return self.iterate(f"workspaces/{workspace}/members", fields=_values(MEMBER_FIELDS))
+
+    def members_first_page(self, workspace: str) -> dict:
+        return next(self.paginate(f"workspaces/{workspace}/members", pagelen=1, fields="values.user.uuid"))
+
+    def branch_restrictions(self, full_name: str) -> Iterator[dict]:
+        return self.iterate(f"repositories/{full_name}/branch-restrictions")
+
+    def branch_restrictions_first_page(self, full_name: str) -> dict:
+        return next(self.paginate(f"repositories/{full_name}/branch-restrictions", pagelen=1))
+
+    def default_reviewers_first(self, full_name: str) -> list[dict]:
+        """At most one default reviewer: whether there are any."""
+        return next(self.paginate(f"repositories/{full_name}/default-reviewers", pagelen=1,
+                                  fields="values.uuid")).get("values", [])
+
+    def pull_requests_first_page(self, full_name: str) -> dict:
+        return next(self.paginate(f"repositories/{full_name}/pullrequests", pagelen=1))
+
+    def source_listing(self, full_name: str, commit: str, folder: str = "", *,
+                       max_depth: int | None = None) -> Iterator[dict]:
+        """Files and folders at ``commit`` under ``folder`` (paths and types)."""
+        path = f"repositories/{full_name}/src/{commit}/{quote(folder) + '/' if folder else ''}"
+        params = {"max_depth": max_depth} if max_depth is not None else {}
+        return self.iterate(path, fields="values.path,values.type", **params)
+
+    def file_text(self, full_name: str, commit: str, path: str) -> str:
+        return self.get_text(f"repositories/{full_name}/src/{commit}/{quote(path)}")
+
+    def diffstat(self, full_name: str, source: str, destination: str) -> Iterator[dict]:
+        return self.iterate(f"repositories/{full_name}/diffstat/{source}..{destination}")
+
+    def pull_request_diffstat(self, full_name: str, pull_request_id: int) -> Iterator[dict]:
+        """What a pull request changes, from its own diffstat (a fork's commits are not in the
+        destination repository)."""
+        return self.iterate(f"repositories/{full_name}/pullrequests/{pull_request_id}/diffstat")
+
+    def create_build_status(self, full_name: str, commit: str, status: dict) -> dict:
+        return self.post(f"repositories/{full_name}/commit/{commit}/statuses/build", status)
+
+    def create_comment(self, full_name: str, pull_request_id: int, raw: str) -> dict:
+        return self.post(f"repositories/{full_name}/pullrequests/{pull_request_id}/comments", {"content": {"raw": raw}})
+
+    def update_comment(self, full_name: str, pull_request_id: int, comment_id: int, raw: str) -> dict:
+        return self.put(f"repositories/{full_name}/pullrequests/{pull_request_id}/comments/{comment_id}",
+                        {"content": {"raw": raw}})
+
+    def workspace_hook(self, workspace: str, uid: str) -> dict:
+        return self.get(f"workspaces/{workspace}/hooks/{uid}", fields="uuid")
+
+    def create_workspace_hook(self, workspace: str, hook: dict) -> dict:
+        return self.post(f"workspaces/{workspace}/hooks", hook)
+
+    def update_workspace_hook(self, workspace: str, uid: str, hook: dict) -> dict:
+        return self.put(f"workspaces/{workspace}/hooks/{uid}", hook)
+
+    def delete_workspace_hook(self, workspace: str, uid: str) -> None:
+        self.delete(f"workspaces/{workspace}/hooks/{uid}")
+
+    def create_repository_hook(self, full_name: str, hook: dict) -> dict:
+        return self.post(f"repositories/{full_name}/hooks", hook)
+
+    def update_repository_hook(self, full_name: str, uid: str, hook: dict) -> dict:
+        return self.put(f"repositories/{full_name}/hooks/{uid}", hook)
+
+    def delete_repository_hook(self, full_name: str, uid: str) -> None:
+        self.delete(f"repositories/{full_name}/hooks/{uid}")
+
+    # Write access, probed so nothing changes: a hook, a commit and a pull request that do
+    # not exist. Bitbucket checks scopes first; a 404 or 400 after that means "allowed".
+    def may_manage_hooks(self, full_name: str) -> int:
+        return self.probe_write("PUT", f"repositories/{full_name}/hooks/{NO_HOOK}")
+
+    def may_post_build_statuses(self, full_name: str) -> int:
+        return self.probe_write("POST", f"repositories/{full_name}/commit/{NO_COMMIT}/statuses/build")
+
+    def may_comment(self, full_name: str) -> int:
+        return self.probe_write("POST", f"repositories/{full_name}/pullrequests/0/comments")
+
     def branch_head(self, full_name: str, branch: str) -> str:
         """The head commit of one branch (a merge's destination): one request."""
         body = self.get(f"repositories/{full_name}/refs/branches/{quote(branch, safe='')}", fields="target.hash")
@@ -463,59 +411,6 @@ class BitbucketClient:
         response = self._request("GET", url, params={"service": "git-upload-pack"}, kind="git",
                                  auth=_basic(*self.git_auth()))
         return parse_ref_advertisement(response.content)
-
-
-def parse_ref_advertisement(body: bytes) -> dict[str, str]:
-    """Parse pkt-lines into ``{ref name: sha}`` (``HEAD`` included; peeled tags skipped)."""
-    refs: dict[str, str] = {}
-    pos = 0
-    while pos + 4 <= len(body):
-        try:
-            length = int(body[pos:pos + 4], 16)
-        except ValueError as exc:
-            raise UnexpectedResponse("The git ref advertisement is malformed.") from exc
-        if length == 0:
-            pos += 4
-            continue
-        line = body[pos + 4:pos + length].rstrip(b"\n").split(b"\0", 1)[0].decode("utf-8", "replace")
-        pos += length
-        if line.startswith("#"):
-            continue
-        sha, _, name = line.partition(" ")
-        if name and not name.endswith("^{}") and len(sha) >= 40:
-            refs[name] = sha
-    return refs
-
-
-def _json_or_none(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _expect_json(response: requests.Response, method: str, path: str) -> Any:
-    body = _json_or_none(response)
-    if body is None:
-        raise UnexpectedResponse(
-            "Bitbucket answered with something that is not JSON; is BITBUCKET_API_URL the API address?",
-            status=response.status_code, method=method, path=path)
-    return body
-
-
-_QUERY = re.compile(r"\?[^\s'\")]*")
-
-
-def _short(exc: Exception) -> str:
-    """An exception's text, safe to store: no query string (which may carry a token or
-    just noise such as ``fields=``), at most 300 characters."""
-    text = _QUERY.sub("", str(exc))
-    return text if len(text) < 300 else text[:297] + "..."
-
-
-def _basic(user: str, password: str) -> requests.auth.HTTPBasicAuth:
-    """HTTP Basic encoded as UTF-8 (requests would use Latin-1 and fail on other text)."""
-    return requests.auth.HTTPBasicAuth(user.encode("utf-8"), password.encode("utf-8"))
 
 
 def client_for(integration) -> BitbucketClient:

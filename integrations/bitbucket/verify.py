@@ -35,11 +35,6 @@ NEEDS = {
     "statuses": {"api_token": "read:repository:bitbucket", "other": "repository"},
     "comments": {"api_token": "read:pullrequest:bitbucket", "other": "pullrequest"},
 }
-# Probes for what pull-request scans write, made so they can change nothing: a commit, a
-# pull request and a hook that do not exist. Bitbucket checks scopes first (403 names what
-# is missing); anything past that check (404, 400) means the credential may write there.
-NO_COMMIT = "0" * 40
-NO_HOOK = "{00000000-0000-4000-8000-000000000000}"
 
 
 @dataclass
@@ -108,10 +103,10 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
     # 1. The workspace or project is there, and projects can be listed.
     try:
         if key:
-            project = client.get(f"workspaces/{ws}/projects/{key}", fields="key,name")
+            project = client.project(ws, key)
             report.checks.append(Check("Project reachable", True, f"{ws}/{project.get('key', key)} ({project.get('name', '')})"))
         else:
-            page = next(client.paginate(f"workspaces/{ws}/projects", pagelen=1, fields="values.key"))
+            page = client.projects_first_page(ws)
             report.checks.append(Check("Projects listable", True, f"{page.get('size', '?')} project(s) in {ws}"))
     except bb.NotFound as exc:
         what = f"project {key} in workspace {ws}" if key else f"workspace {ws}"
@@ -128,8 +123,7 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
     # 2. Repositories can be listed (the heart of the sync).
     first_repo = None
     try:
-        page = next(client.paginate(f"repositories/{ws}", pagelen=1, fields="values.slug",
-                                    q=f'project.key="{key}"' if key else None))
+        page = client.repositories_first_page(ws, key)
         report.repositories_seen = page.get("size")
         first_repo = (page.get("values") or [{}])[0].get("slug")
         report.checks.append(Check("Repositories listable", True, f"{page.get('size', '?')} repositories visible"))
@@ -139,7 +133,7 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
 
     # 3. Optional: workspace members.
     try:
-        next(client.paginate(f"workspaces/{ws}/members", pagelen=1, fields="values.user.uuid"))
+        client.members_first_page(ws)
         report.checks.append(Check("Members listable", True, "workspace members can be read", required=False))
     except bb.BitbucketError as exc:
         report.checks.append(_failed("Members listable", exc, method, required=False, feature="members"))
@@ -153,29 +147,23 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
             check = _failed("Git access", exc, method, required=False, feature="repositories")
             check.message = f"git refused ({exc.message}); head commits will be read over REST instead."
             report.checks.append(check)
-        # 5. What the selected scanners and pull-request scanning need.
+        # 5. What the selected scanners and pull-request scanning need (reads, then writes
+        #    probed so that nothing changes).
+        repo = f"{ws}/{first_repo}"
         probes = []
         if "posture" in scanners:
-            probes.append(("Posture scanner", f"repositories/{ws}/{first_repo}/branch-restrictions", "posture"))
+            probes.append(("Posture scanner", client.branch_restrictions_first_page, "posture"))
         if pr_enabled:
-            probes.append(("Pull-request scans", f"repositories/{ws}/{first_repo}/pullrequests", "pullrequests"))
-        for name, path, feature in probes:
+            probes += [("Pull-request scans", client.pull_requests_first_page, "pullrequests"),
+                       ("Webhook registration", client.may_manage_hooks, "webhooks"),
+                       ("Build statuses", client.may_post_build_statuses, "statuses"),
+                       ("Pull-request comments", client.may_comment, "comments")]
+        for name, call, feature in probes:
             try:
-                next(client.paginate(path, pagelen=1))
+                call(repo)
                 report.checks.append(Check(name, True, "allowed"))
             except bb.BitbucketError as exc:
                 report.checks.append(_failed(name, exc, method, required=True, feature=feature))
-        if pr_enabled:
-            repo = f"repositories/{ws}/{first_repo}"
-            writes = [("Webhook registration", "PUT", f"{repo}/hooks/{NO_HOOK}", "webhooks"),
-                      ("Build statuses", "POST", f"{repo}/commit/{NO_COMMIT}/statuses/build", "statuses"),
-                      ("Pull-request comments", "POST", f"{repo}/pullrequests/0/comments", "comments")]
-            for name, verb, path, feature in writes:
-                try:
-                    client.probe_write(verb, path)
-                    report.checks.append(Check(name, True, "allowed"))
-                except bb.BitbucketError as exc:
-                    report.checks.append(_failed(name, exc, method, required=True, feature=feature))
     return report
 
 

@@ -50,7 +50,6 @@ def project_create(
     return project
 
 
-REPO_FIELDS = "uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,links.html.href"
 
 
 def project_import(*, namespace: Namespace, integration: Integration, url: str, actor: Actor) -> Project:
@@ -63,7 +62,7 @@ def project_import(*, namespace: Namespace, integration: Integration, url: str, 
     workspace, slug = parse_repository_url(url)
     client = bb.client_for(integration)
     try:
-        repo = client.get(f"repositories/{workspace}/{slug}", fields=REPO_FIELDS)
+        repo = client.repository(f"{workspace}/{slug}")
     except bb.NotFound:
         raise ValidationError({"url": f"{workspace}/{slug} was not found, or is not visible with the credentials of "
                                       f"'{integration}'."}) from None

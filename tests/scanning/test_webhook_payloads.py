@@ -188,9 +188,9 @@ def test_a_fork_pull_request_is_reviewed_with_its_own_diffstat_and_the_forks_fil
     responses.get(f"{API}/repositories/alice/api/src/fork456/package.json",
                   body='{"dependencies": {"lodash": "4.17.21", "event-stream": "3.3.6"}}')
     review = review_change(client=BitbucketClient(Credentials("access_token", "", "ATCTT3xToken42")),
-                           repo_path="repositories/acme/api", source="fork456", destination="dest123",
+                           full_name="acme/api", source="fork456", destination="dest123",
                            policy={"deny_packages": [{"name": "event-stream", "range": ""}]},
-                           source_repo_path="repositories/alice/api", pull_request_id=7)
+                           source_full_name="alice/api", pull_request_id=7)
     assert [r["name"] for r in review.added] == ["event-stream"]
     assert review.violations and review.violations[0]["package"] == "event-stream"
     assert not any("acme/api/diffstat/" in c.request.url or "acme/api/src/fork456" in c.request.url
