@@ -244,12 +244,7 @@ SCAN_DISPATCH_MINUTES = env.int("SCAN_DISPATCH_MINUTES", default=1)
 SCAN_HEARTBEAT_SECONDS = env.int("SCAN_HEARTBEAT_SECONDS", default=15)
 SCAN_STALE_SECONDS = env.int("SCAN_STALE_SECONDS", default=90)
 
-# --- Scanners an integration can select (implemented in scanning/scanners/) ----------
-SCANNERS_AVAILABLE = {
-    "dependencies": "Dependency inventory: packages from manifests and lock files",
-    "posture": "Repository posture: branch restrictions, approvals, visibility",
-}
-
+# --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----
 # REST requests the scanners may spend in one scan; the rest waits for the next scan
 # (state is kept per reference, so it resumes). Keep it under the credential's hourly
 # allowance (1,000 for API tokens and OAuth consumers) minus what listing needs.

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django import forms
-from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from common.scanners import CATALOGUE
 from common.versions import version_range
 from integrations import services
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace
@@ -69,7 +69,7 @@ class CredentialsForm(forms.Form):
 
 
 def _scanner_choices() -> list[tuple[str, str]]:
-    return [(name, f"{name}: {text}") for name, text in settings.SCANNERS_AVAILABLE.items()]
+    return [(s.name, f"{s.name}: {s.description}") for s in CATALOGUE.values()]
 
 
 class SettingsFieldsMixin(forms.Form):

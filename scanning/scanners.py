@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.scanners import CATALOGUE, ScannerInfo
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, Project, Reference
 from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
@@ -40,10 +41,18 @@ class Result:
 
 
 class Scanner:
-    name = ""
-    description = ""
-    # Scopes it needs, per auth method family (for verification messages and docs).
-    scopes: dict[str, list[str]] = {}
+    """A scanner implements one entry of the catalogue (``common/scanners.py``), which
+    names it, describes it and lists the scopes it needs."""
+
+    info: ScannerInfo
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def description(self) -> str:
+        return self.info.description
 
     def max_age(self) -> timedelta | None:
         """Rescan after this long even if the head did not move (None: only when it moves)."""
@@ -54,9 +63,7 @@ class Scanner:
 
 
 class DependenciesScanner(Scanner):
-    name = "dependencies"
-    description = "Dependency inventory: packages from manifests and lock files"
-    scopes = {"api_token": ["read:repository:bitbucket"], "other": ["repository"]}
+    info = CATALOGUE["dependencies"]
 
     def scan(self, target: Target) -> Result:
         commit = target.reference.head_commit
@@ -86,10 +93,7 @@ def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> i
 
 
 class PostureScanner(Scanner):
-    name = "posture"
-    description = "Repository posture: branch restrictions, approvals, visibility"
-    scopes = {"api_token": ["admin:repository:bitbucket", "read:pullrequest:bitbucket"],
-              "other": ["repository:admin", "pullrequest"]}
+    info = CATALOGUE["posture"]
 
     def max_age(self) -> timedelta | None:
         return timedelta(hours=settings.POSTURE_MAX_AGE_HOURS)
@@ -132,6 +136,8 @@ def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int
 
 
 REGISTRY: dict[str, Scanner] = {s.name: s for s in (DependenciesScanner(), PostureScanner())}
+# Every scanner in the catalogue is implemented, and nothing else.
+assert set(REGISTRY) == set(CATALOGUE), f"catalogue {sorted(CATALOGUE)} != implemented {sorted(REGISTRY)}"
 
 
 def selected_scanners(integration: Integration) -> list[Scanner]:

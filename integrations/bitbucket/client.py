@@ -67,7 +67,6 @@ from integrations.bitbucket.transport import (  # noqa: F401 - oauth_tokens: tes
 from integrations.models import AuthMethod
 from integrations.selectors import integration_get_credentials
 
-
 # Partial responses (fields=): only what the portal reads.
 REPOSITORY_FIELDS = ("uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,project.uuid,project.key,"
                      "links.html.href")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 
+from common.scanners import CATALOGUE
 from integrations.bitbucket import client as bb
 from integrations.bitbucket.credentials import (
     APP_PASSWORD_REMOVED,
@@ -24,12 +25,12 @@ from integrations.bitbucket.credentials import (
 )
 from integrations.bitbucket.urls import BitbucketTarget, parse_target
 
-# Scopes, as Bitbucket names them for each auth method, per feature (for messages).
+# Scopes, as Bitbucket names them for each auth method, per feature (for messages when
+# Bitbucket's 403 does not name them). Scanners' scopes come from the catalogue.
 NEEDS = {
     "repositories": {"api_token": "read:repository:bitbucket", "other": "repository"},
     "projects": {"api_token": "read:project:bitbucket", "other": "project"},
     "members": {"api_token": "read:workspace:bitbucket", "other": "account"},
-    "posture": {"api_token": "admin:repository:bitbucket", "other": "repository:admin"},
     "pullrequests": {"api_token": "read:pullrequest:bitbucket", "other": "pullrequest"},
     "webhooks": {"api_token": "write:webhook:bitbucket", "other": "webhook"},
     "statuses": {"api_token": "read:repository:bitbucket", "other": "repository"},
@@ -77,13 +78,15 @@ class VerificationReport:
         return {"ok": self.ok, "missing_scopes": self.missing_scopes, "checks": [c.as_dict() for c in self.checks]}
 
 
-def _scope(feature: str, method: str) -> str:
-    return NEEDS[feature]["api_token" if method == "api_token" else "other"]
+def _scopes(feature: str, method: str) -> list[str]:
+    if feature in CATALOGUE:
+        return list(CATALOGUE[feature].scopes_for(method))
+    return [NEEDS[feature]["api_token" if method == "api_token" else "other"]]
 
 
 def _failed(name: str, exc: bb.BitbucketError, method: str, *, required: bool, feature: str | None) -> Check:
     if isinstance(exc, bb.Forbidden):
-        missing = exc.missing_scopes or ([_scope(feature, method)] if feature else [])
+        missing = exc.missing_scopes or (_scopes(feature, method) if feature else [])
         help_text = SCOPE_HELP.get(method, "")
         return Check(name, False, f"missing scope(s) {', '.join(missing)}. {help_text}".strip(), required, missing, exc)
     if isinstance(exc, bb.AppPasswordRejected):
@@ -150,9 +153,8 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
         # 5. What the selected scanners and pull-request scanning need (reads, then writes
         #    probed so that nothing changes).
         repo = f"{ws}/{first_repo}"
-        probes = []
-        if "posture" in scanners:
-            probes.append(("Posture scanner", client.branch_restrictions_first_page, "posture"))
+        probes = [(f"{name.capitalize()} scanner", getattr(client, CATALOGUE[name].probe), name)
+                  for name in scanners if name in CATALOGUE and CATALOGUE[name].probe]
         if pr_enabled:
             probes += [("Pull-request scans", client.pull_requests_first_page, "pullrequests"),
                        ("Webhook registration", client.may_manage_hooks, "webhooks"),

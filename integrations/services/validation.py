@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from common.scanners import CATALOGUE
 from common.versions import version_range
 from integrations.models import (
     default_pr_settings,
@@ -51,7 +51,7 @@ def clean_settings(
     errors: dict[str, str] = {}
     if scanners is not None:
         scanners = [s.strip() for s in scanners if s and s.strip()]
-        known = set(settings.SCANNERS_AVAILABLE)
+        known = set(CATALOGUE)
         unknown = [s for s in scanners if s not in known]
         if unknown:
             errors["scanners"] = f"Unknown scanner(s): {', '.join(unknown)}. Available: {', '.join(sorted(known))}."

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from common.scanners import CATALOGUE
 from integrations import services
 from integrations.models import Integration, IntegrationStatus, Namespace, Tenant
 from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
@@ -40,7 +41,7 @@ class Command(BaseCommand):
         integration = services.integration_create(
             tenant=organisation, parent=parent, name="Demo workspace (sandbox)", workspace=workspace,
             auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=actor,
-            scanners=list(settings.SCANNERS_AVAILABLE), description="Connected to the built-in Bitbucket sandbox.",
+            scanners=list(CATALOGUE), description="Connected to the built-in Bitbucket sandbox.",
             # Pull-request scans with a small policy, so a demo pull request has something to say.
             pr_settings={"enabled": True, "target_branches": ["main", "master", "trunk"], "post_build_status": True,
                          "post_summary_comment": True, "status_per_scanner": False, "require_lockfile_update": True,
