@@ -25,7 +25,7 @@ from integrations.models import Reference, Role
 from integrations.selectors import has_role
 from scanning import services
 from scanning.models import PostureFinding, PullRequest, PullRequestScan, ScanRun, ScanStatus, Trigger
-from scanning.pullrequests import pr_scan_request
+from scanning.pullrequests import PrScanNotQueued, pr_scan_request
 from scanning.selectors import package_search, pull_requests_with_latest_scan, reference_sbom
 
 
@@ -281,7 +281,8 @@ class PullRequestRescanView(APIView):
                          tenant_path="project__namespace__tenant")
         if not has_role(user=request.user, tenant=pr.project.namespace.tenant_id, minimum=Role.MEMBER):
             self.permission_denied(request, "Viewers cannot start scans.")
-        scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)
-        if scan is None:
-            raise Conflict(f"Not scanned: {why}.", code="not_scannable")
+        try:
+            scan = pr_scan_request(pull_request=pr, trigger=Trigger.API, actor=request.user, force=True)
+        except PrScanNotQueued as exc:
+            raise Conflict(f"Not scanned: {exc}.", code="not_scannable") from None
         return Response(PullRequestScanSerializer(scan).data, status=status.HTTP_202_ACCEPTED)

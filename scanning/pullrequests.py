@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -25,8 +26,9 @@ from common.versions import comparable_version, version_range
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
 from integrations.queue import enqueue
+from integrations.services import Actor, audit
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for
-from scanning.models import PullRequest, PullRequestScan
+from scanning.models import PullRequest, PullRequestScan, Trigger
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record
 
@@ -84,32 +86,43 @@ def _dict(value: object) -> dict:
 
 # --- Starting a scan --------------------------------------------------------------------------------
 
-def pr_scan_request(*, pull_request: PullRequest, trigger: str, force: bool = False) -> tuple[PullRequestScan | None, str]:
-    """Queue a scan of the pull request's current source commit, unless PR scans are off,
-    the destination is not a target branch, the pull request is closed, or this exact
-    pair of commits was already scanned (``force`` re-runs it). Returns (scan, why)."""
+class PrScanNotQueued(Exception):
+    """Nothing to scan: PR scans are off, the pull request is closed or not aimed at a
+    target branch, or these commits were already scanned. ``str()`` says which."""
+
+
+def pr_scan_request(*, pull_request: PullRequest, trigger: str, actor: Actor, force: bool = False,
+                    event: str = "") -> PullRequestScan:
+    """Queue a scan of the pull request's current source commit (``force`` re-runs a pair
+    of commits already scanned). Raises :class:`PrScanNotQueued` saying why not, and
+    ``ValidationError`` for an unknown trigger; audited like every other state change."""
+    if trigger not in Trigger.values:
+        raise ValidationError(f"Unknown trigger {trigger!r}.")
     integration = pull_request.project.integration
     if integration is None:
-        return None, "the project has no integration"
+        raise PrScanNotQueued("the project has no integration")
     pr_settings = integration.pr_config
     if not pr_settings["enabled"]:
-        return None, "pull-request scans are off"
+        raise PrScanNotQueued("pull-request scans are off")
     if pull_request.state != PullRequest.State.OPEN:
-        return None, f"the pull request is {pull_request.get_state_display().lower()}"
+        raise PrScanNotQueued(f"the pull request is {pull_request.get_state_display().lower()}")
     patterns = pr_settings["target_branches"] or ["*"]
     if not branch_matches(pull_request.destination_branch, patterns):
-        return None, f"{pull_request.destination_branch} is not a target branch ({', '.join(patterns)})"
+        raise PrScanNotQueued(f"{pull_request.destination_branch} is not a target branch ({', '.join(patterns)})")
     if not pull_request.source_commit:
-        return None, "the payload named no source commit"
+        raise PrScanNotQueued("the payload named no source commit")
     same = pull_request.scans.filter(source_commit=pull_request.source_commit,
                                      destination_commit=pull_request.destination_commit)
     if not force and same.exclude(status=PullRequestScan.Status.ERROR).exists():
-        return None, "this source and destination were already scanned"
-    scan = PullRequestScan.objects.create(pull_request=pull_request, trigger=trigger[:64],
-                                          source_commit=pull_request.source_commit,
-                                          destination_commit=pull_request.destination_commit)
-    transaction.on_commit(lambda: enqueue("scanning.tasks.pr_scan_task", scan.pk))
-    return scan, f"queued PR scan #{scan.pk}"
+        raise PrScanNotQueued("this source and destination were already scanned")
+    with transaction.atomic():
+        scan = PullRequestScan.objects.create(pull_request=pull_request, trigger=trigger,
+                                              source_commit=pull_request.source_commit,
+                                              destination_commit=pull_request.destination_commit)
+        audit(actor=actor, action="pull_request.scan", target=pull_request, tenant=integration.tenant,
+              details={"scan": scan.pk, "trigger": trigger, "event": event[:64], "forced": force})
+        transaction.on_commit(lambda: enqueue("scanning.tasks.pr_scan_task", scan.pk))
+    return scan
 
 
 # --- Reviewing the change ---------------------------------------------------------------------------

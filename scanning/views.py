@@ -36,7 +36,7 @@ from scanning.models import (
     ScanStatus,
     Trigger,
 )
-from scanning.pullrequests import pr_scan_request
+from scanning.pullrequests import PrScanNotQueued, pr_scan_request
 from scanning.selectors import (
     csv_rows,
     package_search,
@@ -228,9 +228,10 @@ def pr_rescan(request, pk: int):
     """Scan the pull request's current source commit again (after fixing a credential...)."""
     pr = get_object_or_404(PullRequest.objects.select_related("project__integration"), pk=pk,
                            project__namespace__tenant=request.tenant)
-    scan, why = pr_scan_request(pull_request=pr, trigger="rerun", force=True)
-    if scan is None:
-        messages.warning(request, f"Not scanned: {why}.")
+    try:
+        scan = pr_scan_request(pull_request=pr, trigger=Trigger.MANUAL, actor=request.user, force=True)
+    except PrScanNotQueued as exc:
+        messages.warning(request, f"Not scanned: {exc}.")
         return _back(request, reverse("portal:project_detail", args=[pr.project_id]))
     messages.success(request, f"Scan of pull request #{pr.remote_id} queued.")
     return HttpResponseRedirect(reverse("portal:pr_scan_detail", args=[scan.pk]))

@@ -29,8 +29,8 @@ from integrations.crypto import SealedSecret
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.queue import enqueue
 from integrations.services import projects_purge, reference_move, references_remove
-from scanning.models import QueueFlag, WebhookDelivery
-from scanning.pullrequests import pr_scan_request, pull_request_record
+from scanning.models import QueueFlag, Trigger, WebhookDelivery
+from scanning.pullrequests import PrScanNotQueued, pr_scan_request, pull_request_record
 from scanning.scanners import run_for_project
 from scanning.services import ScanAlreadyRunning, org_rescan_request
 from scanning.sync import OrgSync
@@ -357,8 +357,11 @@ def on_pullrequest(integration: Integration, payload: dict, event: str) -> str:
         return f"ignored: #{pr.remote_id} has a newer state ({pr.state}) than this {event} delivery"
     outcome = f"recorded #{pr.remote_id} ({pr.state})"
     if event in ("pullrequest:created", "pullrequest:updated"):
-        _, why = pr_scan_request(pull_request=pr, trigger=event)
-        return f"{outcome}; {why}"
+        try:
+            scan = pr_scan_request(pull_request=pr, trigger=Trigger.WEBHOOK, actor=None, event=event)
+        except PrScanNotQueued as exc:
+            return f"{outcome}; {exc}"
+        return f"{outcome}; queued PR scan #{scan.pk}"
     if event == "pullrequest:fulfilled" and integration.tracks_branch(
             pr.destination_branch, main_branch=project.main_branch):
         client = bb.client_for(integration)

@@ -315,7 +315,8 @@ def test_pull_requests_and_their_scans(world):
     integration.pr_settings = {**integration.pr_settings, "enabled": True}
     integration.save()
     response = client_for(world["users"]["member"]).post(rescan)
-    assert response.status_code == 202 and response.json()["trigger"] == "rerun"
+    assert response.status_code == 202
+    assert response.json()["trigger"] == "api"
 
 
 def test_pr_settings_are_validated(world):

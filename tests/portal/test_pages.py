@@ -364,4 +364,10 @@ def test_pull_request_scans_on_the_project_page_and_their_own_page(client, site)
     site["integration"].save()
     response = client.post(reverse("portal:pr_rescan", kwargs={"pk": pr.pk}))
     newest = pr.scans.order_by("-id").first()
-    assert newest.trigger == "rerun" and response.url == reverse("portal:pr_scan_detail", kwargs={"pk": newest.pk})
+    assert newest.trigger == "manual"
+    assert response.url == reverse("portal:pr_scan_detail", kwargs={"pk": newest.pk})
+    from integrations.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="pull_request.scan")
+    assert event.actor == site["users"]["member"]
+    assert event.details["scan"] == newest.pk and event.details["forced"] is True
