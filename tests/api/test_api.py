@@ -57,7 +57,8 @@ def user_token(user) -> str:
 def assert_error(response, status, code=None):
     assert response.status_code == status, response.content
     body = response.json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    assert set(body) == {"error"}
+    assert {"code", "message"} <= set(body["error"])
     if code:
         assert body["error"]["code"] == code
     return body["error"]
@@ -93,8 +94,12 @@ def test_reads_for_a_viewer(world):
     listed = viewer.get("/api/v1/integrations/").json()
     assert listed["count"] == 1
     item = listed["results"][0]
-    assert item["name"] == "Alpha BB" and item["open_errors"] == 1 and item["scope"] == "workspace"
-    assert "credentials" not in item and "webhook_secret" not in item and "ATCTT3xTestToken" not in str(item)
+    assert item["name"] == "Alpha BB"
+    assert item["open_errors"] == 1
+    assert item["scope"] == "workspace"
+    assert "credentials" not in item
+    assert "webhook_secret" not in item
+    assert "ATCTT3xTestToken" not in str(item)
     for path in ("namespaces", "projects", "references", "scans", "sync-logs"):
         assert viewer.get(f"/api/v1/{path}/").json()["count"] >= 1, path
     project = viewer.get(f"/api/v1/projects/{world['project'].pk}/").json()
@@ -121,7 +126,8 @@ def test_filters(world):
 def test_rescan_needs_member(world, role, allowed):
     response = client_for(world["users"][role]).post(f"/api/v1/integrations/{world['integration'].pk}/rescan/")
     if allowed:
-        assert response.status_code == 202 and response.json()["status"] == "queued"
+        assert response.status_code == 202
+        assert response.json()["status"] == "queued"
         again = client_for(world["users"][role]).post(f"/api/v1/integrations/{world['integration'].pk}/rescan/")
         assert_error(again, 409, "scan_running")
     else:
@@ -147,7 +153,9 @@ def test_admin_edits_settings_and_the_url_stays(world):
     i = world["integration"].pk
     ok = c.patch(f"/api/v1/integrations/{i}/", {"scanners": ["posture"], "scan_interval_hours": 6,
                                                 "labels": ["prod"], "status": "paused"}, format="json")
-    assert ok.status_code == 200 and ok.json()["scan_interval_hours"] == 6 and ok.json()["status"] == "paused"
+    assert ok.status_code == 200
+    assert ok.json()["scan_interval_hours"] == 6
+    assert ok.json()["status"] == "paused"
     err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"bitbucket_url": "https://bitbucket.org/other"},
                                format="json"), 400, "invalid")
     assert "delete this integration and create a new one" in err["fields"]["bitbucket_url"][0]
@@ -163,24 +171,29 @@ def test_credentials_are_write_only(world):
     response = c.post(f"/api/v1/integrations/{i}/credentials/",
                       {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"},
                       format="json")
-    assert response.status_code == 200 and "ATATT3xBrandNewSecret9" not in response.content.decode()
-    assert response.json()["auth_method"] == "api_token" and response.json()["credential_identity"] == "ops@example.com"
+    assert response.status_code == 200
+    assert "ATATT3xBrandNewSecret9" not in response.content.decode()
+    assert response.json()["auth_method"] == "api_token"
+    assert response.json()["credential_identity"] == "ops@example.com"
     detail = c.get(f"/api/v1/integrations/{i}/").content.decode()
     assert "ATATT3xBrandNewSecret9" not in detail
     err = assert_error(c.post(f"/api/v1/integrations/{i}/credentials/", {"auth_method": "api_token",
                                                                          "token": "ATBB" + "x" * 28}, format="json"), 400)
-    assert "2026-07-28" in err["fields"]["token"][0] and "email" in err["fields"]
+    assert "2026-07-28" in err["fields"]["token"][0]
+    assert "email" in err["fields"]
 
 
 def test_delete_with_preview_then_for_real(world, django_capture_on_commit_callbacks):
     c = client_for(world["users"]["owner"])
     i = world["integration"].pk
     preview = c.delete(f"/api/v1/integrations/{i}/?dry_run=1")
-    assert preview.status_code == 200 and preview.json()["preview"]["projects"] == 1
+    assert preview.status_code == 200
+    assert preview.json()["preview"]["projects"] == 1
     assert Integration.objects.filter(pk=i).exists()
     with django_capture_on_commit_callbacks(execute=True):
         gone = c.delete(f"/api/v1/integrations/{i}/")
-    assert gone.status_code == 202 and gone.json()["preview"]["references"] == 1
+    assert gone.status_code == 202
+    assert gone.json()["preview"]["references"] == 1
     assert c.get("/api/v1/integrations/").json()["count"] == 0
     assert not Integration.objects.filter(pk=i).exists()
 
@@ -188,7 +201,8 @@ def test_delete_with_preview_then_for_real(world, django_capture_on_commit_callb
 def test_namespaces_crud_and_managed_refusals(world):
     c = client_for(world["users"]["admin"])
     created = c.post("/api/v1/namespaces/", {"name": "Platform Team", "parent": world["namespace"].pk}, format="json")
-    assert created.status_code == 201 and created.json()["slug"] == "platform-team"
+    assert created.status_code == 201
+    assert created.json()["slug"] == "platform-team"
     ns_id = created.json()["id"]
     assert c.patch(f"/api/v1/namespaces/{ns_id}/", {"name": "Platform"}, format="json").json()["name"] == "Platform"
     root = world["integration"].root_namespace_id
@@ -214,9 +228,11 @@ def test_create_verifies_and_reports_missing_scopes(world, bitbucket, django_cap
                                               "email": ""}, format="json")
     assert ok.status_code == 201, ok.content
     created = Integration.objects.get(pk=ok.json()["id"])
-    assert created.scope == "project" and ScanRun.objects.get(integration=created).status == "succeeded"
+    assert created.scope == "project"
+    assert ScanRun.objects.get(integration=created).status == "succeeded"
     verify = c.post(f"/api/v1/integrations/{created.pk}/verify/")
-    assert verify.status_code == 200 and verify.json()["ok"] is True
+    assert verify.status_code == 200
+    assert verify.json()["ok"] is True
     err = assert_error(c.post("/api/v1/integrations/", {"name": "x"}, format="json"), 400, "invalid")
     assert {"parent", "auth_method"} <= set(err["fields"])
     err = assert_error(c.post("/api/v1/integrations/", {**body, "tenant": "beta"}, format="json"), 400)
@@ -303,14 +319,16 @@ def test_pull_requests_and_their_scans(world):
     assert listing["results"][0]["latest_scan"] == {"id": world["pr_scan"].pk, "status": "passed",
                                                     "description": "No policy violations"}
     scan = viewer.get(f"/api/v1/pull-request-scans/{world['pr_scan'].pk}/").json()
-    assert scan["pull_request"] == world["pr"].pk and scan["page_url"].endswith(f"/pull-request-scans/{world['pr_scan'].pk}/")
+    assert scan["pull_request"] == world["pr"].pk
+    assert scan["page_url"].endswith(f"/pull-request-scans/{world['pr_scan'].pk}/")
     assert viewer.get("/api/v1/pull-request-scans/?status=failed").json()["count"] == 0
     assert_error(viewer.get("/api/v1/pull-request-scans/?status=bogus"), 400)
     rescan = f"/api/v1/pull-requests/{world['pr'].pk}/rescan/"
     assert_error(viewer.post(rescan), 403)
     # PR scans are off for this integration: a clear 409, nothing queued.
     error = assert_error(client_for(world["users"]["member"]).post(rescan), 409, "not_scannable")
-    assert "pull-request scans are off" in error["message"] and PullRequestScan.objects.count() == 1
+    assert "pull-request scans are off" in error["message"]
+    assert PullRequestScan.objects.count() == 1
     integration = world["integration"]
     integration.pr_settings = {**integration.pr_settings, "enabled": True}
     integration.save()
@@ -327,10 +345,12 @@ def test_pr_settings_are_validated(world):
     bad = admin.patch(url, {"pr_settings": {"enabled": "yes"}}, format="json")
     assert "enabled must be true or false" in assert_error(bad, 400)["fields"]["pr_settings"][0]
     good = admin.patch(url, {"pr_settings": {"deny_packages": [{"name": "lodash", "range": "<4.17.21"}]}}, format="json")
-    assert good.status_code == 200 and good.json()["pr_settings"]["deny_packages"][0]["range"] == "<4.17.21"
+    assert good.status_code == 200
+    assert good.json()["pr_settings"]["deny_packages"][0]["range"] == "<4.17.21"
 
 
 def test_schema_and_docs(world, client):
     schema = client.get("/api/schema/")
-    assert schema.status_code == 200 and b"/api/v1/integrations/{id}/rescan/" in schema.content
+    assert schema.status_code == 200
+    assert b"/api/v1/integrations/{id}/rescan/" in schema.content
     assert client.get("/api/docs/").status_code == 200

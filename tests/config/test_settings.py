@@ -20,8 +20,10 @@ def ids(errors):
 def test_the_configured_queue_passes(settings):
     assert check_task_queue() == []
     conf = settings.Q_CLUSTER
-    assert conf["timeout"] < conf["retry"] and conf["max_attempts"] > 0
-    assert conf["catch_up"] is False and conf["ack_failures"] is True
+    assert conf["timeout"] < conf["retry"]
+    assert conf["max_attempts"] > 0
+    assert conf["catch_up"] is False
+    assert conf["ack_failures"] is True
 
 
 @pytest.mark.parametrize("override,error_id", [
@@ -68,12 +70,14 @@ def test_start_up_fails_on_an_unsafe_queue(tmp_path):
         "check", DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), DATA_DIR=str(tmp_path),
         FIELD_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(), Q_RETRY="10", Q_TIMEOUT="60",
     )
-    assert result.returncode != 0 and "portal.E002" in result.stderr
+    assert result.returncode != 0
+    assert "portal.E002" in result.stderr
 
 
 def test_without_secret_key_start_up_explains_what_to_do(tmp_path):
     result = _manage("check", SECRET_KEY="", DATA_DIR=str(tmp_path))
-    assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
 
 
 def test_database_and_queue_urls_switch_backends(tmp_path):

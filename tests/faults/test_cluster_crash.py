@@ -145,9 +145,11 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     _wait(lambda: not _group_alive(first), 30, "the cluster to stop after SIGTERM")
     sigterm_seconds = time.monotonic() - sent
     running.refresh_from_db()
-    assert running.status == "failed" and "task cluster was stopped" in running.summary
+    assert running.status == "failed"
+    assert "task cluster was stopped" in running.summary
     resume = _latest(integration.pk)
-    assert resume.pk != running.pk and resume.status == "queued", "the scan that resumes it waits in the queue"
+    assert resume.pk != running.pk
+    assert resume.status == "queued", "the scan that resumes it waits in the queue"
 
     # 2. A new cluster takes the queued scan; kill -9 of its whole group mid-scan.
     stack["slow_listing"]()
@@ -168,7 +170,8 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     final = _wait(new_scan_started, 120, "a new scan after kill -9")
     restart_seconds = time.monotonic() - killed
     resume.refresh_from_db()
-    assert resume.status == "failed" and "no sign of life" in resume.summary
+    assert resume.status == "failed"
+    assert "no sign of life" in resume.summary
     final = _wait(lambda: (r := ScanRun.objects.get(pk=final.pk)).status in ("succeeded", "partial") and r, 180,
                   "the last scan to finish")
 

@@ -52,7 +52,8 @@ def test_every_admin_page_renders_and_shows_no_secret(staff_client, populated):
         response = staff_client.get(url)
         assert response.status_code == 200, url
         body = response.content.decode()
-        assert TOKEN not in body and secret not in body, url
+        assert TOKEN not in body, url
+        assert secret not in body, url
         assert populated.credentials.ciphertext not in body, url
 
 
@@ -116,7 +117,8 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
                                   "token": TOKEN, "scan_interval_hours": 24})
     assert bad.status_code == 200
     body = bad.content.decode()
-    assert "URL of a repository" in body and "Atlassian account email" in body
+    assert "URL of a repository" in body
+    assert "Atlassian account email" in body
     assert TOKEN not in body  # the secret is not echoed back into the form
     assert Integration.objects.count() == 0
 
@@ -126,8 +128,11 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
                                       "token": SANDBOX_API_TOKEN_NO_ADMIN, "scan_interval_hours": 12,
                                       "scanners": ["posture"]})
     body = refused.content.decode()
-    assert refused.status_code == 200 and "verification failed" in body and "admin:repository:bitbucket" in body
-    assert SANDBOX_API_TOKEN_NO_ADMIN not in body and Integration.objects.count() == 0
+    assert refused.status_code == 200
+    assert "verification failed" in body
+    assert "admin:repository:bitbucket" in body
+    assert SANDBOX_API_TOKEN_NO_ADMIN not in body
+    assert Integration.objects.count() == 0
 
     ok = staff_client.post(url, {"name": "Acme", "workspace": "demo", "parent": parent.pk,
                                  "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN,
@@ -136,19 +141,22 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
     assert ok.status_code == 302
     integration = Integration.objects.get()
     assert integration.root_namespace.parent == parent
-    assert integration.scanners == ["posture"] and integration.labels == ["eu", "prod"]
+    assert integration.scanners == ["posture"]
+    assert integration.labels == ["eu", "prod"]
 
 
 def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, django_capture_on_commit_callbacks):
     change = reverse("admin:integrations_integration_change", args=[populated.pk])
     page = staff_client.get(change).content.decode()
-    assert populated.bitbucket_url in page and "delete this integration and create a new one" in page
+    assert populated.bitbucket_url in page
+    assert "delete this integration and create a new one" in page
     response = staff_client.post(change, {"name": "Acme", "status": "paused", "scan_interval_hours": 48,
                                           "scanners": ["dependencies"], "pr_target_branches": "*",
                                           "pr_deny_packages": "lodash <4.17.21\nevent-stream"})
     assert response.status_code == 302
     populated.refresh_from_db()
-    assert populated.status == "paused" and populated.scan_interval.total_seconds() == 48 * 3600
+    assert populated.status == "paused"
+    assert populated.scan_interval.total_seconds() == 48 * 3600
     assert populated.pr_settings["deny_packages"] == [{"name": "lodash", "range": "<4.17.21"},
                                                       {"name": "event-stream", "range": ""}]
 
@@ -157,11 +165,13 @@ def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, 
                                          "token": "ATATT3xReplacement77"})
     assert response.status_code == 302
     populated.refresh_from_db()
-    assert populated.auth_method == "api_token" and populated.credential_identity == "ops@example.com"
+    assert populated.auth_method == "api_token"
+    assert populated.credential_identity == "ops@example.com"
 
     delete = reverse("admin:integrations_integration_delete", args=[populated.pk])
     page = staff_client.get(delete).content.decode()
-    assert "<strong>1</strong> projects" in page and "<strong>1</strong> references" in page
+    assert "<strong>1</strong> projects" in page
+    assert "<strong>1</strong> references" in page
     wrong = staff_client.post(delete, {"confirm_name": "acme"})
     assert "Type &#x27;Acme&#x27; exactly" in wrong.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
@@ -180,7 +190,8 @@ def test_deleting_integrations_are_hidden_in_the_admin(staff_client, populated):
 def test_managed_namespace_is_read_only_in_the_admin(staff_client, populated):
     root = populated.root_namespace
     page = staff_client.get(reverse("admin:integrations_namespace_change", args=[root.pk])).content.decode()
-    assert "managed by integration" in page and 'name="name"' not in page
+    assert "managed by integration" in page
+    assert 'name="name"' not in page
     response = staff_client.post(reverse("admin:integrations_namespace_delete", args=[root.pk]), {"post": "yes"},
                                  follow=True)
     assert "cannot be deleted" in response.content.decode()

@@ -55,7 +55,8 @@ def test_oauth_token_is_fetched_cached_and_refreshed_before_expiry():
     client.get("user")
     client.get("user")
     token_calls = [c for c in responses.calls if c.request.url.endswith("access_token")]
-    assert len(token_calls) == 1 and "grant_type=client_credentials" in token_calls[0].request.body
+    assert len(token_calls) == 1
+    assert "grant_type=client_credentials" in token_calls[0].request.body
     assert responses.calls[-1].request.headers["Authorization"] == "Bearer tok-1"
     # A token about to expire is replaced before use.
     bb.oauth_tokens.put(client._token_key, "tok-old", 0.01)
@@ -72,7 +73,8 @@ def test_oauth_rejected_consumer_is_unauthorized():
                                                                          "error_description": "Bad secret"})
     with pytest.raises(bb.Unauthorized) as excinfo:
         BitbucketClient(Credentials("oauth", "k", "consumer-secret-value")).get("user")
-    assert excinfo.value.remote_message == "Bad secret" and "consumer-secret-value" not in str(excinfo.value)
+    assert excinfo.value.remote_message == "Bad secret"
+    assert "consumer-secret-value" not in str(excinfo.value)
 
 
 @responses.activate
@@ -82,7 +84,9 @@ def test_pagination_follows_next_verbatim_and_asks_for_what_it_needs():
     slugs = [v["slug"] for v in access().iterate("repositories/acme", fields="values.slug", q='project.key="P"')]
     assert slugs == ["a", "b"]
     first, second = responses.calls[0].request, responses.calls[1].request
-    assert "pagelen=100" in first.url and "fields=next%2Csize%2Cvalues.slug" in first.url and "q=project.key" in first.url
+    assert "pagelen=100" in first.url
+    assert "fields=next%2Csize%2Cvalues.slug" in first.url
+    assert "q=project.key" in first.url
     assert second.url == "https://elsewhere.example/opaque?cursor=xyz"
 
 
@@ -101,7 +105,8 @@ def test_statuses_become_typed_errors_and_are_not_retried(status, body, exc_type
     err = excinfo.value
     assert (err.status, err.method, err.path) == (status, "GET", "/2.0/repositories/acme/r")
     assert err.remote_message == body["error"]["message"]
-    assert SECRET not in str(err) and SECRET not in repr(err.__dict__)
+    assert SECRET not in str(err)
+    assert SECRET not in repr(err.__dict__)
 
 
 @responses.activate

@@ -66,7 +66,8 @@ def test_verification_never_trusts_a_cached_token():
     bad = verify_connection(target=parse_target(workspace="acme"),
                             credentials=Credentials("oauth", "shared-key", "not-the-secret"))
     assert not bad.ok
-    assert bad.checks[0].error is not None and isinstance(bad.checks[0].error, bb.Unauthorized)
+    assert bad.checks[0].error is not None
+    assert isinstance(bad.checks[0].error, bb.Unauthorized)
 
 
 @responses.activate

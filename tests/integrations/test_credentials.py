@@ -37,4 +37,5 @@ def test_bad_email_and_pasted_whitespace():
 def test_secret_never_appears_in_repr():
     creds = clean_credentials("api_token", {"email": "Dev@Example.com ", "token": "ATATT3xSECRETVALUE"})
     assert creds.identity == "dev@example.com"
-    assert "SECRETVALUE" not in repr(creds) and "SECRETVALUE" not in str(creds)
+    assert "SECRETVALUE" not in repr(creds)
+    assert "SECRETVALUE" not in str(creds)

@@ -22,7 +22,8 @@ def test_round_trip_and_sealed_value_hides_plaintext(db):
     integration = make_integration(credentials={"token": TOKEN})
     loaded = Integration.objects.get(pk=integration.pk)
     assert isinstance(loaded.credentials, SealedSecret)
-    assert TOKEN not in repr(loaded.credentials) and TOKEN not in str(loaded.credentials)
+    assert TOKEN not in repr(loaded.credentials)
+    assert TOKEN not in str(loaded.credentials)
     assert integration_get_credentials(integration=loaded).secret == TOKEN
 
 

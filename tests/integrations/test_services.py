@@ -23,14 +23,19 @@ def test_create_makes_a_managed_root_under_the_chosen_parent(tenant, actor):
         labels=["prod", "prod", " team-a "], verify=False,
     )
     root = integration.root_namespace
-    assert root.parent == parent and root.managed and root.integration == integration
-    assert root.slug == "acme" and root.tenant == tenant
-    assert integration.workspace == "acme" and integration.scope == "workspace"
+    assert root.parent == parent
+    assert root.managed
+    assert root.integration == integration
+    assert root.slug == "acme"
+    assert root.tenant == tenant
+    assert integration.workspace == "acme"
+    assert integration.scope == "workspace"
     assert integration.labels == ["prod", "team-a"]
     assert integration.scan_interval == timedelta(hours=24)
     assert integration.created_by == actor
     event = AuditEvent.objects.get(action="integration.create")
-    assert event.actor == actor and event.tenant == tenant
+    assert event.actor == actor
+    assert event.tenant == tenant
     assert TOKEN not in str(event.details)
 
 
@@ -40,7 +45,8 @@ def test_several_integrations_share_a_parent_with_their_own_roots(tenant):
     b = make_integration(tenant=tenant, parent=parent, workspace="acme", project_key="CORE")
     assert a.root_namespace != b.root_namespace
     assert {a.root_namespace.slug, b.root_namespace.slug} == {"acme", "acme-2"}
-    assert b.scope == "project" and b.bitbucket_url.endswith("/acme/workspace/projects/CORE")
+    assert b.scope == "project"
+    assert b.bitbucket_url.endswith("/acme/workspace/projects/CORE")
 
 
 def test_create_reports_every_bad_field_and_saves_nothing(tenant):
@@ -79,8 +85,10 @@ def test_update_settings_records_what_changed(tenant, actor):
                                 scan_interval=timedelta(hours=6), status="paused",
                                 pr_settings={"enabled": True, "deny_packages": [{"name": "lodash", "range": "<4.17.21"}]})
     integration.refresh_from_db()
-    assert integration.scanners == ["dependencies"] and integration.status == "paused"
-    assert integration.pr_settings["enabled"] is True and integration.pr_settings["post_build_status"] is True
+    assert integration.scanners == ["dependencies"]
+    assert integration.status == "paused"
+    assert integration.pr_settings["enabled"] is True
+    assert integration.pr_settings["post_build_status"] is True
     event = AuditEvent.objects.filter(action="integration.update").get()
     assert event.details["changed"] == ["pr_settings", "scan_interval", "scanners", "status"]
     with pytest.raises(ValidationError):
@@ -94,7 +102,8 @@ def test_credentials_update_switches_method_and_never_logs_the_secret(tenant, ac
     services.credentials_update(integration=integration, auth_method="api_token", actor=actor,
                                 credentials={"email": "ops@example.com", "token": "ATATT3xNEWSECRET99"})
     loaded = Integration.objects.get(pk=integration.pk)
-    assert loaded.auth_method == "api_token" and loaded.credential_identity == "ops@example.com"
+    assert loaded.auth_method == "api_token"
+    assert loaded.credential_identity == "ops@example.com"
     assert "NEWSECRET" not in loaded.credentials.ciphertext
     for event in AuditEvent.objects.all():
         assert "NEWSECRET" not in str(event.details)
@@ -105,7 +114,8 @@ def test_webhook_secret_rotates(tenant, actor):
     before = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
     services.webhook_secret_rotate(integration=integration, actor=actor)
     after = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
-    assert before != after and len(after) >= 32
+    assert before != after
+    assert len(after) >= 32
 
 
 def test_audit_scrubs_secret_looking_keys(tenant):
@@ -136,7 +146,8 @@ def test_managed_namespaces_cannot_be_renamed_deleted_or_added_to(tenant, actor)
 def test_superuser_may_add_by_hand_inside_a_managed_namespace(tenant, superuser):
     root = make_integration(tenant=tenant).root_namespace
     child = services.namespace_create(tenant=tenant, parent=root, name="Hand made", actor=superuser)
-    assert child.managed is False and child.parent == root
+    assert child.managed is False
+    assert child.parent == root
 
 
 def test_unmanaged_namespaces_follow_the_rules(tenant, actor):

@@ -18,7 +18,8 @@ def test_slugify_folds_unicode_and_punctuation(name, expected):
 
 def test_names_without_ascii_get_a_stable_distinct_hash():
     a, b = slugify_name("日本語チーム"), slugify_name("Ελληνικά")
-    assert is_valid_slug(a) and is_valid_slug(b)
+    assert is_valid_slug(a)
+    assert is_valid_slug(b)
     assert a != b
     assert slugify_name("日本語チーム") == a  # deterministic
 
@@ -36,7 +37,9 @@ def test_collisions_get_numeric_suffixes_within_the_limit():
     long_name = "x" * 80
     base = slugify_name(long_name)
     suffixed = unique_slug(long_name, {base})
-    assert suffixed.endswith("-2") and len(suffixed) == MAX_LENGTH and is_valid_slug(suffixed)
+    assert suffixed.endswith("-2")
+    assert len(suffixed) == MAX_LENGTH
+    assert is_valid_slug(suffixed)
 
 
 def test_assign_slugs_is_independent_of_input_order():

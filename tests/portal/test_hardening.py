@@ -48,7 +48,8 @@ def test_sign_in_locks_out_after_repeated_wrong_passwords_even_for_the_right_one
     answers = [client.post(url, {"username": "victim", "password": "wrong"}).status_code for _ in range(5)]
     assert answers == [200, 200, 200, 200, 429]  # the fifth failure locks the pair out
     locked = client.post(url, {"username": "victim", "password": "the-right-password-42"})
-    assert locked.status_code == 429 and b"Sign-in paused" in locked.content
+    assert locked.status_code == 429
+    assert b"Sign-in paused" in locked.content
     assert "_auth_user_id" not in client.session
     # Someone else (another address) is not locked out by it.
     other = client.post(url, {"username": "victim", "password": "the-right-password-42"}, REMOTE_ADDR="10.0.0.8")
@@ -70,7 +71,8 @@ def test_guessing_api_tokens_gets_429_before_any_token_is_checked(client, db, se
         guesser = APIClient()
         guesser.credentials(HTTP_AUTHORIZATION=f"Token bbp_{uuid.uuid4().hex}")
         answers.append(guesser.get("/api/v1/tenants/").status_code)
-    assert answers[:10] == [401] * 10 and set(answers[10:]) == {429}
+    assert answers[:10] == [401] * 10
+    assert set(answers[10:]) == {429}
     body = guesser.get("/api/v1/tenants/").json()
     assert body["error"]["code"] == "throttled"
 
@@ -79,10 +81,12 @@ def test_api_users_are_throttled(world, settings):
     settings.API_THROTTLE_USER = "20/minute"
     client = api(world["owner"])
     answers = [client.get("/api/v1/projects/").status_code for _ in range(30)]
-    assert answers[:20] == [200] * 20 and set(answers[20:]) == {429}
+    assert answers[:20] == [200] * 20
+    assert set(answers[20:]) == {429}
     settings.API_THROTTLE_ANON = "5/minute"
     anon = [APIClient().get("/api/v1/projects/").status_code for _ in range(8)]
-    assert anon[:5] == [401] * 5 and set(anon[5:]) == {429}
+    assert anon[:5] == [401] * 5
+    assert set(anon[5:]) == {429}
 
 
 def test_api_tokens_are_stored_hashed_and_odd_headers_are_refused_cleanly(world):
@@ -90,7 +94,8 @@ def test_api_tokens_are_stored_hashed_and_odd_headers_are_refused_cleanly(world)
 
     token = api_token_create(user=world["owner"], actor=world["owner"])
     (stored,) = AuthToken.objects.filter(user=world["owner"]).values_list("digest", "token_key")
-    assert token not in stored and hashlib.sha512(token.encode()).hexdigest() == stored[0]
+    assert token not in stored
+    assert hashlib.sha512(token.encode()).hexdigest() == stored[0]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token bbp_\xe9\xe8")  # not ASCII
     assert client.get("/api/v1/tenants/").status_code == 401
@@ -126,7 +131,8 @@ def test_plaintext_tokens_from_before_are_moved_to_hashes(transactional_db):
 def test_the_tenant_switch_never_redirects_off_site(client, world, target):
     client.force_login(world["owner"])
     response = client.post(reverse("portal:tenant_switch"), {"tenant": world["a"].pk, "next": target})
-    assert response.status_code == 302 and response["Location"] == reverse("portal:integrations")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("portal:integrations")
     kept = client.post(reverse("portal:tenant_switch"), {"tenant": world["a"].pk, "next": "/projects/?page=2"})
     assert kept["Location"] == "/projects/?page=2"
 
@@ -161,14 +167,18 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(client, world):
     client.force_login(world["owner"])
     response = client.get(reverse("portal:packages"), {"name": '=HYPERLINK("http://x")', "format": "csv"})
     body = b"".join(response.streaming_content).decode()
-    assert "'=HYPERLINK" in body and "'@SUM(1)" in body and "'+cmd|package.json" in body
-    assert ',=HYPERLINK' not in body and '"=HYPERLINK' not in body
+    assert "'=HYPERLINK" in body
+    assert "'@SUM(1)" in body
+    assert "'+cmd|package.json" in body
+    assert ',=HYPERLINK' not in body
+    assert '"=HYPERLINK' not in body
 
 
 def test_pages_and_api_answers_for_signed_in_users_are_never_cached(client, world):
     client.force_login(world["owner"])
     edit = client.get(reverse("portal:bitbucket_edit", args=[world["integration"].pk]))
-    assert edit.status_code == 200 and "no-store" in edit["Cache-Control"]
+    assert edit.status_code == 200
+    assert "no-store" in edit["Cache-Control"]
     assert "no-store" in api(world["owner"]).get("/api/v1/integrations/")["Cache-Control"]
 
 
@@ -196,7 +206,8 @@ def test_sync_log_page_days_out_of_range_is_400(client, world, url):
 @pytest.mark.parametrize("query", ["days=1000000000", "days=-5", "days=abc"])
 def test_sync_log_api_days_out_of_range_is_400(world, query):
     response = api(world["owner"]).get(f"/api/v1/sync-logs/?{query}")
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
 
 
 @pytest.mark.parametrize("url", ["/projects/?search=a%00b", "/packages/?name=lo%00dash", "/packages/?name=x%00&format=csv",
@@ -252,7 +263,8 @@ def test_a_nul_byte_in_a_signed_webhook_body_is_400(client, world):
                            HTTP_X_HUB_SIGNATURE=signature)
 
     response = deliver(b'{"repository": {"uuid": "{x}"}, "x": "a\x00b"}')
-    assert response.status_code == 400 and b"NUL" in response.content
+    assert response.status_code == 400
+    assert b"NUL" in response.content
     # An escaped \u0000 inside a string is valid JSON: accepted, then rejected when processed
     # (no column can hold it), never a crash.
     from scanning.models import WebhookDelivery

@@ -39,20 +39,24 @@ def test_workspace_hook_registered_with_secret_and_removed(bitbucket, settings, 
     ws = bitbucket.sandbox.world.workspaces["demo"]
     (hook,) = ws.hooks.values()
     assert hook.url == f"https://portal.example.com/webhooks/bitbucket/{integration.uuid}/"
-    assert hook.secret == integration.webhook_secret.reveal() and set(hook.events) == set(EVENTS)
+    assert hook.secret == integration.webhook_secret.reveal()
+    assert set(hook.events) == set(EVENTS)
     assert WebhookRegistration.objects.get(integration=integration).subject == "workspace"
     before = len(bitbucket.sandbox.requests)
     scan(integration)  # idempotent: nothing registered twice; one read to see the hook is still there
     hook_calls = [(r.method, r.path) for r in list(bitbucket.sandbox.requests)[before:] if "/hooks" in r.path]
-    assert len(ws.hooks) == 1 and hook_calls == [("GET", f"/2.0/workspaces/demo/hooks/{hook.uuid}")]
+    assert len(ws.hooks) == 1
+    assert hook_calls == [("GET", f"/2.0/workspaces/demo/hooks/{hook.uuid}")]
     # Someone removes it in Bitbucket: the next scan registers it again.
     ws.hooks.clear()
     scan(integration)
-    assert len(ws.hooks) == 1 and WebhookRegistration.objects.get(integration=integration).hook_uuid != hook.uuid
+    assert len(ws.hooks) == 1
+    assert WebhookRegistration.objects.get(integration=integration).hook_uuid != hook.uuid
     # Turning pull-request scans off removes it.
     with django_capture_on_commit_callbacks(execute=True):
         services.integration_update(integration=integration, actor=None, pr_settings={"enabled": False})
-    assert not ws.hooks and not WebhookRegistration.objects.exists()
+    assert not ws.hooks
+    assert not WebhookRegistration.objects.exists()
 
 
 def test_per_repository_hooks_when_the_credential_cannot_use_workspace_hooks(bitbucket, settings,
@@ -62,7 +66,8 @@ def test_per_repository_hooks_when_the_credential_cannot_use_workspace_hooks(bit
     integration = connect(token=SANDBOX_PROJECT_TOKEN, project_key=key)
     scan(integration)
     repos = [r for r in bitbucket.sandbox.world.workspaces["demo"].repos.values() if r.project_key == key]
-    assert all(len(r.hooks) == 1 for r in repos) and not bitbucket.sandbox.world.workspaces["demo"].hooks
+    assert all(len(r.hooks) == 1 for r in repos)
+    assert not bitbucket.sandbox.world.workspaces["demo"].hooks
     assert WebhookRegistration.objects.filter(integration=integration, subject="repository").count() == len(repos)
     # Deleting the integration removes them from Bitbucket too.
     with django_capture_on_commit_callbacks(execute=True):
@@ -76,7 +81,8 @@ def test_missing_base_url_is_a_warning(bitbucket, settings):
     integration = connect()
     scan(integration)
     entry = SyncLog.objects.get(integration=integration, operation="pr_scan")
-    assert "PORTAL_BASE_URL" in entry.hint and not bitbucket.sandbox.world.workspaces["demo"].hooks
+    assert "PORTAL_BASE_URL" in entry.hint
+    assert not bitbucket.sandbox.world.workspaces["demo"].hooks
 
 
 def test_nothing_happens_without_pull_request_scans(bitbucket, settings):
@@ -109,8 +115,10 @@ def test_rotating_the_secret_updates_the_hook_in_bitbucket_and_the_old_secret_ha
         services.webhook_secret_rotate(integration=integration, actor=None)
     integration = Integration.objects.get(pk=integration.pk)
     new = integration.webhook_secret.reveal()
-    assert new != old and hook.secret == new, "Bitbucket's hook now signs with the new secret"
-    assert len(ws.hooks) == 1 and hook.url.endswith(f"/webhooks/bitbucket/{integration.uuid}/")
+    assert new != old
+    assert hook.secret == new, "Bitbucket's hook now signs with the new secret"
+    assert len(ws.hooks) == 1
+    assert hook.url.endswith(f"/webhooks/bitbucket/{integration.uuid}/")
 
     def deliver(secret):
         raw = json.dumps({"repository": {"uuid": "{x}"}}).encode()
@@ -126,7 +134,8 @@ def test_rotating_the_secret_updates_the_hook_in_bitbucket_and_the_old_secret_ha
     # The address moves (PORTAL_BASE_URL changed): the next scan updates the hook in place.
     settings.PORTAL_BASE_URL = "https://new-portal.example.com"
     scan(Integration.objects.get(pk=integration.pk))
-    assert len(ws.hooks) == 1 and hook.url.startswith("https://new-portal.example.com/webhooks/bitbucket/")
+    assert len(ws.hooks) == 1
+    assert hook.url.startswith("https://new-portal.example.com/webhooks/bitbucket/")
 
 
 def test_repository_hooks_are_updated_on_rotation_too(bitbucket, settings, django_capture_on_commit_callbacks):
@@ -140,7 +149,8 @@ def test_repository_hooks_are_updated_on_rotation_too(bitbucket, settings, djang
         services.webhook_secret_rotate(integration=integration, actor=None)
     new = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
     repos = [r for r in bitbucket.sandbox.world.workspaces["demo"].repos.values() if r.project_key == key]
-    assert repos and all(h.secret == new for r in repos for h in r.hooks.values())
+    assert repos
+    assert all(h.secret == new for r in repos for h in r.hooks.values())
 
 
 def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, settings):
@@ -153,7 +163,8 @@ def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, setting
     integration = Integration.objects.get(pk=integration.pk)
     assert "webhooks" in integration.refused_features
     (entry,) = SyncLog.objects.filter(integration=integration, operation="pr_scan")
-    assert "webhook" in entry.message and "stops asking" in entry.message
+    assert "webhook" in entry.message
+    assert "stops asking" in entry.message
     before = len(bitbucket.sandbox.requests)
     run = scan(integration)  # an unchanged rescan: the pagination minimum, no hook calls
     calls = [r for r in list(bitbucket.sandbox.requests)[before:] if r.kind == "rest"]
@@ -177,8 +188,10 @@ def test_verification_names_the_write_scopes_pull_request_scans_need(bitbucket):
                                pr_enabled=True)
     assert not report.ok
     failed = {c.name: c for c in report.failures()}
-    assert set(failed) == {"Webhook registration"} and "webhook" in failed["Webhook registration"].missing_scopes
-    assert report.checks and {c.name for c in report.checks} >= {"Build statuses", "Pull-request comments"}
+    assert set(failed) == {"Webhook registration"}
+    assert "webhook" in failed["Webhook registration"].missing_scopes
+    assert report.checks
+    assert {c.name for c in report.checks} >= {"Build statuses", "Pull-request comments"}
     full = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_WORKSPACE_TOKEN),
                              pr_enabled=True)
     assert full.ok, full.summary_lines()

@@ -18,7 +18,8 @@ def test_package_json_ranges_and_dev():
                        "devDependencies": {"jest": "~29.7.0"}})
     pkgs = by_name(parse_manifest("package.json", text))
     assert pkgs["lodash"] == Package("npm", "lodash", "^4.17.20", True, False)
-    assert pkgs["jest"].dev and pkgs["react"].version == "18.2.0"
+    assert pkgs["jest"].dev
+    assert pkgs["react"].version == "18.2.0"
 
 
 def test_package_lock_v3_direct_transitive_and_dev():
@@ -30,8 +31,12 @@ def test_package_lock_v3_direct_transitive_and_dev():
         "node_modules/express/node_modules/debug": {"version": "2.6.9"},
         "node_modules/local": {"link": True}}})
     pkgs = by_name(parse_manifest("package-lock.json", text))
-    assert pkgs["express"].direct and not pkgs["ms"].direct and pkgs["jest"].dev
-    assert pkgs["debug"].version == "2.6.9" and not pkgs["debug"].direct and "local" not in pkgs
+    assert pkgs["express"].direct
+    assert not pkgs["ms"].direct
+    assert pkgs["jest"].dev
+    assert pkgs["debug"].version == "2.6.9"
+    assert not pkgs["debug"].direct
+    assert "local" not in pkgs
 
 
 def test_package_lock_v1():
@@ -39,7 +44,9 @@ def test_package_lock_v1():
         "lodash": {"version": "4.17.20", "dependencies": {"inner": {"version": "1.0.0"}}},
         "jest": {"version": "29.0.0", "dev": True}}})
     pkgs = by_name(parse_manifest("package-lock.json", text))
-    assert pkgs["lodash"].version == "4.17.20" and pkgs["inner"].direct is False and pkgs["jest"].dev
+    assert pkgs["lodash"].version == "4.17.20"
+    assert pkgs["inner"].direct is False
+    assert pkgs["jest"].dev
 
 
 def test_yarn_lock_v1_and_berry():
@@ -53,7 +60,8 @@ lodash@^4.17.20:
   version "4.17.21"
 '''
     pkgs = by_name(parse_manifest("yarn.lock", v1))
-    assert pkgs["@babel/core"].version == "7.23.6" and pkgs["lodash"].version == "4.17.21"
+    assert pkgs["@babel/core"].version == "7.23.6"
+    assert pkgs["lodash"].version == "4.17.21"
     berry = '''__metadata:
   version: 6
 
@@ -84,7 +92,9 @@ packages:
     dev: false
 '''
     pkgs = by_name(parse_manifest("pnpm-lock.yaml", v6))
-    assert pkgs["axios"].direct and pkgs["typescript"].dev and not pkgs["follow-redirects"].direct
+    assert pkgs["axios"].direct
+    assert pkgs["typescript"].dev
+    assert not pkgs["follow-redirects"].direct
     v9 = '''lockfileVersion: '9.0'
 importers:
   .:
@@ -109,8 +119,10 @@ requests>=2.31,<3
 PyYAML[extra]===6.0.1 ; python_version >= "3.8"
 """
     pkgs = by_name(parse_manifest("requirements.txt", text))
-    assert pkgs["django"].version == "5.2.1" and pkgs["requests"].version == "<3,>=2.31"
-    assert pkgs["pyyaml"].version == "6.0.1" and len(pkgs) == 3
+    assert pkgs["django"].version == "5.2.1"
+    assert pkgs["requests"].version == "<3,>=2.31"
+    assert pkgs["pyyaml"].version == "6.0.1"
+    assert len(pkgs) == 3
     assert all(p.dev for p in parse_manifest("requirements-dev.txt", "pytest==8.0\n"))
     with pytest.raises(ManifestError, match="requirements.txt line 1"):
         parse_manifest("requirements.txt", "django==>5\n")
@@ -119,7 +131,8 @@ PyYAML[extra]===6.0.1 ; python_version >= "3.8"
 def test_pipfile_poetry_and_pyproject():
     pipfile = json.dumps({"default": {"requests": {"version": "==2.31.0"}}, "develop": {"pytest": {"version": "==7.4.3"}}})
     pkgs = by_name(parse_manifest("Pipfile.lock", pipfile))
-    assert pkgs["requests"].version == "2.31.0" and pkgs["pytest"].dev
+    assert pkgs["requests"].version == "2.31.0"
+    assert pkgs["pytest"].dev
     poetry = '''[[package]]
 name = "Django"
 version = "4.2.8"
@@ -131,7 +144,9 @@ version = "7.4.3"
 category = "dev"
 '''
     pkgs = by_name(parse_manifest("poetry.lock", poetry))
-    assert pkgs["django"].version == "4.2.8" and not pkgs["django"].dev and pkgs["pytest"].dev
+    assert pkgs["django"].version == "4.2.8"
+    assert not pkgs["django"].dev
+    assert pkgs["pytest"].dev
     pyproject = '''[project]
 name = "svc"
 dependencies = ["httpx>=0.25", "pydantic==2.5.2"]
@@ -144,8 +159,12 @@ fastapi = "^0.104"
 pytest = {version = "^7"}
 '''
     pkgs = by_name(parse_manifest("pyproject.toml", pyproject))
-    assert pkgs["pydantic"].version == "2.5.2" and pkgs["httpx"].version == ">=0.25" and pkgs["ruff"].dev
-    assert pkgs["fastapi"].version == "^0.104" and "python" not in pkgs and pkgs["pytest"].dev
+    assert pkgs["pydantic"].version == "2.5.2"
+    assert pkgs["httpx"].version == ">=0.25"
+    assert pkgs["ruff"].dev
+    assert pkgs["fastapi"].version == "^0.104"
+    assert "python" not in pkgs
+    assert pkgs["pytest"].dev
     with pytest.raises(ManifestError, match="not valid TOML"):
         parse_manifest("pyproject.toml", "[project\nname=")
 
@@ -164,7 +183,8 @@ def test_pom_with_properties_and_scopes():
 </project>'''
     pkgs = by_name(parse_manifest("pom.xml", pom))
     assert pkgs["com.fasterxml.jackson.core:jackson-databind"].version == "2.16.0"
-    assert pkgs["junit:junit"].dev and pkgs["org.example:sibling"].version == "1.2.0"
+    assert pkgs["junit:junit"].dev
+    assert pkgs["org.example:sibling"].version == "1.2.0"
 
 
 def test_pom_rejects_entity_expansion():
@@ -186,7 +206,8 @@ require (
 )
 '''
     pkgs = by_name(parse_manifest("go.mod", mod))
-    assert pkgs["github.com/gin-gonic/gin"].direct and not pkgs["golang.org/x/crypto"].direct
+    assert pkgs["github.com/gin-gonic/gin"].direct
+    assert not pkgs["golang.org/x/crypto"].direct
     summed = parse_manifest("go.sum", "github.com/a/b v1.0.0 h1:abc=\ngithub.com/a/b v1.0.0/go.mod h1:def=\n")
     assert summed == [Package("go", "github.com/a/b", "v1.0.0", False, False)]
     with pytest.raises(ManifestError, match="go.sum line 1"):
@@ -218,17 +239,22 @@ DEPENDENCIES
   rails!
 '''
     pkgs = by_name(parse_manifest("Gemfile.lock", gemfile))
-    assert pkgs["rails"].direct and not pkgs["rack"].direct and pkgs["rack"].version == "3.0.8"
+    assert pkgs["rails"].direct
+    assert not pkgs["rack"].direct
+    assert pkgs["rack"].version == "3.0.8"
     composer = json.dumps({"packages": [{"name": "monolog/monolog", "version": "v3.5.0"}],
                            "packages-dev": [{"name": "phpunit/phpunit", "version": "10.5.3"}]})
     pkgs = by_name(parse_manifest("composer.lock", composer))
-    assert pkgs["monolog/monolog"].version == "3.5.0" and pkgs["phpunit/phpunit"].dev
+    assert pkgs["monolog/monolog"].version == "3.5.0"
+    assert pkgs["phpunit/phpunit"].dev
     nuget = json.dumps({"version": 1, "dependencies": {"net8.0": {
         "Newtonsoft.Json": {"type": "Direct", "requested": "[13.0.3, )", "resolved": "13.0.3"},
         "System.Memory": {"type": "Transitive", "resolved": "4.5.5"},
         "MyLib": {"type": "Project"}}}})
     pkgs = by_name(parse_manifest("packages.lock.json", nuget))
-    assert pkgs["Newtonsoft.Json"].direct and not pkgs["System.Memory"].direct and "MyLib" not in pkgs
+    assert pkgs["Newtonsoft.Json"].direct
+    assert not pkgs["System.Memory"].direct
+    assert "MyLib" not in pkgs
 
 
 @pytest.mark.parametrize("path,text,message", [
@@ -253,5 +279,7 @@ def test_malformed_files_say_what_is_wrong(path, text, message):
 
 def test_which_paths_are_manifests():
     assert parser_for("services/api/requirements-prod.txt") is not None
-    assert parser_for("node_modules/lodash/package.json") is None and is_vendored("app/vendor/x/go.mod")
-    assert parser_for("README.md") is None and parser_for("src/Pipfile.lock") is not None
+    assert parser_for("node_modules/lodash/package.json") is None
+    assert is_vendored("app/vendor/x/go.mod")
+    assert parser_for("README.md") is None
+    assert parser_for("src/Pipfile.lock") is not None

@@ -70,17 +70,22 @@ def test_denied_package_fails_the_pr_and_the_fix_passes_it_editing_the_same_comm
 
     pr = PullRequest.objects.get(project__full_name="demo/web", remote_id=pr_id)
     scan = pr.scans.get()
-    assert scan.status == PullRequestScan.Status.FAILED and first.startswith(scan.source_commit)
-    assert [a["name"] for a in scan.added] == ["event-stream"] and scan.added[0]["after"] == ["3.3.6"]
+    assert scan.status == PullRequestScan.Status.FAILED
+    assert first.startswith(scan.source_commit)
+    assert [a["name"] for a in scan.added] == ["event-stream"]
+    assert scan.added[0]["after"] == ["3.3.6"]
     assert [v["rule"] for v in scan.violations] == ["deny_list"]
     assert [(p["commit"], p["state"]) for p in sb.status_posts] == [(first, "INPROGRESS"), (first, "FAILED")]
     status = statuses(sb, "web", first)[key]
-    assert status["state"] == "FAILED" and "event-stream 3.3.6 is denied" in status["description"]
-    assert status["url"] == f"{portal_url(scan)}" and status["refname"] == "feature/stream"
+    assert status["state"] == "FAILED"
+    assert "event-stream 3.3.6 is denied" in status["description"]
+    assert status["url"] == f"{portal_url(scan)}"
+    assert status["refname"] == "feature/stream"
     remote = sb.world.workspaces["demo"].repos["web"].pullrequests[pr_id]
     assert len(remote.comments) == 1
     comment_id, comment = next(iter(remote.comments.items()))
-    assert "FAILED" in comment.raw and "event-stream" in comment.raw
+    assert "FAILED" in comment.raw
+    assert "event-stream" in comment.raw
     assert pr.summary_comment_id == comment_id
 
     # The fix: drop the package and bump lodash. The push fires pullrequest:updated.
@@ -88,10 +93,12 @@ def test_denied_package_fails_the_pr_and_the_fix_passes_it_editing_the_same_comm
     assert statuses(sb, "web", fixed)[key]["state"] == "SUCCESSFUL"
     assert statuses(sb, "web", first)[key]["state"] == "FAILED", "the old commit keeps its verdict"
     latest = pr.scans.order_by("-id").first()
-    assert latest.status == PullRequestScan.Status.PASSED and latest.violations == []
+    assert latest.status == PullRequestScan.Status.PASSED
+    assert latest.violations == []
     assert [(c["name"], c["before"], c["after"]) for c in latest.changed] == [("lodash", ["4.17.20"], ["4.17.21"])]
     assert list(remote.comments) == [comment_id], "the summary comment was edited, not duplicated"
-    assert "PASSED" in remote.comments[comment_id].raw and "event-stream" not in remote.comments[comment_id].raw
+    assert "PASSED" in remote.comments[comment_id].raw
+    assert "event-stream" not in remote.comments[comment_id].raw
     # A title edit (same commits) does not scan again.
     sb.set_pullrequest_state("demo", "web", pr_id, "updated")
     assert pr.scans.count() == 2
@@ -109,7 +116,8 @@ def test_state_events_are_recorded_and_a_merge_refreshes_the_target_branch(porta
     sb.push("demo", "web", "feature/ok", files=npm({**BASE, "lodash": "4.17.21"}))
     pr_id = sb.open_pullrequest("demo", "web", source="feature/ok")
     pr = PullRequest.objects.get(remote_id=pr_id, project__full_name="demo/web")
-    assert pr.scans.get().status == "passed" and pr.state == "OPEN"
+    assert pr.scans.get().status == "passed"
+    assert pr.state == "OPEN"
 
     members = sb.world.workspaces["demo"].members
     sb.set_pullrequest_state("demo", "web", pr_id, "approved", user=members[1])
@@ -117,7 +125,8 @@ def test_state_events_are_recorded_and_a_merge_refreshes_the_target_branch(porta
     sb.set_pullrequest_state("demo", "web", pr_id, "unapproved", user=members[1])
     sb.set_pullrequest_state("demo", "web", pr_id, "comment_created", comment="Ship it")
     pr.refresh_from_db()
-    assert len(pr.approved_by) == 1 and pr.last_event == "pullrequest:comment_created"
+    assert len(pr.approved_by) == 1
+    assert pr.last_event == "pullrequest:comment_created"
     assert pr.comment_count == 2  # the portal's summary and the reviewer's
 
     sb.set_pullrequest_state("demo", "web", pr_id, "fulfilled")
@@ -157,7 +166,8 @@ def test_untargeted_branches_and_disabled_scans_do_nothing_and_failures_never_st
     sb.faults.errors.append({"status": 403, "count": 1, "path": "/diffstat/"})
     sb.open_pullrequest("demo", "web", source="feature/err")
     scan = PullRequestScan.objects.get(pull_request__source_branch="feature/err")
-    assert scan.status == "error" and "could not finish" in scan.description
+    assert scan.status == "error"
+    assert "could not finish" in scan.description
     assert statuses(sb, "web", head)[status_key(portal)]["state"] == "FAILED"
     assert SyncLog.objects.filter(integration=portal, operation="pr_scan").exists()
 
@@ -187,12 +197,14 @@ def test_a_deleted_summary_comment_is_posted_again_and_removed_packages_are_list
     sb.push("demo", "web", "feature/slim", files=npm({"express": "4.18.2", "typescript": "5.3.3"}))
     pr_id = sb.open_pullrequest("demo", "web", source="feature/slim")
     scan = PullRequestScan.objects.get(pull_request__remote_id=pr_id, pull_request__project__full_name="demo/web")
-    assert scan.status == "passed" and {r["name"] for r in scan.removed} >= {"lodash"}
+    assert scan.status == "passed"
+    assert {r["name"] for r in scan.removed} >= {"lodash"}
     first_comment = next(iter(repo.pullrequests[pr_id].comments))
     repo.pullrequests[pr_id].comments.clear()  # someone deleted it in Bitbucket
     sb.push("demo", "web", "feature/slim", files=npm({"express": "4.18.2"}))
     comments = repo.pullrequests[pr_id].comments
-    assert len(comments) == 1 and first_comment not in comments
+    assert len(comments) == 1
+    assert first_comment not in comments
     assert PullRequest.objects.get(pk=scan.pull_request_id).summary_comment_id == next(iter(comments))
 
 
@@ -201,7 +213,8 @@ def test_repository_text_cannot_put_links_or_formatting_into_the_comment():
 
     assert _md("[click](https://evil.example)") == "\\[click\\]\\(https://evil.example\\)"
     assert _md("a|b `c` <img> **x**\nnext") == "a\\|b \\`c\\` \\<img\\> \\*\\*x\\*\\* next"
-    assert _md("x" * 300).endswith("…") and len(_md("x" * 300)) == 201
+    assert _md("x" * 300).endswith("…")
+    assert len(_md("x" * 300)) == 201
 
 
 def test_a_scan_queued_before_its_integration_was_deleted_ends_quietly(db):
@@ -215,5 +228,6 @@ def test_a_scan_queued_before_its_integration_was_deleted_ends_quietly(db):
     scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="e" * 12)
     Integration.objects.filter(pk=integration.pk).update(status=IntegrationStatus.DELETING)
     done = pr_scan_execute(scan_id=scan.pk)
-    assert done.status == "error" and "removed before the scan ran" in done.description
+    assert done.status == "error"
+    assert "removed before the scan ran" in done.description
     assert pr_scan_execute(scan_id=scan.pk) is None, "a scan runs once"

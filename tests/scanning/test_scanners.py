@@ -62,11 +62,13 @@ def test_dependency_inventory_per_reference(bitbucket):
     page = client.get(reverse("portal:project_detail", kwargs={"pk": api.pk})).content.decode()
     assert "Dependencies at the default branch" in page
     name = DependencyPackage.objects.filter(reference__project=api).values_list("name", flat=True).first()
-    assert name and name in page
+    assert name
+    assert name in page
     # And they go with the integration.
     services.integration_delete_request(integration=integration, actor=None)
     services.integration_purge(integration_id=integration.pk)
-    assert not DependencyPackage.objects.exists() and not ScannerState.objects.exists()
+    assert not DependencyPackage.objects.exists()
+    assert not ScannerState.objects.exists()
 
 
 def test_unchanged_heads_scan_nothing_and_a_push_rescans_one_repository(bitbucket, count_writes):
@@ -75,7 +77,9 @@ def test_unchanged_heads_scan_nothing_and_a_push_rescans_one_repository(bitbucke
     before = len(bitbucket.sandbox.requests)
     with count_writes(("scanning_dependencypackage", "scanning_scannerstate")) as writes:
         run = scan(integration)
-    assert writes.rows == 0 and run.rest_requests == 3 and "dependencies scanner" not in run.counts
+    assert writes.rows == 0
+    assert run.rest_requests == 3
+    assert "dependencies scanner" not in run.counts
     assert not [r for r in list(bitbucket.sandbox.requests)[before:] if "/src/" in r.path]
     repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
     bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"requirements.txt": "django==5.2.1\nrequests>=2\n"},
@@ -94,7 +98,8 @@ def test_malformed_manifest_is_a_warning_with_its_path(bitbucket):
     run = scan(integration)
     assert run.status == ScanStatus.SUCCEEDED
     warning = SyncLog.objects.get(integration=integration, level="warning", message__contains="package.json")
-    assert "not valid JSON" in warning.message and warning.project.full_name == "demo/api"
+    assert "not valid JSON" in warning.message
+    assert warning.project.full_name == "demo/api"
     assert DependencyPackage.objects.filter(reference__project__full_name="demo/web").exists()
 
 
@@ -117,17 +122,20 @@ def test_posture_findings_open_and_resolve(bitbucket, settings):
     settings.POSTURE_MAX_AGE_HOURS = 0
     scan(integration)
     finding = PostureFinding.objects.get(project__remote_uuid=repo.uuid, rule=PostureRule.FORCE_PUSH)
-    assert finding.resolved_at is not None and finding.first_seen_at < finding.resolved_at
+    assert finding.resolved_at is not None
+    assert finding.first_seen_at < finding.resolved_at
 
 
 def test_missing_scope_is_a_warning_per_project_and_the_scan_goes_on(bitbucket):
     integration = connect(["posture"], email=SANDBOX_EMAIL, token=SANDBOX_API_TOKEN)
     bitbucket.sandbox.world.find_credential(SANDBOX_API_TOKEN).scopes.remove("admin:repository:bitbucket")
     run = scan(integration)
-    assert run.status == ScanStatus.SUCCEEDED and Project.objects.filter(integration=integration).count() == 8
+    assert run.status == ScanStatus.SUCCEEDED
+    assert Project.objects.filter(integration=integration).count() == 8
     warnings = SyncLog.objects.filter(integration=integration, level="warning",
                                       category=Category.INSUFFICIENT_PERMISSIONS, project__isnull=False)
-    assert warnings.count() == 8 and "admin:repository:bitbucket" in warnings.first().hint
+    assert warnings.count() == 8
+    assert "admin:repository:bitbucket" in warnings.first().hint
     assert not ScannerState.objects.filter(ok=True).exists()
 
 
@@ -137,7 +145,8 @@ def test_scanners_pace_themselves_and_resume(bitbucket, settings):
     settings.SCANNER_REST_BUDGET = 6
     integration = connect(["dependencies"])
     first = scan(integration)
-    assert first.status == ScanStatus.SUCCEEDED and "Scanners paused" in first.summary
+    assert first.status == ScanStatus.SUCCEEDED
+    assert "Scanners paused" in first.summary
     done_first = first.counts["dependencies scanner"]["references"]
     assert 0 < done_first < 8
     integration.refresh_from_db()
@@ -168,7 +177,8 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
     viewer = member(integration.tenant, Role.VIEWER, username="reader")
     client.force_login(viewer)
     page = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21"}).content.decode()
-    assert "demo/api" in page and "4.17.20" in page
+    assert "demo/api" in page
+    assert "4.17.20" in page
     assert "demo/api" not in client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.0.0"}).content.decode()
     assert "not a version" in client.get(reverse("portal:packages"), {"name": "lodash", "below": "latest"}).content.decode()
     exported = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21", "format": "csv"})
@@ -177,11 +187,14 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
     assert ["demo/api", repo.mainbranch, "npm", "lodash", "4.17.20"] in [r[:5] for r in rows]
     ref = Reference.objects.get(project__full_name="demo/api", is_default=True)
     sbom = json.loads(client.get(reverse("portal:reference_sbom", kwargs={"pk": ref.pk})).content)
-    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert sbom["specVersion"] == "1.5"
     lodash = next(c for c in sbom["components"] if c["name"] == "lodash" and c["version"] == "4.17.20")
-    assert lodash["purl"] == "pkg:npm/lodash@4.17.20" and lodash["scope"] == "required"
+    assert lodash["purl"] == "pkg:npm/lodash@4.17.20"
+    assert lodash["scope"] == "required"
     posture = client.get(reverse("portal:posture")).content.decode()
-    assert "8 repositories read by the posture scanner" in posture and "Worst repositories first" in posture
+    assert "8 repositories read by the posture scanner" in posture
+    assert "Worst repositories first" in posture
 
     from rest_framework.test import APIClient
 

@@ -73,18 +73,22 @@ def test_first_sync_builds_the_managed_tree(bitbucket, django_assert_max_num_que
     projects = Project.objects.filter(integration=integration)
     assert projects.count() == 150
     api = projects.get(remote_uuid=ws.repos["api"].uuid)
-    assert api.namespace.remote_key == ws.repos["api"].project_key and api.main_branch == ws.repos["api"].mainbranch
+    assert api.namespace.remote_key == ws.repos["api"].project_key
+    assert api.main_branch == ws.repos["api"].mainbranch
     default = Reference.objects.get(project=api, is_default=True)
-    assert default.name == ws.repos["api"].mainbranch and default.head_commit == ws.repos["api"].branches[default.name]
+    assert default.name == ws.repos["api"].mainbranch
+    assert default.head_commit == ws.repos["api"].branches[default.name]
     tracked = set(Reference.objects.filter(project=api, is_default=False).values_list("name", flat=True))
     assert tracked == {b for b in ws.repos["api"].branches if b.startswith("release/")}
     assert Member.objects.filter(integration=integration).count() == len(ws.members)
     # Budget: the pagination minimum (projects, 2 repository pages, members) plus verification.
-    assert run.rest_requests == 4 and run.git_requests == 150
+    assert run.rest_requests == 4
+    assert run.git_requests == 150
     assert run.progress_done == run.progress_total == 150
     assert run.counts["projects"]["created"] == 150
     integration.refresh_from_db()
-    assert integration.last_scan_at and integration.next_scan_at > integration.last_scan_at
+    assert integration.last_scan_at
+    assert integration.next_scan_at > integration.last_scan_at
 
 
 def test_unchanged_rescan_costs_the_pagination_minimum_and_writes_nothing(bitbucket, count_writes):
@@ -98,7 +102,8 @@ def test_unchanged_rescan_costs_the_pagination_minimum_and_writes_nothing(bitbuc
     calls = rest_calls(bitbucket, before)
     assert [c.path for c in calls] == ["/2.0/workspaces/demo/projects", "/2.0/repositories/demo",
                                        "/2.0/repositories/demo", "/2.0/workspaces/demo/members"]
-    assert run.git_requests == 0 and run.counts == {}
+    assert run.git_requests == 0
+    assert run.counts == {}
 
 
 def test_push_rename_move_and_delete_between_scans(bitbucket):
@@ -119,11 +124,14 @@ def test_push_rename_move_and_delete_between_scans(bitbucket):
     assert Reference.objects.get(project=api_row, is_default=True).head_commit == new_head
     moved = Project.objects.get(remote_uuid=web.uuid)
     assert moved.pk == web_id, "moves keep their history (same row)"
-    assert moved.name == "Web Portal" and moved.slug == "web-portal" and moved.namespace.remote_key == other_key
+    assert moved.name == "Web Portal"
+    assert moved.slug == "web-portal"
+    assert moved.namespace.remote_key == other_key
     assert not Project.objects.filter(remote_uuid=gone).exists()
     assert run.counts["projects"] == {"created": 0, "updated": 2, "removed": 1}
     # Per-repository calls only for the two that changed (git reads, no REST).
-    assert run.git_requests == 2 and len(rest_calls(bitbucket, before)) == 4
+    assert run.git_requests == 2
+    assert len(rest_calls(bitbucket, before)) == 4
 
 
 def test_project_scoped_integration_sees_only_its_project(bitbucket):
@@ -177,13 +185,15 @@ def test_verification_refuses_and_saves_nothing(bitbucket):
         connect(auth_method="api_token", scanners=["posture"],
                 credentials={"email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN_NO_ADMIN})
     report = excinfo.value.report
-    assert not report.ok and "admin:repository:bitbucket" in report.missing_scopes
+    assert not report.ok
+    assert "admin:repository:bitbucket" in report.missing_scopes
     assert [c.missing_scopes for c in report.failures()] == [["admin:repository:bitbucket"]]
     assert "API token" in report.failures()[0].message
     with pytest.raises(services.VerificationFailed) as excinfo:
         connect(credentials={"token": "ATCTT3xNotARealToken0000"})
     assert "invalid, expired or revoked" in excinfo.value.report.failures()[0].message
-    assert Integration.objects.count() == 0 and Namespace.objects.filter(managed=True).count() == 0
+    assert Integration.objects.count() == 0
+    assert Namespace.objects.filter(managed=True).count() == 0
     with pytest.raises(ValidationError):
         services.integration_create(tenant=TenantFactory(), parent=None, name="x", workspace="nope-ws",
                                     auth_method="access_token", credentials=CREDS["access_token"], actor=None)
@@ -208,16 +218,20 @@ def test_expired_token_is_classified_and_resolved_by_the_next_good_scan(bitbucke
     run = scan(integration)
     assert run.status == ScanStatus.FAILED
     entry = SyncLog.objects.get(integration=integration)
-    assert entry.category == Category.INVALID_CREDENTIALS and entry.status_code == 401
-    assert entry.path == "/2.0/workspaces/demo/projects" and entry.method == "GET"
-    assert "access token" in entry.hint and SANDBOX_WORKSPACE_TOKEN not in entry.message + entry.hint + entry.path
+    assert entry.category == Category.INVALID_CREDENTIALS
+    assert entry.status_code == 401
+    assert entry.path == "/2.0/workspaces/demo/projects"
+    assert entry.method == "GET"
+    assert "access token" in entry.hint
+    assert SANDBOX_WORKSPACE_TOKEN not in entry.message + entry.hint + entry.path
     integration.refresh_from_db()
     assert integration.status == IntegrationStatus.ERROR
     assert Project.objects.filter(integration=integration).count() == 150, "a failed scan deletes nothing"
     credential.expired = False
     good = scan(integration)
     entry.refresh_from_db()
-    assert entry.resolved_at is not None and entry.resolved_by_scan_id == good.pk
+    assert entry.resolved_at is not None
+    assert entry.resolved_by_scan_id == good.pk
     integration.refresh_from_db()
     assert integration.status == IntegrationStatus.ACTIVE
 
@@ -228,8 +242,10 @@ def test_missing_scope_is_named(bitbucket):
     run = scan(integration)
     assert run.status == ScanStatus.FAILED
     entry = SyncLog.objects.get(integration=integration)
-    assert entry.category == Category.INSUFFICIENT_PERMISSIONS and "project" in entry.message
-    assert entry.status_code == 403 and "Access tokens" in entry.hint
+    assert entry.category == Category.INSUFFICIENT_PERMISSIONS
+    assert "project" in entry.message
+    assert entry.status_code == 403
+    assert "Access tokens" in entry.hint
 
 
 def test_self_signed_tls_is_a_certificate_error(settings, db):
@@ -239,7 +255,8 @@ def test_self_signed_tls_is_a_certificate_error(settings, db):
         run = scan(integration)
     assert run.status == ScanStatus.FAILED
     entry = SyncLog.objects.get(integration=integration)
-    assert entry.category == Category.CERTIFICATE and "REQUESTS_CA_BUNDLE" in entry.hint
+    assert entry.category == Category.CERTIFICATE
+    assert "REQUESTS_CA_BUNDLE" in entry.hint
     assert SyncLog.objects.count() == 1, "TLS errors are not retried"
 
 
@@ -250,7 +267,8 @@ def test_unreachable_host_is_an_invalid_host(settings, db):
     run = scan(integration)
     assert run.status == ScanStatus.FAILED
     entry = SyncLog.objects.get(integration=integration)
-    assert entry.category == Category.INVALID_HOST and "BITBUCKET_API_URL" in entry.hint
+    assert entry.category == Category.INVALID_HOST
+    assert "BITBUCKET_API_URL" in entry.hint
 
 
 def test_429_storm_is_rate_limited_and_deletes_nothing(bitbucket):
@@ -260,7 +278,9 @@ def test_429_storm_is_rate_limited_and_deletes_nothing(bitbucket):
     run = scan(integration)
     assert run.status == ScanStatus.FAILED
     entry = SyncLog.objects.get(integration=integration)
-    assert entry.category == Category.RATE_LIMITED and entry.status_code == 429 and "wait" in entry.message
+    assert entry.category == Category.RATE_LIMITED
+    assert entry.status_code == 429
+    assert "wait" in entry.message
     assert Project.objects.filter(integration=integration).count() == 150
 
 
@@ -269,7 +289,8 @@ def test_5xx_then_recovery_is_retried_transparently(bitbucket):
     bitbucket.sandbox.faults.errors.append({"status": 503, "count": 2, "path": "/repositories/demo$"})
     before = len(bitbucket.sandbox.requests)
     run = scan(integration)
-    assert run.status == ScanStatus.SUCCEEDED and not SyncLog.objects.exists()
+    assert run.status == ScanStatus.SUCCEEDED
+    assert not SyncLog.objects.exists()
     listing = [r.status for r in list(bitbucket.sandbox.requests)[before:] if r.path == "/2.0/repositories/demo"]
     assert listing[:3] == [503, 503, 200]
     # Every request that reached Bitbucket counts against its hour, retries included.
@@ -283,7 +304,8 @@ def test_a_storm_of_5xx_counts_every_request_sent(bitbucket):
     before = len(bitbucket.sandbox.requests)
     run = scan(integration)
     sent = [r for r in list(bitbucket.sandbox.requests)[before:] if r.kind == "rest"]
-    assert run.status == ScanStatus.FAILED and run.rest_requests == len(sent) == 3  # the try and two retries
+    assert run.status == ScanStatus.FAILED
+    assert run.rest_requests == len(sent) == 3
 
 
 def test_5xx_storm_is_unavailable(bitbucket):
@@ -313,7 +335,8 @@ def test_listing_failing_part_way_deletes_nothing(bitbucket):
 
     bitbucket.sandbox.faults.take = second_page_fails
     run = scan(integration)
-    assert run.status == ScanStatus.FAILED and "nothing was removed" in run.summary
+    assert run.status == ScanStatus.FAILED
+    assert "nothing was removed" in run.summary
     assert Project.objects.filter(integration=integration).count() == 150
 
 
@@ -371,10 +394,12 @@ def test_dispatcher_queues_due_integrations_skips_paused_and_fails_stale(bitbuck
     result = scans.scans_dispatch_due()
     assert result == {"queued": 1, "skipped": 0, "stale_failed": 2, "resumed": 1, "requeued": 0}
     stale.refresh_from_db()
-    assert stale.status == "failed" and "picks up where it stopped" in stale.summary
+    assert stale.status == "failed"
+    assert "picks up where it stopped" in stale.summary
     assert ScanRun.objects.filter(integration=later, status="queued").count() == 1, "a new scan resumes the work"
     stuck.refresh_from_db()
-    assert stuck.status == "error" and "worker stopped" in stuck.description
+    assert stuck.status == "error"
+    assert "worker stopped" in stuck.description
     assert ScanRun.objects.get(integration=due).trigger == "schedule"
     assert not ScanRun.objects.filter(integration=paused).exists()
     due.refresh_from_db()
@@ -392,14 +417,17 @@ def test_next_scans_are_spread_out(db):
     for i, integration in enumerate(integrations):  # fixed UUIDs: the test must not depend on chance
         integration.uuid = uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15)
     times = {scans.next_scan_time(i, now) for i in integrations}
-    assert len(times) == 5 and all(now + timedelta(hours=23) <= t <= now + timedelta(hours=24) for t in times)
+    assert len(times) == 5
+    assert all(now + timedelta(hours=23) <= t <= now + timedelta(hours=24) for t in times)
 
 
 def test_rescan_org_command_waits_prints_and_fails_properly(bitbucket, capsys):
     integration = connect(name="Demo WS")
     call_command("rescan_org", "Demo WS", "--wait")
     out = capsys.readouterr().out
-    assert "succeeded" in out and "REST requests" in out and "150 created" in out
+    assert "succeeded" in out
+    assert "REST requests" in out
+    assert "150 created" in out
     call_command("rescan_org", str(integration.pk))
     assert "queued scan" in capsys.readouterr().out
     with pytest.raises(CommandError, match="did not succeed"):
@@ -413,7 +441,8 @@ def test_rescan_org_command_waits_prints_and_fails_properly(bitbucket, capsys):
     bitbucket.sandbox.world.find_credential(SANDBOX_WORKSPACE_TOKEN).expired = True
     with pytest.raises(CommandError) as excinfo:
         call_command("rescan_org", "Demo WS", "--wait", "--tenant", integration.tenant.slug)
-    assert excinfo.value.returncode == 1 and "failed" in capsys.readouterr().out
+    assert excinfo.value.returncode == 1
+    assert "failed" in capsys.readouterr().out
 
 
 def test_old_sync_logs_are_pruned(db):
@@ -459,7 +488,8 @@ def test_first_scan_starts_when_the_integration_is_created(bitbucket, django_cap
         integration = connect()
     run = ScanRun.objects.get(integration=integration)
     # Q_CLUSTER sync mode in tests: queued, then run by the task at commit.
-    assert run.status == ScanStatus.SUCCEEDED and Project.objects.filter(integration=integration).count() == 150
+    assert run.status == ScanStatus.SUCCEEDED
+    assert Project.objects.filter(integration=integration).count() == 150
 
 
 def test_test_configuration_records_verify_entries(bitbucket):
@@ -468,4 +498,5 @@ def test_test_configuration_records_verify_entries(bitbucket):
     report = scans.integration_test_configuration(integration=integration, actor=None)
     assert not report.ok
     entry = SyncLog.objects.get(integration=integration, operation="verify")
-    assert entry.category == Category.INSUFFICIENT_PERMISSIONS and "admin:repository:bitbucket" in entry.hint
+    assert entry.category == Category.INSUFFICIENT_PERMISSIONS
+    assert "admin:repository:bitbucket" in entry.hint

@@ -107,7 +107,8 @@ def test_one_push_with_several_changes_moves_each_tracked_branch_and_ignores_the
     delivery = deliver(integration, "repo:push", payload)
     assert delivery.state == "processed"
     refs = dict(Reference.objects.filter(project=project).values_list("name", "head_commit"))
-    assert refs["main"] == heads["main"] and refs["develop"] == heads["develop"]
+    assert refs["main"] == heads["main"]
+    assert refs["develop"] == heads["develop"]
     assert "v2" not in refs
 
 
@@ -124,11 +125,13 @@ def test_forced_and_truncated_pushes_move_the_branch_to_the_new_head(acme, name)
 def test_a_signed_push_replayed_as_repo_deleted_is_rejected_and_logged(acme):
     integration, project = acme
     delivery = deliver(integration, "repo:deleted", fixture("repo_push__branch_created"))
-    assert delivery.state == "rejected" and "push" in delivery.outcome
+    assert delivery.state == "rejected"
+    assert "push" in delivery.outcome
     assert Project.objects.filter(pk=project.pk).exists()
     assert Reference.objects.filter(project=project).count() == 3
     entry = SyncLog.objects.get(integration=integration, operation="webhook")
-    assert "shape" in entry.message and "rotate the webhook secret" in entry.hint
+    assert "shape" in entry.message
+    assert "rotate the webhook secret" in entry.hint
 
 
 @pytest.mark.parametrize("event, body", [
@@ -150,11 +153,13 @@ def test_repo_deleted_removes_only_what_bitbucket_confirms_is_gone(acme):
     integration, project = acme
     responses.get(f"{API}/repositories/acme/{REPO_UUID}", json={"uuid": REPO_UUID})
     kept = deliver(integration, "repo:deleted", fixture("repo_deleted"))
-    assert "still has" in kept.outcome and Project.objects.filter(pk=project.pk).exists()
+    assert "still has" in kept.outcome
+    assert Project.objects.filter(pk=project.pk).exists()
     responses.replace(responses.GET, f"{API}/repositories/acme/{REPO_UUID}", status=404,
                       json={"type": "error", "error": {"message": "Repository not found"}})
     gone = deliver(integration, "repo:deleted", fixture("repo_deleted"))
-    assert "removed acme/api" in gone.outcome and not Project.objects.filter(pk=project.pk).exists()
+    assert "removed acme/api" in gone.outcome
+    assert not Project.objects.filter(pk=project.pk).exists()
 
 
 @responses.activate
@@ -164,7 +169,8 @@ def test_a_late_retry_of_an_older_event_never_overwrites_a_newer_state(acme):
     merged = deliver(integration, "pullrequest:fulfilled", fixture("pullrequest_fulfilled__same_repo"))
     assert merged.state == "processed"
     late = deliver(integration, "pullrequest:updated", fixture("pullrequest_updated__same_repo"))  # 10:00 < 11:00
-    assert late.state == "ignored" and "newer state" in late.outcome
+    assert late.state == "ignored"
+    assert "newer state" in late.outcome
     assert PullRequest.objects.get(project=project, remote_id=8).state == "MERGED"
 
 
@@ -192,6 +198,7 @@ def test_a_fork_pull_request_is_reviewed_with_its_own_diffstat_and_the_forks_fil
                            policy={"deny_packages": [{"name": "event-stream", "range": ""}]},
                            source_full_name="alice/api", pull_request_id=7)
     assert [r["name"] for r in review.added] == ["event-stream"]
-    assert review.violations and review.violations[0]["package"] == "event-stream"
+    assert review.violations
+    assert review.violations[0]["package"] == "event-stream"
     assert not any("acme/api/diffstat/" in c.request.url or "acme/api/src/fork456" in c.request.url
                    for c in responses.calls)

@@ -57,8 +57,10 @@ def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_logged(client, d
     assert entries.count() == 2
     assert {e.category for e in entries} == {Category.INVALID_CREDENTIALS}
     unsigned, mismatched = entries
-    assert "not signed" in unsigned.message and unsigned.occurrences == 1
-    assert "does not match" in mismatched.message and mismatched.occurrences == 2
+    assert "not signed" in unsigned.message
+    assert unsigned.occurrences == 1
+    assert "does not match" in mismatched.message
+    assert mismatched.occurrences == 2
 
 
 def test_a_flood_of_unsigned_deliveries_is_one_counted_entry_and_the_source_is_slowed(client, db, settings):
@@ -68,7 +70,9 @@ def test_a_flood_of_unsigned_deliveries_is_one_counted_entry_and_the_source_is_s
     assert answers[:20] == [401] * 20
     assert set(answers[20:]) == {429}  # the rest of the minute: refused before any database work
     entry = SyncLog.objects.get(integration=integration, operation="webhook")
-    assert entry.occurrences == 20 and entry.last_seen_at is not None and entry.resolved_at is None
+    assert entry.occurrences == 20
+    assert entry.last_seen_at is not None
+    assert entry.resolved_at is None
     # Another address is not held back by the first one's flood.
     other = client.post(f"/webhooks/bitbucket/{integration.uuid}/", b"{}", content_type="application/json",
                         REMOTE_ADDR="10.9.9.9")
@@ -99,10 +103,12 @@ def test_a_retried_delivery_is_acknowledged_but_processed_once(client, db, djang
         again = post(client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork",
                      request_uuid=request_uuid, attempt=2)
     assert first.status_code == again.status_code == 202
-    assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
+    assert first.json()["duplicate"] is False
+    assert again.json()["duplicate"] is True
     assert len(callbacks) == 1
     delivery = WebhookDelivery.objects.get()
-    assert delivery.state == "ignored" and delivery.attempt == 1
+    assert delivery.state == "ignored"
+    assert delivery.attempt == 1
 
 
 def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_server, bitbucket, transactional_db,
@@ -129,7 +135,8 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_se
     src_reads = {r.path.split("/src/")[0] for r in list(sb.requests)[before:] if "/src/" in r.path}
     assert src_reads == {"/2.0/repositories/demo/api"}, "only the pushed project was scanned"
     delivery = WebhookDelivery.objects.get(event_key="repo:push")
-    assert delivery.state == "processed" and "scanners: dependencies" in delivery.outcome
+    assert delivery.state == "processed"
+    assert "scanners: dependencies" in delivery.outcome
     # A repository deleted in Bitbucket leaves the inventory without waiting for a scan.
     sb.delete_repo("demo", "web")
     assert not Project.objects.filter(full_name="demo/web").exists()
@@ -161,7 +168,8 @@ def test_repository_changes_refresh_that_repository_without_a_scan(live_server, 
     calls = [(r.kind, r.path) for r in list(sb.requests)[before:]]
     assert calls == [("rest", "/2.0/repositories/demo/api-v2"), ("git", "/demo/api-v2.git/info/refs")]
     delivery = WebhookDelivery.objects.get(event_key="repo:updated")
-    assert "updated demo/api-v2" in delivery.outcome and "scanners: up to date" in delivery.outcome
+    assert "updated demo/api-v2" in delivery.outcome
+    assert "scanners: up to date" in delivery.outcome
 
 
 def test_every_accepted_delivery_queues_a_drain_unless_one_is_waiting_to_start(client, db,
