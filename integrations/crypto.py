@@ -78,9 +78,6 @@ class KeyRing:
             "FIELD_ENCRYPTION_KEYS. Add that key back (after the newest) to read it."
         )
 
-    def is_current(self, stored: str) -> bool:
-        return stored.startswith(self.prefix)
-
 
 @lru_cache(maxsize=8)
 def _build_ring(raw_keys: tuple[str, ...]) -> KeyRing:

@@ -73,16 +73,6 @@ def has_role(*, user, tenant: Tenant | int, minimum: str) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
 
 
-def namespace_ancestors(*, namespace: Namespace) -> list[Namespace]:
-    """From the top of the tree down to ``namespace``'s parent."""
-    chain: list[Namespace] = []
-    node = namespace.parent
-    while node is not None:
-        chain.append(node)
-        node = node.parent
-    return list(reversed(chain))
-
-
 def namespace_subtree_levels(*, root_ids: list[int]) -> list[list[int]]:
     """Namespace ids under (and including) ``root_ids``, grouped by depth.
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from integrations import services
-from scanning import services as scans
 from scanning.hooks import EVENTS, webhooks_sync
 from scanning.models import WebhookRegistration
 from scanning.sandbox import generate
 from scanning.sandbox.data import SANDBOX_PROJECT_TOKEN, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
-from tests.factories import NamespaceFactory, TenantFactory
+from tests import helpers
 
 
 @pytest.fixture
@@ -20,16 +19,11 @@ def sandbox_world():
 
 
 def connect(token=SANDBOX_WORKSPACE_TOKEN, project_key="", pr=True):
-    tenant = TenantFactory()
-    return services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="PR", workspace="demo", project_key=project_key,
-        auth_method="access_token", credentials={"token": token}, actor=None, verify=False,
-        pr_settings={"enabled": pr})
+    return helpers.connect(name="PR", project_key=project_key, credentials={"token": token},
+                           pr_settings={"enabled": pr})
 
 
-def scan(integration):
-    run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
-    return scans.scan_run_execute(scan_run_id=run.pk)
+scan = helpers.scan
 
 
 def test_workspace_hook_registered_with_secret_and_removed(bitbucket, settings, django_capture_on_commit_callbacks):

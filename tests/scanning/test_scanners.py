@@ -7,12 +7,11 @@ from django.test import Client
 
 from integrations import services
 from integrations.models import Project, Reference
-from scanning import services as scans
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState, ScanStatus
 from scanning.sandbox import generate
-from scanning.sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from scanning.sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL
 from synclogs.models import Category, SyncLog
-from tests.factories import NamespaceFactory, TenantFactory
+from tests import helpers
 
 
 @pytest.fixture
@@ -21,16 +20,11 @@ def sandbox_world():
 
 
 def connect(scanners, **credentials):
-    tenant = TenantFactory()
-    return services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Scanned", workspace="demo",
-        auth_method="api_token" if "email" in credentials else "access_token",
-        credentials=credentials or {"token": SANDBOX_WORKSPACE_TOKEN}, actor=None, scanners=scanners, verify=False)
+    return helpers.connect(name="Scanned", auth_method="api_token" if "email" in credentials else "access_token",
+                           credentials=credentials or None, scanners=scanners)
 
 
-def scan(integration):
-    run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
-    return scans.scan_run_execute(scan_run_id=run.pk)
+scan = helpers.scan
 
 
 def expected_manifests(repo):

@@ -9,14 +9,12 @@ import uuid
 
 import pytest
 
-from integrations import services
 from integrations.models import Integration, Project, Reference
 from scanning import services as scans
 from scanning.models import DependencyPackage, WebhookDelivery
 from scanning.sandbox import generate
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import Category, SyncLog
-from tests.factories import NamespaceFactory, TenantFactory
+from tests import helpers
 
 
 @pytest.fixture
@@ -25,11 +23,7 @@ def sandbox_world():
 
 
 def connect(scanners=()):
-    tenant = TenantFactory()
-    return services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Hooked", workspace="demo",
-        auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None,
-        scanners=list(scanners), verify=False)
+    return helpers.connect(name="Hooked", scanners=scanners)
 
 
 def post(client, integration, body: dict | bytes, *, secret=None, event="repo:push", request_uuid=None, attempt=1,
