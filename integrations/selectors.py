@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from knox.models import AuthToken
 
 from integrations.bitbucket.credentials import Credentials
@@ -29,6 +29,19 @@ def integration_list(*, tenant: Tenant | None = None) -> QuerySet[Integration]:
     """Integrations people see: those being deleted are hidden at once."""
     qs = Integration.objects.exclude(status=IntegrationStatus.DELETING).select_related("tenant", "root_namespace")
     return qs.filter(tenant=tenant) if tenant is not None else qs
+
+
+def integrations_with_health(queryset: QuerySet[Integration]) -> QuerySet[Integration]:
+    """Integrations with what every list of them shows, in one query: ``open_errors`` (open
+    sync log entries), ``active_scan`` (a queued or running scan's id) and ``last_status``
+    (the newest scan's status). The manage page, the API and the admin use this one
+    definition (the rows live in other apps; the query names them by relation only)."""
+    newest = Integration.objects.filter(pk=OuterRef("pk")).values("scan_runs__status").order_by(
+        "-scan_runs__queued_at", "-scan_runs__id")
+    return queryset.annotate(
+        open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),
+        active_scan=Max("scan_runs__id", filter=Q(scan_runs__status__in=["queued", "running"])),
+        last_status=Subquery(newest[:1]))
 
 
 def integration_get_credentials(*, integration: Integration):

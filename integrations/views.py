@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, OuterRef, Prefetch, Q, Subquery
+from django.db.models import Count, Prefetch, Q
 from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -40,6 +40,7 @@ from integrations.portal import SESSION_KEY, can, tenant_view
 from integrations.selectors import (
     integration_delete_preview,
     integration_list,
+    integrations_with_health,
     tenants_visible,
     user_has_api_token,
 )
@@ -88,12 +89,7 @@ def integrations_index(request):
 
 @tenant_view()
 def bitbucket_manage(request):
-    integrations = tenant_integrations(request).annotate(
-        open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),
-        active_scan=Max("scan_runs__id", filter=Q(scan_runs__status__in=["queued", "running"])),
-        last_status=Subquery(Integration.objects.filter(pk=OuterRef("pk")).values("scan_runs__status")
-                             .order_by("-scan_runs__queued_at", "-scan_runs__id")[:1]),
-    ).order_by("name")
+    integrations = integrations_with_health(tenant_integrations(request)).order_by("name")
     return render(request, "portal/bitbucket_manage.html", {"integrations": integrations})
 
 

@@ -5,7 +5,6 @@ reverse): Rescan Org and Test configuration actions, and last scan / open error 
 """
 
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.urls import path, reverse
@@ -13,6 +12,7 @@ from django.utils.html import format_html
 
 from integrations.admin import IntegrationAdmin, ReadOnlyAdmin
 from integrations.models import Integration
+from integrations.selectors import integrations_with_health
 from scanning import services
 from scanning.models import (
     DependencyPackage,
@@ -49,21 +49,18 @@ class IntegrationScanAdmin(IntegrationAdmin):
     actions = [*IntegrationAdmin.actions, "rescan_org", "test_configuration"]
 
     def get_queryset(self, request):
-        latest = ScanRun.objects.filter(integration=OuterRef("pk")).order_by("-queued_at", "-id")
-        return super().get_queryset(request).annotate(
-            _open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),
-            _last_status=Subquery(latest.values("status")[:1]))
+        return integrations_with_health(super().get_queryset(request))
 
-    @admin.display(description="Last scan", ordering="_last_status")
+    @admin.display(description="Last scan", ordering="last_status")
     def last_scan_status(self, obj):
-        return obj._last_status or "never"
+        return obj.last_status or "never"
 
-    @admin.display(description="Open errors", ordering="_open_errors")
+    @admin.display(description="Open errors", ordering="open_errors")
     def open_errors(self, obj):
-        if not obj._open_errors:
+        if not obj.open_errors:
             return 0
         url = reverse("admin:synclogs_synclog_changelist") + f"?integration__id__exact={obj.pk}&state=open"
-        return format_html('<a href="{}">{}</a>', url, obj._open_errors)
+        return format_html('<a href="{}">{}</a>', url, obj.open_errors)
 
     def get_urls(self):
         return [path("<int:object_id>/rescan/", self.admin_site.admin_view(self.rescan_view),

@@ -144,12 +144,22 @@ def selected_scanners(integration: Integration) -> list[Scanner]:
     return [REGISTRY[name] for name in integration.scanners if name in REGISTRY]
 
 
-def is_due(scanner: Scanner, head_commit: str, last: tuple | None, now) -> bool:
-    """Whether a scanner should run on a head: it moved since the last good run
-    ``(commit, scanned_at)``, or that run is older than the scanner's ``max_age``."""
-    commit, scanned_at = last or ("", None)
-    max_age = scanner.max_age()
-    return commit != head_commit or (max_age is not None and scanned_at is not None and scanned_at < now - max_age)
+def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[Reference, Scanner]]:
+    """The (reference, scanner) pairs to run: the head moved since the scanner's last good
+    run there, or that run is older than the scanner's ``max_age``. One query for all."""
+    if not refs or not selected:
+        return []
+    now = now or timezone.now()
+    states = {(ref_id, name): (commit, scanned_at) for ref_id, name, commit, scanned_at in ScannerState.objects
+              .filter(reference__in=refs, ok=True).values_list("reference_id", "scanner", "commit", "scanned_at")}
+
+    def is_due(ref: Reference, scanner: Scanner) -> bool:
+        commit, scanned_at = states.get((ref.pk, scanner.name), ("", None))
+        max_age = scanner.max_age()
+        return commit != ref.head_commit or (max_age is not None and scanned_at is not None
+                                             and scanned_at < now - max_age)
+
+    return [(ref, scanner) for ref in refs for scanner in selected if is_due(ref, scanner)]
 
 
 def run_scanner(scanner: Scanner, target: Target) -> Result | None:
@@ -185,10 +195,7 @@ def run_for_project(*, integration: Integration, project: Project, client: bb.Bi
     selected = selected_scanners(integration)
     if ref is None or not selected:
         return "none selected" if not selected else "no default branch head"
-    states = {name: (commit, at) for name, commit, at in ScannerState.objects.filter(reference=ref, ok=True)
-              .values_list("scanner", "commit", "scanned_at")}
-    now = timezone.now()
-    selected = [s for s in selected if is_due(s, ref.head_commit, states.get(s.name), now)]
+    selected = [scanner for _, scanner in due([ref], selected)]
     if not selected:
         return "up to date"
     client = client or bb.client_for(integration)

@@ -33,8 +33,8 @@ from integrations.models import Integration, Member, Namespace, Project, Referen
 from integrations.selectors import cascade_querysets
 from integrations.services import projects_purge
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
-from scanning.models import ScannerState, ScanRun, ScanStatus
-from scanning.scanners import Target, is_due, run_scanner, selected_scanners
+from scanning.models import ScanRun, ScanStatus
+from scanning.scanners import Target, due, run_scanner, selected_scanners
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
@@ -377,12 +377,7 @@ class OrgSync:
             return
         refs = list(Reference.objects.filter(project__integration=self.integration, is_default=True)
                     .exclude(head_commit="").select_related("project").order_by("project__full_name"))
-        states = {(ref_id, name): (commit, scanned_at) for ref_id, name, commit, scanned_at in ScannerState.objects
-                  .filter(reference__in=refs, ok=True).values_list("reference_id", "scanner", "commit", "scanned_at")}
-        now = timezone.now()
-
-        pending = [(ref, scanner) for ref in refs for scanner in selected
-                   if is_due(scanner, ref.head_commit, states.get((ref.pk, scanner.name)), now)]
+        pending = due(refs, selected)
         budget_end = self.client.stats.rest + settings.SCANNER_REST_BUDGET
         for index, (ref, scanner) in enumerate(pending):
             if self.client.stats.rest >= budget_end:

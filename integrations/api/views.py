@@ -24,6 +24,7 @@ from integrations.selectors import (
     has_role,
     integration_delete_preview,
     integration_list,
+    integrations_with_health,
     tenants_visible,
 )
 
@@ -121,8 +122,7 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
     filterset_class = IntegrationFilter
 
     def get_queryset(self):
-        qs = integration_list().annotate(
-            open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True))
+        qs = integrations_with_health(integration_list())
         return self.visible(qs).order_by("name", "id")
 
     @extend_schema(summary="Connect a workspace or project (verified against Bitbucket first)",
