@@ -281,10 +281,13 @@ class PullRequestScan(models.Model):
 class QueueFlag(models.Model):
     """A shared "work is queued" flag (the webhook drain): set by whoever queues the task,
     cleared by the task as it starts, so a delivery recorded after the clear always
-    queues a new drain, whatever the interleaving, across processes."""
+    queues a new drain, whatever the interleaving, across processes. The same table holds
+    the task cluster's heartbeat (``touched_at``)."""
 
     name = models.CharField(max_length=64, primary_key=True)
     pending = models.BooleanField(default=False)
+    # For a heartbeat row (the task cluster's, read by /readyz): when it last beat.
+    touched_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name}: {'pending' if self.pending else 'idle'}"

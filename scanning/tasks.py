@@ -11,6 +11,7 @@ from scanning import services
 from scanning.hooks import webhooks_remove, webhooks_sync
 from scanning.models import Trigger
 from scanning.pullrequests import pr_scan_execute
+from scanning.health import cluster_heartbeat
 from scanning.webhooks import deliveries_drain
 from synclogs.services import sync_logs_prune
 
@@ -31,6 +32,7 @@ def scan_run_task(scan_run_id: int) -> str:
 
 
 def dispatch_due_scans_task() -> dict:
+    cluster_heartbeat()
     result = services.scans_dispatch_due()
     result["webhook_deliveries"] = deliveries_drain()  # any delivery whose drain task was lost
     return result
