@@ -353,4 +353,10 @@ def test_schema_and_docs(world, client):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200
     assert b"/api/v1/integrations/{id}/rescan/" in schema.content
-    assert client.get("/api/docs/").status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    page = docs.content.decode()
+    # Swagger UI from the portal itself (drf-spectacular-sidecar), never a CDN.
+    assert "cdn.jsdelivr.net" not in page
+    assert "unpkg.com" not in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
