@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode
 
-from scanning.sandbox.data import Comment, Commit, Credential, Hook, PullRequest, Repo, World, commit_hash, iso
-from scanning.sandbox.query import QueryError, apply_fields, compile_query, sort_key
+from bitbucket_sandbox.data import Comment, Commit, Credential, Hook, PullRequest, Repo, World, commit_hash, iso
+from bitbucket_sandbox.query import QueryError, apply_fields, compile_query, sort_key
 
 JSON = "application/json; charset=utf-8"
 LEGACY_IMPLIES = {

@@ -3,8 +3,8 @@
 For the quick-start demo and end-to-end tests; see ``app.py`` for what it serves.
 """
 
-from scanning.sandbox.app import Request, Response, Sandbox
-from scanning.sandbox.data import World, generate
-from scanning.sandbox.server import SandboxServer
+from bitbucket_sandbox.app import Request, Response, Sandbox
+from bitbucket_sandbox.data import World, generate
+from bitbucket_sandbox.server import SandboxServer
 
 __all__ = ["Request", "Response", "Sandbox", "SandboxServer", "World", "generate"]
