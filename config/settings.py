@@ -56,6 +56,11 @@ INSTALLED_APPS = [
     # After scanning, whose ``qcluster`` command (schedules from settings, prompt SIGTERM) wins.
     "django_q",
 ]
+# The development tools (the Bitbucket sandbox's commands, the benchmarks): with DEBUG, or on
+# request (a benchmark under production settings). Never in the production wheel.
+PORTAL_DEV_TOOLS = env.bool("PORTAL_DEV_TOOLS", default=DEBUG)
+if PORTAL_DEV_TOOLS:
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -10,7 +10,11 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-01234567
 os.environ.setdefault("DEBUG", "true")
 
 from config.settings import *  # noqa: E402,F403
-from config.settings import DATA_DIR, DATABASES, Q_CLUSTER  # noqa: E402
+from config.settings import DATA_DIR, DATABASES, INSTALLED_APPS, Q_CLUSTER  # noqa: E402
+
+# The suite tests the sandbox's commands, whatever DEBUG and PORTAL_DEV_TOOLS say.
+if "devtools" not in INSTALLED_APPS:
+    INSTALLED_APPS = [*INSTALLED_APPS, "devtools"]
 
 # Two fixed keys, newest first, so tests exercise decryption with an older key.
 FIELD_ENCRYPTION_KEYS = [

@@ -56,7 +56,7 @@ from tests import contract  # noqa: E402
 
 @pytest.fixture
 def sandbox_world():
-    from scanning.sandbox import generate
+    from bitbucket_sandbox import generate
 
     return generate(seed=7, workspaces=1, projects=3, repos=12, branches=3)
 
@@ -65,7 +65,7 @@ def sandbox_world():
 def sandbox(sandbox_world):
     """A sandbox on a free loopback port. Every REST response it gives during the test
     is checked against the OpenAPI spec at teardown (when ../shared is present)."""
-    from scanning.sandbox import SandboxServer
+    from bitbucket_sandbox import SandboxServer
 
     server = SandboxServer(sandbox_world).start()
     seen: list = []

@@ -7,7 +7,7 @@ from integrations import services
 from integrations.models import Integration
 from scanning import services as scans
 from scanning.models import ScanRun
-from scanning.sandbox.data import (
+from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_EMAIL,
     SANDBOX_OAUTH_KEY,

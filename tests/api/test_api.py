@@ -9,10 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import get_resolver, reverse
 from rest_framework.test import APIClient
 
+from bitbucket_sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from integrations.models import Integration, IntegrationStatus, Role
 from integrations.services import api_token_create
 from scanning.models import PullRequest, PullRequestScan, ScanRun
-from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, TenantFactory, make_integration, member
 

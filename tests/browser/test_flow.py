@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from integrations import services
-from integrations.models import Integration, Namespace, Project, Role
-from scanning.sandbox.data import (
+from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_API_TOKEN_NO_ADMIN,
     SANDBOX_EMAIL,
     SANDBOX_WORKSPACE_TOKEN,
 )
+from integrations import services
+from integrations.models import Integration, Namespace, Project, Role
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, TenantFactory, UserFactory
 

@@ -88,3 +88,24 @@ def test_database_and_queue_urls_switch_backends(tmp_path):
     assert result.stdout.split()[-2:] == ["django.db.backends.postgresql", "redis://127.0.0.1:6379/1"], result.stderr
     result = _manage("shell", "-c", code, SECRET_KEY="k" * 50, DATA_DIR=str(tmp_path))
     assert result.stdout.split()[-2:] == ["django.db.backends.sqlite3", "orm"], result.stderr
+
+
+@pytest.mark.parametrize("env,installed", [
+    ({"DEBUG": "false"}, False),
+    ({"DEBUG": "true"}, True),
+    ({"DEBUG": "false", "PORTAL_DEV_TOOLS": "true"}, True),
+    ({"DEBUG": "true", "PORTAL_DEV_TOOLS": "false"}, False),
+])
+def test_development_tools_come_with_debug_or_on_request(tmp_path, env, installed):
+    """The sandbox and benchmark commands (the ``devtools`` app) are not in a production install."""
+    keep = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL",
+                                                             "DJANGO_ALLOW_ASYNC_UNSAFE", "PORTAL_DEV_TOOLS")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "help", "--commands"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**keep, "DJANGO_SETTINGS_MODULE": "config.settings", "SECRET_KEY": "k" * 50, "DATA_DIR": str(tmp_path),
+             "FIELD_ENCRYPTION_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(), **env})
+    assert result.returncode == 0, result.stderr
+    commands = set(result.stdout.split())
+    tools = {"bitbucket_sandbox", "sandbox_demo", "bench_sandbox", "bench_sync", "bench_webhooks"}
+    assert "rescan_org" in commands
+    assert tools & commands == (tools if installed else set())

@@ -25,10 +25,10 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Project, Reference
 from scanning.models import ScanRun
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from tests.factories import NamespaceFactory, TenantFactory
 
 ROOT = Path(__file__).resolve().parents[2]

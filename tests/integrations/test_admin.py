@@ -108,7 +108,7 @@ def test_log_changelists_are_constant_too(staff_client, populated, url_name, mod
 
 
 def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
-    from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+    from bitbucket_sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 
     parent = NamespaceFactory(tenant=tenant)
     url = reverse("admin:integrations_integration_add")

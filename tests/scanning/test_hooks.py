@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bitbucket_sandbox import generate
+from bitbucket_sandbox.data import SANDBOX_PROJECT_TOKEN, SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from scanning.hooks import EVENTS, webhooks_sync
 from scanning.models import WebhookRegistration
-from scanning.sandbox import generate
-from scanning.sandbox.data import SANDBOX_PROJECT_TOKEN, SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
 from tests import helpers
 
@@ -149,7 +149,7 @@ def test_repository_hooks_are_updated_on_rotation_too(bitbucket, settings, djang
 
 def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, settings):
     from integrations.models import Integration
-    from scanning.sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
+    from bitbucket_sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
 
     settings.PORTAL_BASE_URL = "https://portal.example.com"
     integration = connect(token=SANDBOX_NO_WEBHOOK_TOKEN)
@@ -175,7 +175,7 @@ def test_verification_names_the_write_scopes_pull_request_scans_need(bitbucket):
     from integrations.bitbucket.credentials import Credentials
     from integrations.bitbucket.urls import parse_target
     from integrations.bitbucket.verify import verify_connection
-    from scanning.sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
+    from bitbucket_sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
 
     target = parse_target(workspace="demo")
     report = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_NO_WEBHOOK_TOKEN),

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
+from bitbucket_sandbox import generate
+from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Reference
 from scanning import services as scans
 from scanning.models import DependencyPackage, PullRequest, PullRequestScan, WebhookRegistration
 from scanning.pullrequests import status_key
-from scanning.sandbox import generate
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from synclogs.models import SyncLog
 from tests.factories import NamespaceFactory, TenantFactory
 

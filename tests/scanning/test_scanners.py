@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from bitbucket_sandbox import generate
+from bitbucket_sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Project, Reference
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState, ScanStatus
-from scanning.sandbox import generate
-from scanning.sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL
+from bitbucket_sandbox import generate
+from bitbucket_sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL
 from synclogs.models import Category, SyncLog
 from tests import helpers
 

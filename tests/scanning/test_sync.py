@@ -7,12 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from integrations import services
-from integrations.models import Integration, IntegrationStatus, Member, Namespace, Project, Reference
-from scanning import services as scans
-from scanning.models import ScanRun, ScanStatus
-from scanning.sandbox import SandboxServer, generate
-from scanning.sandbox.data import (
+from bitbucket_sandbox import SandboxServer, generate
+from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_API_TOKEN_NO_ADMIN,
     SANDBOX_EMAIL,
@@ -22,6 +18,10 @@ from scanning.sandbox.data import (
     SANDBOX_READONLY_WORKSPACE_TOKEN,
     SANDBOX_WORKSPACE_TOKEN,
 )
+from integrations import services
+from integrations.models import Integration, IntegrationStatus, Member, Namespace, Project, Reference
+from scanning import services as scans
+from scanning.models import ScanRun, ScanStatus
 from synclogs.models import Category, SyncLog
 from tests import helpers
 from tests.factories import NamespaceFactory, TenantFactory, UserFactory

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
+from bitbucket_sandbox import generate
 from integrations.models import Integration, Project, Reference
 from scanning import services as scans
 from scanning.models import DependencyPackage, WebhookDelivery
-from scanning.sandbox import generate
 from synclogs.models import Category, SyncLog
 from tests import helpers
 
@@ -112,7 +112,7 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_se
     scans.scan_run_execute(scan_run_id=run.pk)
     secret = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
     sb = bitbucket.sandbox
-    sb.world.workspaces["demo"].hooks["{h}"] = __import__("scanning.sandbox.data", fromlist=["Hook"]).Hook(
+    sb.world.workspaces["demo"].hooks["{h}"] = __import__("bitbucket_sandbox.data", fromlist=["Hook"]).Hook(
         uuid="{h}", url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/", description="portal",
         events=["repo:push", "repo:deleted"], active=True, secret=secret, created_at="2026-01-01T00:00:00+00:00")
     repo = sb.world.workspaces["demo"].repos["api"]
@@ -138,7 +138,7 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_se
 
 def test_repository_changes_refresh_that_repository_without_a_scan(live_server, bitbucket, transactional_db):
     from scanning.models import ScanRun
-    from scanning.sandbox.data import Hook
+    from bitbucket_sandbox.data import Hook
 
     integration = connect(scanners=["dependencies"])
     scans.scan_run_execute(scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual",

@@ -7,16 +7,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 from django_q.conf import Conf
 
+from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Member, Namespace, Project, Reference
 from scanning import services as scans
 from scanning.metrics import counting_writes, peak_rss_mb, remove_benchmark_tenant, reset_peak_rss
 from scanning.models import ScanRun
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 
 
 def _serve(repos: int, projects: int, ready) -> None:
-    from scanning.sandbox import SandboxServer, generate
+    from bitbucket_sandbox import SandboxServer, generate
 
     world = generate(seed=1, repos=repos, projects=projects, branches=2, pullrequests=False)
     server = SandboxServer(world, rate_limit=10**9, git_rate_limit=10**9)

@@ -2,10 +2,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from common.scanners import CATALOGUE
 from integrations import services
 from integrations.models import Integration, IntegrationStatus, Namespace, Tenant
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
 
 
 class Command(BaseCommand):

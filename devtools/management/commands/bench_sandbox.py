@@ -5,14 +5,14 @@ import time
 import requests
 from django.core.management.base import BaseCommand
 
-from scanning.sandbox.data import SANDBOX_WORKSPACE_TOKEN
+from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 
 PORTAL_FIELDS = ("next,values.uuid,values.slug,values.name,values.full_name,values.is_private,values.language,"
                  "values.updated_on,values.mainbranch.name,values.project.key,values.project.uuid,values.links.html.href")
 
 
 def _serve(repos: int, projects: int, ready) -> None:
-    from scanning.sandbox import SandboxServer, generate
+    from bitbucket_sandbox import SandboxServer, generate
 
     world = generate(seed=1, repos=repos, projects=projects, branches=1, pullrequests=False)
     server = SandboxServer(world, rate_limit=10**9)

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from scanning.sandbox import SandboxServer, World, generate
-from scanning.sandbox.data import (
+from bitbucket_sandbox import SandboxServer, World, generate
+from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_API_TOKEN_NO_ADMIN,
     SANDBOX_EMAIL,

@@ -10,8 +10,8 @@ import re
 import pytest
 import requests
 
-from scanning.sandbox.app import Sandbox
-from scanning.sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from bitbucket_sandbox.app import Sandbox
+from bitbucket_sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
 from tests import contract
 
 pytestmark = pytest.mark.skipif(not contract.spec_available(), reason=contract.ABSENT_REASON)

@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from scanning.sandbox.app import Request, Sandbox
-from scanning.sandbox.data import World, generate
+from bitbucket_sandbox.app import Sandbox
+from bitbucket_sandbox.data import World, generate
+from bitbucket_sandbox.http import Request
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scanning.sandbox import SandboxServer, World, generate
+from bitbucket_sandbox import SandboxServer, World, generate
 
 
 class Command(BaseCommand):
