@@ -84,7 +84,9 @@ def manage(*args: str, env: dict | None = None) -> None:
 def real_bitbucket_configured() -> bool:
     if os.environ.get("BITBUCKET_API_URL"):
         return True
-    return ENV_FILE.exists() and any(line.startswith("BITBUCKET_API_URL=") for line in ENV_FILE.read_text().splitlines())
+    return ENV_FILE.exists() and any(
+        line.startswith("BITBUCKET_API_URL=") for line in ENV_FILE.read_text().splitlines()
+    )
 
 
 def wait_for(url: str, seconds: float = 30) -> None:
@@ -113,13 +115,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not real_bitbucket_configured():
         sandbox = f"http://127.0.0.1:{args.sandbox_port}"
         say(f"no BITBUCKET_API_URL configured: starting the built-in Bitbucket sandbox on {sandbox}")
-        processes.append(subprocess.Popen([str(PYTHON), "manage.py", "bitbucket_sandbox", "--port",
-                                           str(args.sandbox_port)], cwd=ROOT, env=env))
+        # The sandbox's commands come from the dev tools app: on, whatever DEBUG says.
+        tools = {**env, "PORTAL_DEV_TOOLS": "true"}
+        processes.append(
+            subprocess.Popen(
+                [str(PYTHON), "manage.py", "bitbucket_sandbox", "--port", str(args.sandbox_port)], cwd=ROOT, env=tools
+            )
+        )
         env.update(BITBUCKET_API_URL=f"{sandbox}/2.0", BITBUCKET_WEB_URL=sandbox)
         # The sandbox delivers webhooks here (the demo turns pull-request scans on).
         env.setdefault("PORTAL_BASE_URL", f"http://127.0.0.1:{args.port}")
         wait_for(f"{sandbox}/2.0/repositories")
-        manage("sandbox_demo", env=env)
+        manage("sandbox_demo", env={**env, "PORTAL_DEV_TOOLS": "true"})
     address = f"127.0.0.1:{args.port}"
     say(f"starting the web server on http://{address}/ and the task cluster; Ctrl-C stops everything")
     processes += [

@@ -36,8 +36,7 @@ from bitbucket_sandbox.routes.workspaces import WorkspaceRoutes
 __all__ = ["ApiError", "Request", "Response", "Sandbox"]
 
 
-class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, GitRoutes, OAuthRoutes,
-              WorldChanges):
+class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, GitRoutes, OAuthRoutes, WorldChanges):
     """The whole sandbox state plus request handling. Thread-safe.
 
     ``options`` are ``SandboxCore``'s: ``api_base``, ``web_base``, ``rate_limit``,
@@ -46,9 +45,12 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
 
     def __init__(self, world: World, **options: Any) -> None:
         super().__init__(world, **options)
-        self.routes = [Route(m, p, getattr(self, name), lg, gr, b)
-                       for name in dir(self) if hasattr(getattr(self, name), "_route")
-                       for (m, p, lg, gr, b) in [getattr(self, name)._route]]
+        self.routes = [
+            Route(m, p, getattr(self, name), lg, gr, b)
+            for name in dir(self)
+            if hasattr(getattr(self, name), "_route")
+            for (m, p, lg, gr, b) in [getattr(self, name)._route]
+        ]
         # Most specific (longest literal) patterns first.
         self.routes.sort(key=lambda r: -len(r.pattern.pattern.replace("[^/]+", "")))
 
@@ -83,7 +85,7 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
         path = request.path
         if not path.startswith("/2.0/"):
             raise ApiError(404, f"Resource not found: {path}")
-        sub = path[len("/2.0"):]
+        sub = path[len("/2.0") :]
         for route in self.routes:
             if route.method != request.method:
                 continue

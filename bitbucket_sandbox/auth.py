@@ -30,9 +30,13 @@ WS_R, PJ_R, U_R = "read:workspace:bitbucket", "read:project:bitbucket", "read:us
 
 # What each older scope name grants besides itself.
 LEGACY_IMPLIES = {
-    "repository:write": {"repository"}, "repository:admin": set(), "pullrequest": {"repository"},
-    "pullrequest:write": {"pullrequest", "repository", "repository:write"}, "project:admin": {"project"},
-    "webhook": set(), "account": set(),
+    "repository:write": {"repository"},
+    "repository:admin": set(),
+    "pullrequest": {"repository"},
+    "pullrequest:write": {"pullrequest", "repository", "repository:write"},
+    "project:admin": {"project"},
+    "webhook": set(),
+    "account": set(),
 }
 RATE_LIMIT_MESSAGE = "Rate limit for this resource has been exceeded"
 OAuthTokens = dict[str, tuple[Credential, float]]  # token -> (credential, expiry as a time.time())
@@ -48,8 +52,9 @@ class Auth:
         return self.credential.label if self.credential else "anonymous"
 
 
-def authenticate(request: Request, world: World, oauth_tokens: OAuthTokens, lock: threading.RLock, *,
-                 git: bool = False) -> Auth:
+def authenticate(
+    request: Request, world: World, oauth_tokens: OAuthTokens, lock: threading.RLock, *, git: bool = False
+) -> Auth:
     header = request.headers.get("authorization", "")
     if not header:
         return Auth(None, "anonymous")
@@ -76,8 +81,11 @@ def authenticate(request: Request, world: World, oauth_tokens: OAuthTokens, lock
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise ApiError(401, "Invalid Authorization header.") from exc
         if password.startswith("ATBB"):
-            raise ApiError(401, "App passwords are no longer supported. Use an API token instead: "
-                                "https://support.atlassian.com/bitbucket-cloud/docs/api-tokens/")
+            raise ApiError(
+                401,
+                "App passwords are no longer supported. Use an API token instead: "
+                "https://support.atlassian.com/bitbucket-cloud/docs/api-tokens/",
+            )
         if git and user == "x-token-auth":
             with lock:
                 issued = oauth_tokens.get(password)
@@ -91,8 +99,11 @@ def authenticate(request: Request, world: World, oauth_tokens: OAuthTokens, lock
         expected_user = credential.email if credential else None
         if git and user == "x-bitbucket-api-token-auth" and credential and credential.kind == "api_token":
             expected_user = user
-        if credential is None or credential.kind != "api_token" or not hmac.compare_digest(
-                (expected_user or "").lower(), user.lower()):
+        if (
+            credential is None
+            or credential.kind != "api_token"
+            or not hmac.compare_digest((expected_user or "").lower(), user.lower())
+        ):
             raise ApiError(401, "Invalid credentials")
         if credential.expired:
             raise ApiError(401, "Your API token has expired. Create a new one in your Atlassian account settings.")
@@ -115,12 +126,22 @@ def check_scopes(auth: Auth, legacy: tuple[str, ...], granular: tuple[str, ...])
         for scope in granted:
             have |= LEGACY_IMPLIES.get(scope, set())
     if required and not set(required) <= have:
-        raise ApiError(403, "Your credentials lack one or more required privilege scopes.",
-                       detail={"required": required, "granted": granted})
+        raise ApiError(
+            403,
+            "Your credentials lack one or more required privilege scopes.",
+            detail={"required": required, "granted": granted},
+        )
 
 
-def can_reach(world: World, auth: Auth, workspace: str, project_key: str | None = None,
-              repo_slug: str | None = None, *, public: bool = False) -> bool:
+def can_reach(
+    world: World,
+    auth: Auth,
+    workspace: str,
+    project_key: str | None = None,
+    repo_slug: str | None = None,
+    *,
+    public: bool = False,
+) -> bool:
     credential = auth.credential
     if credential is None:
         return public
@@ -141,8 +162,13 @@ def rate_key(auth: Auth) -> str:
     if c is None:
         return "anonymous"
     # API tokens share their user's allowance; OAuth its consumer's; access tokens their own.
-    return f"user:{c.user}" if c.kind == "api_token" else f"consumer:{c.key}" if c.kind == "oauth_consumer" \
+    return (
+        f"user:{c.user}"
+        if c.kind == "api_token"
+        else f"consumer:{c.key}"
+        if c.kind == "oauth_consumer"
         else f"token:{c.label}"
+    )
 
 
 class RateWindows:
@@ -162,13 +188,23 @@ class RateWindows:
                 window.popleft()
             if len(window) >= limit:
                 retry = max(1, int(window[0] + window_seconds - now) + 1)
-                raise ApiError(429, RATE_LIMIT_MESSAGE, headers={
-                    "Retry-After": str(retry), "X-RateLimit-Limit": str(limit),
-                    "X-RateLimit-Resource": bucket, "X-RateLimit-NearLimit": "true"})
+                raise ApiError(
+                    429,
+                    RATE_LIMIT_MESSAGE,
+                    headers={
+                        "Retry-After": str(retry),
+                        "X-RateLimit-Limit": str(limit),
+                        "X-RateLimit-Resource": bucket,
+                        "X-RateLimit-NearLimit": "true",
+                    },
+                )
             window.append(now)
             remaining = limit - len(window)
-        return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Resource": bucket,
-                "X-RateLimit-NearLimit": "true" if remaining < limit * 0.2 else "false"}
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Resource": bucket,
+            "X-RateLimit-NearLimit": "true" if remaining < limit * 0.2 else "false",
+        }
 
     def clear(self) -> None:
         self._windows.clear()

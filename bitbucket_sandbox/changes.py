@@ -26,8 +26,17 @@ def add_comment(pr: PullRequest, raw: str, author: str) -> Comment:
 
 
 class WorldChanges(Events):
-    def push(self, workspace: str, slug: str, branch: str, *, files: dict[str, str] | None = None,
-             delete: list[str] | None = None, message: str = "Sandbox push", fire: bool = True) -> str:
+    def push(
+        self,
+        workspace: str,
+        slug: str,
+        branch: str,
+        *,
+        files: dict[str, str] | None = None,
+        delete: list[str] | None = None,
+        message: str = "Sandbox push",
+        fire: bool = True,
+    ) -> str:
         """A new commit on ``branch`` (created if missing). Returns its hash."""
         with self.lock:
             repo = self.world.workspaces[workspace].repos[slug]
@@ -44,10 +53,26 @@ class WorldChanges(Events):
             repo.updated_on = now
             self._changed()
         if fire:
-            self.fire("repo:push", workspace, slug, {"push": {"changes": [{
-                "new": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": new}},
-                "old": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": old}} if old else None,
-                "created": old is None, "closed": False, "forced": False}]}})
+            self.fire(
+                "repo:push",
+                workspace,
+                slug,
+                {
+                    "push": {
+                        "changes": [
+                            {
+                                "new": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": new}},
+                                "old": {"type": "branch", "name": branch, "target": {"type": "commit", "hash": old}}
+                                if old
+                                else None,
+                                "created": old is None,
+                                "closed": False,
+                                "forced": False,
+                            }
+                        ]
+                    }
+                },
+            )
             # A push to a pull request's source branch updates the pull request.
             for pr in [p for p in repo.pullrequests.values() if p.state == "OPEN" and p.source_branch == branch]:
                 self.fire("pullrequest:updated", workspace, slug, {}, pr_id=pr.id)
@@ -60,8 +85,15 @@ class WorldChanges(Events):
         if fire:
             self.fire("repo:deleted", workspace, slug, {}, repo=repo)
 
-    def rename_repo(self, workspace: str, slug: str, *, name: str | None = None, new_slug: str | None = None,
-                    project_key: str | None = None) -> Repo:
+    def rename_repo(
+        self,
+        workspace: str,
+        slug: str,
+        *,
+        name: str | None = None,
+        new_slug: str | None = None,
+        project_key: str | None = None,
+    ) -> Repo:
         with self.lock:
             ws = self.world.workspaces[workspace]
             repo = ws.repos.pop(slug)
@@ -78,21 +110,36 @@ class WorldChanges(Events):
         self.fire("repo:updated", workspace, repo.slug, {"changes": {"name": {"new": repo.name}}})
         return repo
 
-    def open_pullrequest(self, workspace: str, slug: str, *, source: str, destination: str | None = None,
-                         title: str = "Sandbox change", author: str | None = None) -> int:
+    def open_pullrequest(
+        self,
+        workspace: str,
+        slug: str,
+        *,
+        source: str,
+        destination: str | None = None,
+        title: str = "Sandbox change",
+        author: str | None = None,
+    ) -> int:
         with self.lock:
             repo = self.world.workspaces[workspace].repos[slug]
             pr_id = max([*repo.pullrequests, 0]) + 1
             now = iso(datetime.now(timezone.utc))
             repo.pullrequests[pr_id] = PullRequest(
-                id=pr_id, title=title, author=author or self.world.workspaces[workspace].members[0],
-                source_branch=source, destination_branch=destination or repo.mainbranch, created_on=now, updated_on=now)
+                id=pr_id,
+                title=title,
+                author=author or self.world.workspaces[workspace].members[0],
+                source_branch=source,
+                destination_branch=destination or repo.mainbranch,
+                created_on=now,
+                updated_on=now,
+            )
             self._changed()
         self.fire("pullrequest:created", workspace, slug, {}, pr_id=pr_id)
         return pr_id
 
-    def set_pullrequest_state(self, workspace: str, slug: str, pr_id: int, event: str, *, user: str | None = None,
-                              comment: str = "") -> None:
+    def set_pullrequest_state(
+        self, workspace: str, slug: str, pr_id: int, event: str, *, user: str | None = None, comment: str = ""
+    ) -> None:
         """``event``: approved, unapproved, fulfilled (merges the source branch into the
         destination, with its repo:push), rejected, updated, comment_created."""
         extra: dict = {}
@@ -114,6 +161,12 @@ class WorldChanges(Events):
         if event == "fulfilled":
             source_tree = dict(repo.commits[repo.branches[pr.source_branch]].files)
             gone = [p for p in repo.commits[repo.branches[pr.destination_branch]].files if p not in source_tree]
-            pr.merge_commit = self.push(workspace, slug, pr.destination_branch, files=source_tree, delete=gone,
-                                        message=f"Merged in {pr.source_branch} (pull request #{pr.id})")
+            pr.merge_commit = self.push(
+                workspace,
+                slug,
+                pr.destination_branch,
+                files=source_tree,
+                delete=gone,
+                message=f"Merged in {pr.source_branch} (pull request #{pr.id})",
+            )
         self.fire(f"pullrequest:{event}", workspace, slug, extra, pr_id=pr_id)

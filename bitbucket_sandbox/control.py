@@ -44,11 +44,12 @@ def action(method: str, name: str) -> Callable[[Action], Action]:
     def register(fn: Action) -> Action:
         ACTIONS[(method, name)] = fn
         return fn
+
     return register
 
 
 def action_name(request: Request) -> str:
-    return request.path[len("/_sandbox/"):].strip("/")
+    return request.path[len("/_sandbox/") :].strip("/")
 
 
 def control(sandbox: Sandbox, request: Request) -> Response:
@@ -84,8 +85,18 @@ def requests_clear(sandbox: Sandbox, body: dict, request: Request) -> dict:
 
 @action("GET", "credentials")
 def credentials_list(sandbox: Sandbox, body: dict, request: Request) -> list[dict]:
-    return [{"label": c.label, "kind": c.kind, "email": c.email, "key": c.key, "secret": c.secret,
-             "scopes": c.scopes, "expired": c.expired} for c in sandbox.world.credentials]
+    return [
+        {
+            "label": c.label,
+            "kind": c.kind,
+            "email": c.email,
+            "key": c.key,
+            "secret": c.secret,
+            "scopes": c.scopes,
+            "expired": c.expired,
+        }
+        for c in sandbox.world.credentials
+    ]
 
 
 # --- Faults ----------------------------------------------------------------------------------
@@ -102,11 +113,17 @@ def faults_add(sandbox: Sandbox, body: dict, request: Request) -> dict:
         if "drop" in body:
             sandbox.faults.drops.append({"count": int(body["drop"]), "path": body.get("path", "")})
         elif "delay" in body:
-            sandbox.faults.delays.append({"seconds": float(body["delay"]), "count": int(body.get("count", 1)),
-                                          "path": body.get("path", "")})
+            sandbox.faults.delays.append(
+                {"seconds": float(body["delay"]), "count": int(body.get("count", 1)), "path": body.get("path", "")}
+            )
         else:
-            sandbox.faults.errors.append({"status": int(body.get("status", 503)),
-                                          "count": int(body.get("count", 1)), "path": body.get("path", "")})
+            sandbox.faults.errors.append(
+                {
+                    "status": int(body.get("status", 503)),
+                    "count": int(body.get("count", 1)),
+                    "path": body.get("path", ""),
+                }
+            )
     return {"ok": True}
 
 
@@ -175,29 +192,55 @@ def repo_delete(sandbox: Sandbox, body: dict, request: Request) -> dict:
 
 @action("POST", "repos/rename")
 def repo_rename(sandbox: Sandbox, body: dict, request: Request) -> dict:
-    repo = sandbox.rename_repo(body["workspace"], body["slug"], name=body.get("name"),
-                               new_slug=body.get("new_slug"), project_key=body.get("project_key"))
+    repo = sandbox.rename_repo(
+        body["workspace"],
+        body["slug"],
+        name=body.get("name"),
+        new_slug=body.get("new_slug"),
+        project_key=body.get("project_key"),
+    )
     return {"full_name": repo.full_name, "project_key": repo.project_key}
 
 
 @action("POST", "repos/push")
 def repo_push(sandbox: Sandbox, body: dict, request: Request) -> dict:
-    return {"commit": sandbox.push(body["workspace"], body["slug"], body["branch"], files=body.get("files"),
-                                   delete=body.get("delete"), message=body.get("message", "Sandbox push"))}
+    return {
+        "commit": sandbox.push(
+            body["workspace"],
+            body["slug"],
+            body["branch"],
+            files=body.get("files"),
+            delete=body.get("delete"),
+            message=body.get("message", "Sandbox push"),
+        )
+    }
 
 
 @action("POST", "pullrequests")
 def pullrequest_open(sandbox: Sandbox, body: dict, request: Request) -> dict:
-    return {"id": sandbox.open_pullrequest(body["workspace"], body["slug"], source=body["source"],
-                                           destination=body.get("destination"), title=body.get("title", "Change"))}
+    return {
+        "id": sandbox.open_pullrequest(
+            body["workspace"],
+            body["slug"],
+            source=body["source"],
+            destination=body.get("destination"),
+            title=body.get("title", "Change"),
+        )
+    }
 
 
 @action("POST", "pullrequests/state")
 def pullrequest_state(sandbox: Sandbox, body: dict, request: Request) -> dict:
     if body.get("event") not in PULLREQUEST_EVENTS:
         raise ApiError(400, "event: one of approved, unapproved, fulfilled, rejected, updated, comment_created")
-    sandbox.set_pullrequest_state(body["workspace"], body["slug"], int(body["id"]), body["event"],
-                                  user=body.get("user"), comment=body.get("comment", ""))
+    sandbox.set_pullrequest_state(
+        body["workspace"],
+        body["slug"],
+        int(body["id"]),
+        body["event"],
+        user=body.get("user"),
+        comment=body.get("comment", ""),
+    )
     return {"ok": True}
 
 

@@ -22,9 +22,18 @@ from bitbucket_sandbox.query import QueryError, apply_fields, compile_query, sor
 class SandboxCore:
     """The whole sandbox state. Thread-safe: handlers and changes hold ``lock``."""
 
-    def __init__(self, world: World, *, api_base: str = "http://127.0.0.1:8111/2.0",
-                 web_base: str = "http://127.0.0.1:8111", rate_limit: int = 1000, rate_window: float = 3600.0,
-                 git_rate_limit: int = 60000, oauth_token_ttl: int = 7200, record_limit: int = 2_000_000):
+    def __init__(
+        self,
+        world: World,
+        *,
+        api_base: str = "http://127.0.0.1:8111/2.0",
+        web_base: str = "http://127.0.0.1:8111",
+        rate_limit: int = 1000,
+        rate_window: float = 3600.0,
+        git_rate_limit: int = 60000,
+        oauth_token_ttl: int = 7200,
+        record_limit: int = 2_000_000,
+    ):
         self.world = world
         self.api_base, self.web_base = api_base.rstrip("/"), web_base.rstrip("/")
         self.rate_limit, self.rate_window, self.git_rate_limit = rate_limit, rate_window, git_rate_limit
@@ -52,8 +61,15 @@ class SandboxCore:
     def _authenticate(self, request: Request, *, git: bool = False) -> Auth:
         return authenticate(request, self.world, self.oauth_tokens, self.lock, git=git)
 
-    def _can_reach(self, auth: Auth, workspace: str, project_key: str | None = None, repo_slug: str | None = None,
-                   *, public: bool = False) -> bool:
+    def _can_reach(
+        self,
+        auth: Auth,
+        workspace: str,
+        project_key: str | None = None,
+        repo_slug: str | None = None,
+        *,
+        public: bool = False,
+    ) -> bool:
         return can_reach(self.world, auth, workspace, project_key, repo_slug, public=public)
 
     def _rate(self, key: str, bucket: str, limit: int) -> dict[str, str]:
@@ -71,7 +87,9 @@ class SandboxCore:
         repo = ws.repos.get(slug) if ws else None
         if repo is None and ws and slug.startswith("{"):  # Bitbucket takes the UUID in the slug's place
             repo = next((r for r in ws.repos.values() if r.uuid == slug), None)
-        if repo is None or not self._can_reach(auth, workspace, repo.project_key, repo.slug, public=not repo.is_private):
+        if repo is None or not self._can_reach(
+            auth, workspace, repo.project_key, repo.slug, public=not repo.is_private
+        ):
             raise ApiError(404, f"Repository {workspace}/{slug} not found")
         return repo
 
@@ -89,8 +107,15 @@ class SandboxCore:
         return next(iter(self.world.users))
 
     # --- Answers -----------------------------------------------------------------------------
-    def _page(self, request: Request, items: list[dict] | Callable[[], list[dict]], *, cache_key: tuple | None = None,
-              max_pagelen: int = 100, default_pagelen: int = 10) -> Response:
+    def _page(
+        self,
+        request: Request,
+        items: list[dict] | Callable[[], list[dict]],
+        *,
+        cache_key: tuple | None = None,
+        max_pagelen: int = 100,
+        default_pagelen: int = 10,
+    ) -> Response:
         """The paginated envelope, with q=, sort= and fields= applied."""
         pagelen_text = request.arg("pagelen", str(default_pagelen))
         try:
@@ -121,7 +146,7 @@ class SandboxCore:
             if key:
                 self._cache[key] = selected
         start = (page - 1) * pagelen
-        values = selected[start:start + pagelen]
+        values = selected[start : start + pagelen]
         envelope: dict[str, Any] = {"pagelen": pagelen, "size": len(selected), "page": page}
         base = self.api_base.rsplit("/2.0", 1)[0] + request.path
         others = [(k, v) for k, vs in request.query.items() if k != "page" for v in vs]

@@ -17,8 +17,7 @@ from urllib.parse import urlencode
 
 from bitbucket_sandbox.http import ApiError, Request, Response
 
-ERROR_MESSAGES = {500: "Something went wrong", 502: "Bad Gateway", 503: "Service Unavailable",
-                  504: "Gateway Timeout"}
+ERROR_MESSAGES = {500: "Something went wrong", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 @dataclass

@@ -17,13 +17,16 @@ class QueryError(ValueError):
     """A ``q`` expression Bitbucket would reject with 400."""
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<string>"(?:[^"\\]|\\.)*")
     | (?P<op>!=|!~|>=|<=|=|~|>|<)
     | (?P<lparen>\() | (?P<rparen>\)) | (?P<comma>,)
     | (?P<word>[A-Za-z0-9_.:+\-{}]+)
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -33,7 +36,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if not match or match.end() == pos:
-            raise QueryError(f"Invalid query: unexpected character at position {pos}: {text[pos:pos + 10]!r}")
+            raise QueryError(f"Invalid query: unexpected character at position {pos}: {text[pos : pos + 10]!r}")
         kind = match.lastgroup
         out.append((kind, match.group(kind)))
         pos = match.end()
@@ -200,10 +203,12 @@ def sort_key(field: str) -> Callable[[dict], Any]:
         values = _lookup(doc, field)
         value = values[0] if values else None
         return (value is None, value if not isinstance(value, (dict, list)) else str(value))
+
     return key
 
 
 # --- fields= --------------------------------------------------------------------------
+
 
 def _tree(paths: list[str]) -> dict:
     tree: dict = {}
@@ -248,7 +253,7 @@ def _merge(a: Any, b: Any) -> Any:
             merged[k] = _merge(merged.get(k), v)
         return merged
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [_merge(x, y) for x, y in zip(a, b)]
+        return [_merge(x, y) for x, y in zip(a, b, strict=True)]
     return b if b is not None else a
 
 

@@ -40,8 +40,13 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        request = Request(method=self.command, path=unquote(parts.path), query=parse_qs(parts.query, keep_blank_values=True),
-                          headers={k.lower(): v for k, v in self.headers.items()}, body=body)
+        request = Request(
+            method=self.command,
+            path=unquote(parts.path),
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
         response = self.sandbox.handle(request)
         if response.drop:
             # A dropped connection: close the socket with no answer at all.
@@ -71,10 +76,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _self_signed(host: str) -> tuple[str, str]:
     """A throwaway certificate and key for ``host``, written to a temp folder."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    # Imported here: only --tls needs cryptography's X.509 machinery (start-up cost).
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bitbucket-sandbox.local")])
@@ -84,23 +90,39 @@ def _self_signed(host: str) -> tuple[str, str]:
         alt.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         alt.append(x509.DNSName(host))
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2)).add_extension(x509.SubjectAlternativeName(alt), False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(alt), False)
+        .sign(key, hashes.SHA256())
+    )
     folder = Path(tempfile.mkdtemp(prefix="bb-sandbox-tls-"))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
 class SandboxServer:
     """A Bitbucket Cloud sandbox on ``host:port`` (loopback only; port 0 picks a free one)."""
 
-    def __init__(self, world: World | None = None, *, host: str = "127.0.0.1", port: int = 0, tls: bool = False,
-                 verbose: bool = False, **sandbox_options) -> None:
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+        verbose: bool = False,
+        **sandbox_options,
+    ) -> None:
         if host not in LOOPBACK:
             raise ValueError(f"The sandbox serves loopback only, not {host!r}.")
         self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
@@ -111,8 +133,9 @@ class SandboxServer:
         display_host = f"[{host}]" if ":" in host else host
         self.web_url = f"{scheme}://{display_host}:{self.port}"
         self.api_url = f"{self.web_url}/2.0"
-        self.sandbox = Sandbox(world if world is not None else generate(), api_base=self.api_url,
-                               web_base=self.web_url, **sandbox_options)
+        self.sandbox = Sandbox(
+            world if world is not None else generate(), api_base=self.api_url, web_base=self.web_url, **sandbox_options
+        )
         self.httpd.RequestHandlerClass = type("Handler", (_Handler,), {"sandbox": self.sandbox})
         if tls:
             cert, key = _self_signed(host)
@@ -122,8 +145,9 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "SandboxServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="bitbucket-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="bitbucket-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -23,11 +23,22 @@ class ScannerInfo:
         return self.scopes["api_token" if auth_method == "api_token" else "other"]
 
 
-CATALOGUE: dict[str, ScannerInfo] = {s.name: s for s in (
-    ScannerInfo("dependencies", "Dependency inventory: packages from manifests and lock files",
-                {"api_token": ("read:repository:bitbucket",), "other": ("repository",)}),
-    ScannerInfo("posture", "Repository posture: branch restrictions, approvals, visibility",
-                {"api_token": ("admin:repository:bitbucket", "read:pullrequest:bitbucket"),
-                 "other": ("repository:admin", "pullrequest")},
-                probe="branch_restrictions_first_page"),
-)}
+CATALOGUE: dict[str, ScannerInfo] = {
+    s.name: s
+    for s in (
+        ScannerInfo(
+            "dependencies",
+            "Dependency inventory: packages from manifests and lock files",
+            {"api_token": ("read:repository:bitbucket",), "other": ("repository",)},
+        ),
+        ScannerInfo(
+            "posture",
+            "Repository posture: branch restrictions, approvals, visibility",
+            {
+                "api_token": ("admin:repository:bitbucket", "read:pullrequest:bitbucket"),
+                "other": ("repository:admin", "pullrequest"),
+            },
+            probe="branch_restrictions_first_page",
+        ),
+    )
+}

@@ -33,5 +33,7 @@ def version_range(text: str) -> SpecifierSet | None:
     try:
         return SpecifierSet(text.replace(" ", ""))
     except InvalidSpecifier:
-        raise ValueError(f"'{text}' is not a version range; write comparisons such as <4.17.21 or >=1.0,<2.0 "
-                         "(npm's ^ and ~ are not accepted here).") from None
+        raise ValueError(
+            f"'{text}' is not a version range; write comparisons such as <4.17.21 or >=1.0,<2.0 "
+            "(npm's ^ and ~ are not accepted here)."
+        ) from None

@@ -19,15 +19,22 @@ class RejectNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", "") or "\x00" in request.META.get(
-                "QUERY_STRING", ""):
-            return HttpResponseBadRequest("The address contains a NUL character, which no field accepts.",
-                                          content_type="text/plain")
-        if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded",
-                                                                 "multipart/form-data"):
+        if (
+            "\x00" in request.path
+            or "%00" in request.META.get("QUERY_STRING", "")
+            or "\x00" in request.META.get("QUERY_STRING", "")
+        ):
+            return HttpResponseBadRequest(
+                "The address contains a NUL character, which no field accepts.", content_type="text/plain"
+            )
+        if request.method == "POST" and request.content_type in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
             if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.POST.lists()):
-                return HttpResponseBadRequest("A form field contains a NUL character, which no field accepts.",
-                                              content_type="text/plain")
+                return HttpResponseBadRequest(
+                    "A form field contains a NUL character, which no field accepts.", content_type="text/plain"
+                )
         return self.get_response(request)
 
 
@@ -45,8 +52,9 @@ class OutOfRangeMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, (OverflowError, DataError)):
             if request.path.startswith("/api/"):
-                return JsonResponse({"error": {"code": "invalid", "message": "A number in the request is out of "
-                                                                             "range."}}, status=400)
+                return JsonResponse(
+                    {"error": {"code": "invalid", "message": "A number in the request is out of range."}}, status=400
+                )
             return HttpResponseBadRequest("A number in the request is out of range.", content_type="text/plain")
         return None
 

@@ -17,7 +17,9 @@ urlpatterns = [
     path("integrations/bitbucket/rescan/", scan_pages.rescan_all, name="rescan_all"),
     path("integrations/bitbucket/<int:pk>/credentials/", pages.bitbucket_credentials, name="bitbucket_credentials"),
     path("integrations/bitbucket/<int:pk>/edit/", pages.bitbucket_edit, name="bitbucket_edit"),
-    path("integrations/bitbucket/<int:pk>/webhook-secret/", pages.webhook_secret_rotate, name="bitbucket_webhook_secret"),
+    path(
+        "integrations/bitbucket/<int:pk>/webhook-secret/", pages.webhook_secret_rotate, name="bitbucket_webhook_secret"
+    ),
     path("integrations/bitbucket/<int:pk>/delete/", pages.bitbucket_delete, name="bitbucket_delete"),
     path("integrations/bitbucket/<int:pk>/rescan/", scan_pages.rescan, name="rescan"),
     path("integrations/bitbucket/<int:pk>/sync-log/", scan_pages.sync_log, name="sync_log"),

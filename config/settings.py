@@ -113,8 +113,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server and the task cluster share the file without
     # "database is locked" under ordinary load.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE",
-         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
@@ -127,9 +130,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # (the embedded default runs one web process).
 REDIS_URL = env.str("REDIS_URL", default="")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                "KEY_PREFIX": "portal"}
-    if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "portal"}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -206,8 +209,8 @@ AXES_VERBOSE = False
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bitbucket Cloud portal API",
     "DESCRIPTION": "Manage Bitbucket Cloud integrations, scans, sync logs and the inventory. "
-                   "Authenticate with `Authorization: Token <key>`. Errors are "
-                   '`{"error": {"code", "message", "fields"?}}`.',
+    "Authenticate with `Authorization: Token <key>`. Errors are "
+    '`{"error": {"code", "message", "fields"?}}`.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -39,6 +39,7 @@ from integrations.selectors import integration_delete_preview
 
 sensitive = method_decorator(sensitive_post_parameters("token", "secret"))
 
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """For records (audit events, scan runs, sync logs, scanner results): view only."""
 
@@ -117,19 +118,35 @@ class NamespaceAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
         if obj is not None and obj.managed:
-            self.message_user(request, (
-                f"This namespace is managed by integration '{obj.integration}' and is read-only: "
-                "it follows Bitbucket. Delete the integration to remove it."), messages.WARNING)
+            self.message_user(
+                request,
+                (
+                    f"This namespace is managed by integration '{obj.integration}' and is read-only: "
+                    "it follows Bitbucket. Delete the integration to remove it."
+                ),
+                messages.WARNING,
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
         try:
             if change:
-                services.namespace_update(namespace=Namespace.objects.get(pk=obj.pk), actor=request.user,
-                                          name=obj.name, slug=obj.slug, description=obj.description)
+                services.namespace_update(
+                    namespace=Namespace.objects.get(pk=obj.pk),
+                    actor=request.user,
+                    name=obj.name,
+                    slug=obj.slug,
+                    description=obj.description,
+                )
             else:
-                created = services.namespace_create(tenant=obj.tenant, parent=obj.parent, name=obj.name,
-                                                    slug=obj.slug, description=obj.description, actor=request.user)
+                created = services.namespace_create(
+                    tenant=obj.tenant,
+                    parent=obj.parent,
+                    name=obj.name,
+                    slug=obj.slug,
+                    description=obj.description,
+                    actor=request.user,
+                )
                 obj.pk = created.pk
         except ValidationError as exc:
             raise PermissionDenied("; ".join(exc.messages)) from exc
@@ -177,8 +194,15 @@ class ReferenceInline(admin.TabularInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["full_name", "namespace", "tenant_name", "integration", "is_private", "main_branch",
-                    "last_scanned_at"]
+    list_display = [
+        "full_name",
+        "namespace",
+        "tenant_name",
+        "integration",
+        "is_private",
+        "main_branch",
+        "last_scanned_at",
+    ]
     list_filter = ["is_private", "namespace__tenant", "integration"]
     list_select_related = ["namespace__tenant", "integration"]
     search_fields = ["name", "full_name", "slug"]
@@ -213,9 +237,16 @@ class ProjectAdmin(admin.ModelAdmin):
             return
         try:
             created = services.project_create(
-                namespace=obj.namespace, name=obj.name, slug=obj.slug, full_name=obj.full_name,
-                integration=obj.integration, remote_uuid=obj.remote_uuid, is_private=obj.is_private,
-                web_url=obj.web_url, actor=request.user)
+                namespace=obj.namespace,
+                name=obj.name,
+                slug=obj.slug,
+                full_name=obj.full_name,
+                integration=obj.integration,
+                remote_uuid=obj.remote_uuid,
+                is_private=obj.is_private,
+                web_url=obj.web_url,
+                actor=request.user,
+            )
         except ValidationError as exc:
             raise PermissionDenied("; ".join(exc.messages)) from exc
         obj.pk = created.pk
@@ -235,8 +266,9 @@ class ProjectAdmin(admin.ModelAdmin):
         if deleted:
             self.message_user(request, f"Deleted {deleted} project(s).", messages.SUCCESS)
         if refused:
-            self.message_user(request, f"Refused {refused} project(s) in managed namespaces: they follow Bitbucket.",
-                              messages.ERROR)
+            self.message_user(
+                request, f"Refused {refused} project(s) in managed namespaces: they follow Bitbucket.", messages.ERROR
+            )
 
 
 @admin.register(Reference)
@@ -286,10 +318,16 @@ class IntegrationAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
         return [
-            path("<int:object_id>/credentials/", self.admin_site.admin_view(self.credentials_view),
-                 name="%s_%s_credentials" % info),
-            path("<int:object_id>/rotate-webhook-secret/", self.admin_site.admin_view(self.rotate_secret_view),
-                 name="%s_%s_rotate_secret" % info),
+            path(
+                "<int:object_id>/credentials/",
+                self.admin_site.admin_view(self.credentials_view),
+                name="%s_%s_credentials" % info,
+            ),
+            path(
+                "<int:object_id>/rotate-webhook-secret/",
+                self.admin_site.admin_view(self.rotate_secret_view),
+                name="%s_%s_rotate_secret" % info,
+            ),
             *super().get_urls(),
         ]
 
@@ -311,23 +349,39 @@ class IntegrationAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 integration = services.integration_create(
-                    tenant=parent.tenant, parent=parent, name=data["name"], auth_method=data["auth_method"],
-                    credentials=form.credentials(), bitbucket_url=data["bitbucket_url"],
-                    workspace=data["workspace"], project_key=data["project_key"], actor=request.user,
-                    **form.settings_values())
+                    tenant=parent.tenant,
+                    parent=parent,
+                    name=data["name"],
+                    auth_method=data["auth_method"],
+                    credentials=form.credentials(),
+                    bitbucket_url=data["bitbucket_url"],
+                    workspace=data["workspace"],
+                    project_key=data["project_key"],
+                    actor=request.user,
+                    **form.settings_values(),
+                )
             except services.VerificationFailed as exc:
                 report = exc.report
                 form.add_error(None, "Bitbucket verification failed; nothing was saved. See the checks below.")
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                self.message_user(request, f"Connected {integration.bitbucket_url} as '{integration}'. "
-                                           "The first scan has started.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Connected {integration.bitbucket_url} as '{integration}'. The first scan has started.",
+                    messages.SUCCESS,
+                )
                 return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
-        return self._render(request, "admin/integrations/integration/form.html", {
-            "title": "Add Bitbucket Cloud integration", "form": form, "submit_label": "Verify, save and scan",
-            "report": report,
-        })
+        return self._render(
+            request,
+            "admin/integrations/integration/form.html",
+            {
+                "title": "Add Bitbucket Cloud integration",
+                "form": form,
+                "submit_label": "Verify, save and scan",
+                "report": report,
+            },
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """Edit Integration: settings only. The Bitbucket URL is shown read-only."""
@@ -343,12 +397,20 @@ class IntegrationAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, "Saved. Changes apply from the next scan.", messages.SUCCESS)
                 return HttpResponseRedirect(request.path)
-        return self._render(request, "admin/integrations/integration/form.html", {
-            "title": f"Edit integration: {integration}", "form": form, "integration": integration,
-            "original": integration, "submit_label": "Save", "show_tools": True,
-            "note": "Changes to scanners and settings apply from the next scan; Rescan Org applies them now.",
-            **self.extra_integration_context(request, integration),
-        })
+        return self._render(
+            request,
+            "admin/integrations/integration/form.html",
+            {
+                "title": f"Edit integration: {integration}",
+                "form": form,
+                "integration": integration,
+                "original": integration,
+                "submit_label": "Save",
+                "show_tools": True,
+                "note": "Changes to scanners and settings apply from the next scan; Rescan Org applies them now.",
+                **self.extra_integration_context(request, integration),
+            },
+        )
 
     def extra_integration_context(self, request, integration: Integration) -> dict:
         """Hook for apps that add to the integration page (scanning adds scan state)."""
@@ -363,11 +425,18 @@ class IntegrationAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid() and form.save_to(integration, actor=request.user):
             self.message_user(request, "Credentials updated.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
-        return self._render(request, "admin/integrations/integration/form.html", {
-            "title": f"Update credentials: {integration}", "form": form, "integration": integration,
-            "original": integration, "submit_label": "Update credentials",
-            "note": "The current secret is never shown. Enter a new one to replace it.",
-        })
+        return self._render(
+            request,
+            "admin/integrations/integration/form.html",
+            {
+                "title": f"Update credentials: {integration}",
+                "form": form,
+                "integration": integration,
+                "original": integration,
+                "submit_label": "Update credentials",
+                "note": "The current secret is never shown. Enter a new one to replace it.",
+            },
+        )
 
     def rotate_secret_view(self, request, object_id):
         integration = self._get(request, object_id)
@@ -375,8 +444,9 @@ class IntegrationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method == "POST":
             services.webhook_secret_rotate(integration=integration, actor=request.user)
-            self.message_user(request, "Webhook secret rotated; update it in Bitbucket's webhook settings.",
-                              messages.SUCCESS)
+            self.message_user(
+                request, "Webhook secret rotated; update it in Bitbucket's webhook settings.", messages.SUCCESS
+            )
         return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
 
     def delete_view(self, request, object_id, extra_context=None):
@@ -387,19 +457,34 @@ class IntegrationAdmin(admin.ModelAdmin):
         form = DeleteConfirmForm(request.POST or None, integration=integration)
         if request.method == "POST" and form.is_valid():
             services.integration_delete_request(integration=integration, actor=request.user)
-            self.message_user(request, (
-                f"Deleting '{integration}': " + ", ".join(f"{n} {k}" for k, n in preview.items())
-                + " are being removed in the background."), messages.SUCCESS)
+            self.message_user(
+                request,
+                (
+                    f"Deleting '{integration}': "
+                    + ", ".join(f"{n} {k}" for k, n in preview.items())
+                    + " are being removed in the background."
+                ),
+                messages.SUCCESS,
+            )
             return HttpResponseRedirect(reverse("admin:integrations_integration_changelist"))
-        return self._render(request, "admin/integrations/integration/delete.html", {
-            "title": f"Delete integration: {integration}", "form": form, "integration": integration,
-            "original": integration, "preview": preview,
-        })
+        return self._render(
+            request,
+            "admin/integrations/integration/delete.html",
+            {
+                "title": f"Delete integration: {integration}",
+                "form": form,
+                "integration": integration,
+                "original": integration,
+                "preview": preview,
+            },
+        )
 
     def _get(self, request, object_id) -> Integration:
         # The base queryset, not the changelist's annotated one.
-        return get_object_or_404(Integration.objects.exclude(status=IntegrationStatus.DELETING)
-                                 .select_related("tenant", "root_namespace"), pk=object_id)
+        return get_object_or_404(
+            Integration.objects.exclude(status=IntegrationStatus.DELETING).select_related("tenant", "root_namespace"),
+            pk=object_id,
+        )
 
     @admin.action(description="Pause selected integrations (no scheduled scans)", permissions=["change"])
     def pause(self, request, queryset):

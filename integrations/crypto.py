@@ -70,8 +70,7 @@ class KeyRing:
                     return fernet.decrypt(token.encode()).decode()
                 except InvalidToken as exc:
                     raise DecryptionError(
-                        f"Stored secret under key {kid} failed its integrity check "
-                        "(tampered or truncated)."
+                        f"Stored secret under key {kid} failed its integrity check (tampered or truncated)."
                     ) from exc
         raise DecryptionError(
             f"Stored secret was encrypted with key {kid}, which is not in "
@@ -82,9 +81,7 @@ class KeyRing:
 @lru_cache(maxsize=8)
 def _build_ring(raw_keys: tuple[str, ...]) -> KeyRing:
     if not raw_keys:
-        raise KeyRingError(
-            "FIELD_ENCRYPTION_KEYS is empty: credentials cannot be encrypted or read."
-        )
+        raise KeyRingError("FIELD_ENCRYPTION_KEYS is empty: credentials cannot be encrypted or read.")
     keys = []
     for position, raw in enumerate(raw_keys, start=1):
         try:
@@ -92,8 +89,7 @@ def _build_ring(raw_keys: tuple[str, ...]) -> KeyRing:
         except (ValueError, TypeError) as exc:
             # The key itself is never echoed back.
             raise KeyRingError(
-                f"FIELD_ENCRYPTION_KEYS entry {position} is not a valid Fernet key "
-                "(32 url-safe base64-encoded bytes)."
+                f"FIELD_ENCRYPTION_KEYS entry {position} is not a valid Fernet key (32 url-safe base64-encoded bytes)."
             ) from exc
     return KeyRing(keys=tuple(keys))
 

@@ -31,18 +31,27 @@ def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
 
 class CredentialsForm(forms.Form):
     auth_method = forms.ChoiceField(
-        choices=AuthMethod.choices, initial=AuthMethod.ACCESS_TOKEN, widget=forms.RadioSelect,
+        choices=AuthMethod.choices,
+        initial=AuthMethod.ACCESS_TOKEN,
+        widget=forms.RadioSelect,
         help_text="App passwords were removed by Atlassian on 2026-07-28 and are not accepted.",
     )
     email = forms.CharField(
-        required=False, label="Atlassian account email", widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+        required=False,
+        label="Atlassian account email",
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
         help_text="For an API token: the email of the account that created it.",
     )
     token = forms.CharField(
-        required=False, label="Token", widget=SECRET_WIDGET, strip=True,
+        required=False,
+        label="Token",
+        widget=SECRET_WIDGET,
+        strip=True,
         help_text="The access token, or the Atlassian API token. It is encrypted and never shown again.",
     )
-    key = forms.CharField(required=False, label="OAuth consumer key", widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    key = forms.CharField(
+        required=False, label="OAuth consumer key", widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
     secret = forms.CharField(required=False, label="OAuth consumer secret", widget=SECRET_WIDGET, strip=True)
 
     def credentials(self) -> dict[str, str]:
@@ -52,16 +61,22 @@ class CredentialsForm(forms.Form):
     def initial_for(integration: Integration) -> dict[str, str]:
         """The current method and its non-secret half; the secret is never pre-filled."""
         identity = integration.credential_identity
-        return {"auth_method": integration.auth_method,
-                "email": identity if integration.auth_method == AuthMethod.API_TOKEN else "",
-                "key": identity if integration.auth_method == AuthMethod.OAUTH else ""}
+        return {
+            "auth_method": integration.auth_method,
+            "email": identity if integration.auth_method == AuthMethod.API_TOKEN else "",
+            "key": identity if integration.auth_method == AuthMethod.OAUTH else "",
+        }
 
     def save_to(self, integration: Integration, *, actor) -> bool:
         """Replace the integration's credentials through the service (the admin and the
         portal page both come here). False, with the reasons on the form, when refused."""
         try:
-            services.credentials_update(integration=integration, auth_method=self.cleaned_data["auth_method"],
-                                        credentials=self.credentials(), actor=actor)
+            services.credentials_update(
+                integration=integration,
+                auth_method=self.cleaned_data["auth_method"],
+                credentials=self.credentials(),
+                actor=actor,
+            )
         except ValidationError as exc:
             apply_service_errors(self, exc)
             return False
@@ -77,32 +92,44 @@ class SettingsFieldsMixin(forms.Form):
 
     scanners = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, choices=_scanner_choices)
     scan_interval_hours = forms.IntegerField(
-        min_value=1, max_value=720, initial=24, label="Scan interval (hours)",
+        min_value=1,
+        max_value=720,
+        initial=24,
+        label="Scan interval (hours)",
         help_text="How often the workspace is rescanned (1 to 720 hours).",
     )
     labels = forms.CharField(required=False, help_text="Comma-separated.")
     tracked_branches = forms.CharField(
-        required=False, label="More branches to track",
+        required=False,
+        label="More branches to track",
         help_text="Besides each repository's main branch: comma-separated glob patterns, e.g. release/*, develop.",
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     pr_enabled = forms.BooleanField(required=False, label="Scan pull requests")
     pr_target_branches = forms.CharField(
-        required=False, initial="*", label="Target branch patterns",
+        required=False,
+        initial="*",
+        label="Target branch patterns",
         help_text="Comma-separated glob patterns, e.g. main, release/*.",
     )
     pr_post_build_status = forms.BooleanField(required=False, initial=True, label="Post a build status")
     pr_post_summary_comment = forms.BooleanField(required=False, label="Post a summary comment")
     pr_status_per_scanner = forms.BooleanField(
-        required=False, label="One build status per check",
-        help_text="Separate statuses for dependencies (denied packages) and lock files, instead of one.")
-    pr_deny_packages = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Denied packages",
-        help_text="One per line: a package name, then optionally a range (lodash <4.17.21, minimist >=1.0,<1.2.6, "
-                  "left-pad 1.3.0). No range denies every version. Pull requests that add or move to a denied "
-                  "version fail.",
+        required=False,
+        label="One build status per check",
+        help_text="Separate statuses for dependencies (denied packages) and lock files, instead of one.",
     )
-    pr_require_lockfile_update = forms.BooleanField(required=False, label="Fail when a manifest changes without its lock file")
+    pr_deny_packages = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Denied packages",
+        help_text="One per line: a package name, then optionally a range (lodash <4.17.21, minimist >=1.0,<1.2.6, "
+        "left-pad 1.3.0). No range denies every version. Pull requests that add or move to a denied "
+        "version fail.",
+    )
+    pr_require_lockfile_update = forms.BooleanField(
+        required=False, label="Fail when a manifest changes without its lock file"
+    )
 
     @staticmethod
     def initial_from(integration: Integration) -> dict:
@@ -166,19 +193,36 @@ class IntegrationCreateForm(SettingsFieldsMixin, CredentialsForm):
     # Not required here: the service reports every problem at once, by field.
     name = forms.CharField(max_length=200, required=False)
     bitbucket_url = forms.CharField(
-        required=False, label="Bitbucket URL",
-        help_text="A workspace (https://bitbucket.org/acme) or a project (https://bitbucket.org/acme/workspace/projects/KEY). "
-                  "Or leave empty and fill in workspace and project key.",
+        required=False,
+        label="Bitbucket URL",
+        help_text="A workspace (https://bitbucket.org/acme) or a project "
+        "(https://bitbucket.org/acme/workspace/projects/KEY). "
+        "Or leave empty and fill in workspace and project key.",
     )
     workspace = forms.CharField(required=False, help_text="Workspace ID, if no URL is given.")
     project_key = forms.CharField(required=False, help_text="Optional: connect only this project.")
     parent = forms.ModelChoiceField(
-        queryset=Namespace.objects.none(), label="Parent namespace",
+        queryset=Namespace.objects.none(),
+        label="Parent namespace",
         help_text="The workspace's namespace is created under this one.",
     )
 
-    field_order = ["name", "bitbucket_url", "workspace", "project_key", "parent", "auth_method", "email", "token",
-                   "key", "secret", "scanners", "scan_interval_hours", "labels", "description"]
+    field_order = [
+        "name",
+        "bitbucket_url",
+        "workspace",
+        "project_key",
+        "parent",
+        "auth_method",
+        "email",
+        "token",
+        "key",
+        "secret",
+        "scanners",
+        "scan_interval_hours",
+        "labels",
+        "description",
+    ]
 
     def __init__(self, *args, parent_queryset=None, **kwargs):
         super().__init__(*args, **kwargs)

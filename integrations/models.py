@@ -71,7 +71,11 @@ class Namespace(models.Model):
     description = models.TextField(blank=True)
     managed = models.BooleanField(default=False)
     integration = models.ForeignKey(
-        "Integration", null=True, blank=True, on_delete=models.CASCADE, related_name="managed_namespaces",
+        "Integration",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="managed_namespaces",
         help_text="The integration that manages this namespace (managed namespaces only).",
     )
     # For a namespace made from a Bitbucket project: its UUID and key.
@@ -84,17 +88,20 @@ class Namespace(models.Model):
         ordering = ["tenant__name", "slug"]
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "parent", "slug"], condition=Q(parent__isnull=False),
+                fields=["tenant", "parent", "slug"],
+                condition=Q(parent__isnull=False),
                 name="namespace_unique_slug_among_siblings",
                 violation_error_message="A namespace with this slug already exists here.",
             ),
             models.UniqueConstraint(
-                fields=["tenant", "slug"], condition=Q(parent__isnull=True),
+                fields=["tenant", "slug"],
+                condition=Q(parent__isnull=True),
                 name="namespace_unique_slug_at_top",
                 violation_error_message="A top-level namespace with this slug already exists.",
             ),
             models.UniqueConstraint(
-                fields=["integration", "remote_uuid"], condition=~Q(remote_uuid=""),
+                fields=["integration", "remote_uuid"],
+                condition=~Q(remote_uuid=""),
                 name="namespace_unique_remote_per_integration",
             ),
             models.CheckConstraint(condition=Q(slug__regex=SLUG_PATTERN), name="namespace_slug_format"),
@@ -152,7 +159,11 @@ class Integration(models.Model):
     workspace = models.CharField(max_length=64, editable=False)
     project_key = models.CharField(max_length=64, blank=True, editable=False)
     root_namespace = models.OneToOneField(
-        Namespace, null=True, blank=True, on_delete=models.SET_NULL, related_name="root_of",
+        Namespace,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="root_of",
     )
     auth_method = models.CharField(max_length=16, choices=AuthMethod.choices)
     # The non-secret half of a credential (account email, OAuth consumer key).
@@ -178,7 +189,11 @@ class Integration(models.Model):
     last_scan_at = models.DateTimeField(null=True, blank=True)
     next_scan_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -187,17 +202,21 @@ class Integration(models.Model):
         ordering = ["tenant__name", "name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "name"], condition=~Q(status="deleting"),
+                fields=["tenant", "name"],
+                condition=~Q(status="deleting"),
                 name="integration_unique_name_per_tenant",
                 violation_error_message="An integration with this name already exists.",
             ),
             models.UniqueConstraint(
-                fields=["tenant", "workspace", "project_key"], condition=~Q(status="deleting"),
+                fields=["tenant", "workspace", "project_key"],
+                condition=~Q(status="deleting"),
                 name="integration_unique_scope_per_tenant",
                 violation_error_message="This workspace or project is already connected.",
             ),
             models.CheckConstraint(condition=~Q(workspace=""), name="integration_workspace_set"),
-            models.CheckConstraint(condition=Q(auth_method__in=AuthMethod.values), name="integration_auth_method_valid"),
+            models.CheckConstraint(
+                condition=Q(auth_method__in=AuthMethod.values), name="integration_auth_method_valid"
+            ),
             models.CheckConstraint(condition=Q(status__in=IntegrationStatus.values), name="integration_status_valid"),
             models.CheckConstraint(
                 condition=Q(scan_interval__gte=timedelta(hours=1)) & Q(scan_interval__lte=timedelta(days=30)),
@@ -233,7 +252,11 @@ class Project(models.Model):
     # SET_NULL: a repository added by hand to an unmanaged namespace outlives the
     # integration whose credentials it borrowed.
     integration = models.ForeignKey(
-        Integration, null=True, blank=True, on_delete=models.SET_NULL, related_name="projects",
+        Integration,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="projects",
     )
     remote_uuid = models.CharField(max_length=64, blank=True, help_text="Bitbucket repository UUID.")
     name = models.CharField(max_length=255)
@@ -252,9 +275,12 @@ class Project(models.Model):
         ordering = ["full_name", "slug"]
         constraints = [
             # Unconditional, so the sync can upsert on it (ON CONFLICT needs a plain unique index).
-            models.UniqueConstraint(fields=["integration", "remote_uuid"], name="project_unique_remote_per_integration"),
             models.UniqueConstraint(
-                fields=["namespace", "slug"], name="project_unique_slug_in_namespace",
+                fields=["integration", "remote_uuid"], name="project_unique_remote_per_integration"
+            ),
+            models.UniqueConstraint(
+                fields=["namespace", "slug"],
+                name="project_unique_slug_in_namespace",
                 violation_error_message="A project with this slug already exists in the namespace.",
             ),
             models.CheckConstraint(condition=Q(slug__regex=SLUG_PATTERN), name="project_slug_format"),
@@ -284,11 +310,14 @@ class Reference(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "kind", "name"], name="reference_unique_per_project"),
             models.UniqueConstraint(
-                fields=["project"], condition=Q(is_default=True), name="reference_one_default_per_project",
+                fields=["project"],
+                condition=Q(is_default=True),
+                name="reference_one_default_per_project",
             ),
             models.CheckConstraint(condition=Q(kind__in=ReferenceKind.values), name="reference_kind_valid"),
             models.CheckConstraint(
-                condition=Q(is_default=False) | Q(kind=ReferenceKind.BRANCH), name="reference_default_is_branch",
+                condition=Q(is_default=False) | Q(kind=ReferenceKind.BRANCH),
+                name="reference_default_is_branch",
             ),
             models.CheckConstraint(condition=Q(head_commit__regex=HEX_COMMIT_PATTERN), name="reference_commit_hex"),
         ]
@@ -320,7 +349,11 @@ class AuditEvent(models.Model):
 
     tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     actor_repr = models.CharField(max_length=150, help_text="The actor's username when it happened, or 'system'.")
     action = models.CharField(max_length=64, db_index=True)

@@ -37,6 +37,7 @@ def can(request, minimum: str) -> bool:
 def tenant_view(minimum: str = "viewer"):
     """Login required, a current tenant, and at least ``minimum`` role in it. Views get
     ``request.tenant``; anything they load must be filtered by it (else 404)."""
+
     def decorate(view):
         @login_required
         @wraps(view)
@@ -48,7 +49,9 @@ def tenant_view(minimum: str = "viewer"):
                 raise PermissionDenied(f"This needs the {minimum} role in {tenant.name}.")
             request.tenant = tenant
             return view(request, *args, **kwargs)
+
         return wrapped
+
     return decorate
 
 

@@ -19,8 +19,12 @@ def secrets_under_old_keys() -> dict[str, int]:
     prefix = key_ring().prefix
     counts: dict[str, int] = {}
     for model, field in encrypted_fields():
-        stale = (model._base_manager.exclude(**{field.name: ""}).exclude(**{f"{field.name}__isnull": True})
-                 .exclude(**{f"{field.name}__startswith": prefix}).count())
+        stale = (
+            model._base_manager.exclude(**{field.name: ""})
+            .exclude(**{f"{field.name}__isnull": True})
+            .exclude(**{f"{field.name}__startswith": prefix})
+            .count()
+        )
         counts[f"{model._meta.label}.{field.name}"] = stale
     return counts
 
@@ -36,12 +40,16 @@ def integrations_with_health(queryset: QuerySet[Integration]) -> QuerySet[Integr
     sync log entries), ``active_scan`` (a queued or running scan's id) and ``last_status``
     (the newest scan's status). The manage page, the API and the admin use this one
     definition (the rows live in other apps; the query names them by relation only)."""
-    newest = Integration.objects.filter(pk=OuterRef("pk")).values("scan_runs__status").order_by(
-        "-scan_runs__queued_at", "-scan_runs__id")
+    newest = (
+        Integration.objects.filter(pk=OuterRef("pk"))
+        .values("scan_runs__status")
+        .order_by("-scan_runs__queued_at", "-scan_runs__id")
+    )
     return queryset.annotate(
         open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),
         active_scan=Max("scan_runs__id", filter=Q(scan_runs__status__in=["queued", "running"])),
-        last_status=Subquery(newest[:1]))
+        last_status=Subquery(newest[:1]),
+    )
 
 
 def integration_get_credentials(*, integration: Integration):

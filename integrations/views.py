@@ -65,8 +65,9 @@ def tenant_switch(request):
     messages.info(request, f"Now working in {tenant.name}.")
     # Only a path on this site: never an open redirect (https://evil.example, //evil.example).
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()) or not target.startswith("/"):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ) or not target.startswith("/"):
         target = reverse("portal:integrations")
     return HttpResponseRedirect(target)
 
@@ -80,6 +81,7 @@ def get_integration(request, pk: int) -> Integration:
 
 
 # --- Integrations ------------------------------------------------------------------------------
+
 
 @tenant_view()
 def integrations_index(request):
@@ -102,9 +104,12 @@ def _pending_credentials(request, form) -> dict | None:
     if pending.get("auth_method") != form.cleaned_data["auth_method"]:
         return None
     creds = Credentials.from_json(pending["auth_method"], SealedSecret(pending["sealed"]).reveal())
-    return {"email": creds.identity if creds.method == "api_token" else "", "key": creds.identity
-            if creds.method == "oauth" else "", "token": creds.secret if creds.method != "oauth" else "",
-            "secret": creds.secret if creds.method == "oauth" else ""}
+    return {
+        "email": creds.identity if creds.method == "api_token" else "",
+        "key": creds.identity if creds.method == "oauth" else "",
+        "token": creds.secret if creds.method != "oauth" else "",
+        "secret": creds.secret if creds.method == "oauth" else "",
+    }
 
 
 @sensitive
@@ -122,23 +127,38 @@ def bitbucket_add(request):
         if request.POST.get("action") == "verify":
             try:
                 _, creds, report = verify_draft(
-                    auth_method=data["auth_method"], credentials=credentials, bitbucket_url=data["bitbucket_url"],
-                    workspace=data["workspace"], project_key=data["project_key"], scanners=data["scanners"],
-                    pr_enabled=pr_enabled)
+                    auth_method=data["auth_method"],
+                    credentials=credentials,
+                    bitbucket_url=data["bitbucket_url"],
+                    workspace=data["workspace"],
+                    project_key=data["project_key"],
+                    scanners=data["scanners"],
+                    pr_enabled=pr_enabled,
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
                 if report.ok:
-                    request.session[PENDING_KEY] = {"auth_method": creds.method,
-                                                    "sealed": seal(creds.to_json()).ciphertext}
+                    request.session[PENDING_KEY] = {
+                        "auth_method": creds.method,
+                        "sealed": seal(creds.to_json()).ciphertext,
+                    }
                 else:
                     request.session.pop(PENDING_KEY, None)
         else:
             try:
                 integration = services.integration_create(
-                    tenant=request.tenant, parent=data["parent"], name=data["name"], auth_method=data["auth_method"],
-                    credentials=credentials, bitbucket_url=data["bitbucket_url"], workspace=data["workspace"],
-                    project_key=data["project_key"], actor=request.user, **form.settings_values())
+                    tenant=request.tenant,
+                    parent=data["parent"],
+                    name=data["name"],
+                    auth_method=data["auth_method"],
+                    credentials=credentials,
+                    bitbucket_url=data["bitbucket_url"],
+                    workspace=data["workspace"],
+                    project_key=data["project_key"],
+                    actor=request.user,
+                    **form.settings_values(),
+                )
             except services.VerificationFailed as exc:
                 report = exc.report
                 form.add_error(None, "Bitbucket verification failed; nothing was saved. See the checks below.")
@@ -148,8 +168,11 @@ def bitbucket_add(request):
                 request.session.pop(PENDING_KEY, None)
                 messages.success(request, f"Connected {integration.bitbucket_url}. The first scan has started.")
                 return redirect("portal:bitbucket_manage")
-    return render(request, "portal/bitbucket_add.html", {
-        "form": form, "report": report, "credentials_kept": bool(request.session.get(PENDING_KEY))})
+    return render(
+        request,
+        "portal/bitbucket_add.html",
+        {"form": form, "report": report, "credentials_kept": bool(request.session.get(PENDING_KEY))},
+    )
 
 
 @sensitive
@@ -175,10 +198,16 @@ def bitbucket_edit(request, pk: int):
         else:
             messages.success(request, "Saved. Changes apply from the next scan; Rescan Org applies them now.")
             return redirect("portal:bitbucket_edit", pk=integration.pk)
-    return render(request, "portal/bitbucket_edit.html", {
-        "form": form, "integration": integration,
-        # Only reaches admins and owners (this view needs the admin role).
-        "webhook_secret": integration.webhook_secret.reveal() if integration.webhook_secret else ""})
+    return render(
+        request,
+        "portal/bitbucket_edit.html",
+        {
+            "form": form,
+            "integration": integration,
+            # Only reaches admins and owners (this view needs the admin role).
+            "webhook_secret": integration.webhook_secret.reveal() if integration.webhook_secret else "",
+        },
+    )
 
 
 @tenant_view(Role.ADMIN)
@@ -199,23 +228,30 @@ def bitbucket_delete(request, pk: int):
         services.integration_delete_request(integration=integration, actor=request.user)
         messages.success(request, f"Deleting '{integration}': its namespaces, projects and results are being removed.")
         return redirect("portal:bitbucket_manage")
-    return render(request, "portal/bitbucket_delete.html", {"form": form, "integration": integration,
-                                                            "preview": preview})
+    return render(
+        request, "portal/bitbucket_delete.html", {"form": form, "integration": integration, "preview": preview}
+    )
 
 
 # --- Namespaces and projects ---------------------------------------------------------------------
 
+
 class NamespaceForm(forms.Form):
     name = forms.CharField(max_length=255)
     slug = forms.CharField(max_length=64, required=False, help_text="Optional: a-z, 0-9, '-' and '_'.")
-    parent = forms.ModelChoiceField(queryset=Namespace.objects.none(), required=False,
-                                    help_text="Empty for a top-level namespace.")
+    parent = forms.ModelChoiceField(
+        queryset=Namespace.objects.none(), required=False, help_text="Empty for a top-level namespace."
+    )
 
 
 @tenant_view()
 def namespaces(request):
-    nodes = list(Namespace.objects.filter(tenant=request.tenant).select_related("integration")
-                 .annotate(projects_count=Count("projects", distinct=True)).order_by("name"))
+    nodes = list(
+        Namespace.objects.filter(tenant=request.tenant)
+        .select_related("integration")
+        .annotate(projects_count=Count("projects", distinct=True))
+        .order_by("name")
+    )
     by_parent: dict = {}
     for node in nodes:
         by_parent.setdefault(node.parent_id, []).append(node)
@@ -233,9 +269,13 @@ def namespaces(request):
             messages.error(request, "Only admins and owners can add namespaces.")
         elif form.is_valid():
             try:
-                services.namespace_create(tenant=request.tenant, parent=form.cleaned_data["parent"],
-                                          name=form.cleaned_data["name"], slug=form.cleaned_data["slug"],
-                                          actor=request.user)
+                services.namespace_create(
+                    tenant=request.tenant,
+                    parent=form.cleaned_data["parent"],
+                    name=form.cleaned_data["name"],
+                    slug=form.cleaned_data["slug"],
+                    actor=request.user,
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -259,9 +299,14 @@ def namespace_delete(request, pk: int):
 @tenant_view()
 def projects(request):
     query = request.GET.get("q", "").strip()
-    qs = (Project.objects.filter(namespace__tenant=request.tenant).select_related("namespace", "integration")
-          .prefetch_related(Prefetch("references", queryset=Reference.objects.filter(is_default=True),
-                                     to_attr="default_references")).order_by("full_name", "id"))
+    qs = (
+        Project.objects.filter(namespace__tenant=request.tenant)
+        .select_related("namespace", "integration")
+        .prefetch_related(
+            Prefetch("references", queryset=Reference.objects.filter(is_default=True), to_attr="default_references")
+        )
+        .order_by("full_name", "id")
+    )
     if query:
         qs = qs.filter(Q(name__icontains=query) | Q(full_name__icontains=query))
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
@@ -270,10 +315,13 @@ def projects(request):
 
 class ProjectImportForm(forms.Form):
     url = forms.CharField(label="Repository URL", help_text="For example https://bitbucket.org/acme/api")
-    namespace = forms.ModelChoiceField(queryset=Namespace.objects.none(), help_text="A namespace you created "
-                                       "(managed ones follow Bitbucket and take no additions).")
-    integration = forms.ModelChoiceField(queryset=Integration.objects.none(),
-                                         help_text="Whose credentials read the repository.")
+    namespace = forms.ModelChoiceField(
+        queryset=Namespace.objects.none(),
+        help_text="A namespace you created (managed ones follow Bitbucket and take no additions).",
+    )
+    integration = forms.ModelChoiceField(
+        queryset=Integration.objects.none(), help_text="Whose credentials read the repository."
+    )
 
 
 @tenant_view(Role.ADMIN)
@@ -283,9 +331,12 @@ def project_import(request):
     form.fields["integration"].queryset = tenant_integrations(request)
     if request.method == "POST" and form.is_valid():
         try:
-            project = services.project_import(namespace=form.cleaned_data["namespace"],
-                                              integration=form.cleaned_data["integration"],
-                                              url=form.cleaned_data["url"], actor=request.user)
+            project = services.project_import(
+                namespace=form.cleaned_data["namespace"],
+                integration=form.cleaned_data["integration"],
+                url=form.cleaned_data["url"],
+                actor=request.user,
+            )
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
@@ -295,6 +346,7 @@ def project_import(request):
 
 
 # --- The user's own page -------------------------------------------------------------------------
+
 
 @login_required
 @never_cache
@@ -309,5 +361,8 @@ def account(request):
             services.api_token_revoke(user=request.user, actor=request.user)
             messages.success(request, "API token revoked.")
     has_token = user_has_api_token(user=request.user)
-    return render(request, "portal/account.html", {"new_key": new_key, "has_token": has_token,
-                                                   "api_example": json.dumps({"Authorization": "Token <key>"})})
+    return render(
+        request,
+        "portal/account.html",
+        {"new_key": new_key, "has_token": has_token, "api_example": json.dumps({"Authorization": "Token <key>"})},
+    )

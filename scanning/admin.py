@@ -31,8 +31,19 @@ from scanning.models import (
 class ScanRunAdmin(ReadOnlyAdmin):
     """Scan runs are a record: read-only."""
 
-    list_display = ["id", "integration", "trigger", "status", "queued_at", "started_at", "finished_at",
-                    "progress_done", "progress_total", "rest_requests", "git_requests"]
+    list_display = [
+        "id",
+        "integration",
+        "trigger",
+        "status",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "progress_done",
+        "progress_total",
+        "rest_requests",
+        "git_requests",
+    ]
     list_filter = ["status", "trigger"]
     list_select_related = ["integration"]
     search_fields = ["integration__name"]
@@ -44,8 +55,13 @@ admin.site.unregister(Integration)
 
 @admin.register(Integration)
 class IntegrationScanAdmin(IntegrationAdmin):
-    list_display = [*IntegrationAdmin.list_display[:6], "last_scan_status", "open_errors", "last_scan_at",
-                    "next_scan_at"]
+    list_display = [
+        *IntegrationAdmin.list_display[:6],
+        "last_scan_status",
+        "open_errors",
+        "last_scan_at",
+        "next_scan_at",
+    ]
     actions = [*IntegrationAdmin.actions, "rescan_org", "test_configuration"]
 
     def get_queryset(self, request):
@@ -63,23 +79,38 @@ class IntegrationScanAdmin(IntegrationAdmin):
         return format_html('<a href="{}">{}</a>', url, obj.open_errors)
 
     def get_urls(self):
-        return [path("<int:object_id>/rescan/", self.admin_site.admin_view(self.rescan_view),
-                     name="integrations_integration_rescan"),
-                path("<int:object_id>/test/", self.admin_site.admin_view(self.test_view),
-                     name="integrations_integration_test"),
-                *super().get_urls()]
+        return [
+            path(
+                "<int:object_id>/rescan/",
+                self.admin_site.admin_view(self.rescan_view),
+                name="integrations_integration_rescan",
+            ),
+            path(
+                "<int:object_id>/test/",
+                self.admin_site.admin_view(self.test_view),
+                name="integrations_integration_test",
+            ),
+            *super().get_urls(),
+        ]
 
     def extra_integration_context(self, request, integration):
         runs = list(ScanRun.objects.filter(integration=integration).order_by("-queued_at", "-id")[:5])
-        return {"scan_tools": format_html(
-            '<form method="post" action="{}" style="display:inline">'
-            '<input type="hidden" name="csrfmiddlewaretoken" value="{}"><input type="submit" value="Rescan Org"></form> '
-            '<form method="post" action="{}" style="display:inline">'
-            '<input type="hidden" name="csrfmiddlewaretoken" value="{}"><input type="submit" value="Test configuration">'
-            '</form> Recent scans: {}',
-            reverse("admin:integrations_integration_rescan", args=[integration.pk]), get_token(request),
-            reverse("admin:integrations_integration_test", args=[integration.pk]), get_token(request),
-            ", ".join(f"#{r.pk} {r.status} ({r.progress_done}/{r.progress_total})" for r in runs) or "none")}
+        return {
+            "scan_tools": format_html(
+                '<form method="post" action="{}" style="display:inline">'
+                '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
+                '<input type="submit" value="Rescan Org"></form> '
+                '<form method="post" action="{}" style="display:inline">'
+                '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
+                '<input type="submit" value="Test configuration">'
+                "</form> Recent scans: {}",
+                reverse("admin:integrations_integration_rescan", args=[integration.pk]),
+                get_token(request),
+                reverse("admin:integrations_integration_test", args=[integration.pk]),
+                get_token(request),
+                ", ".join(f"#{r.pk} {r.status} ({r.progress_done}/{r.progress_total})" for r in runs) or "none",
+            )
+        }
 
     def rescan_view(self, request, object_id):
         integration = self._get(request, object_id)
@@ -125,7 +156,6 @@ class IntegrationScanAdmin(IntegrationAdmin):
             self._test(request, integration)
 
 
-
 @admin.register(DependencyPackage)
 class DependencyPackageAdmin(ReadOnlyAdmin):
     list_display = ["name", "version", "ecosystem", "direct", "dev", "manifest_path", "reference"]
@@ -151,8 +181,16 @@ class ScannerStateAdmin(ReadOnlyAdmin):
 
 @admin.register(PullRequest)
 class PullRequestAdmin(ReadOnlyAdmin):
-    list_display = ["project", "remote_id", "title", "state", "source_branch", "destination_branch", "last_event",
-                    "last_event_at"]
+    list_display = [
+        "project",
+        "remote_id",
+        "title",
+        "state",
+        "source_branch",
+        "destination_branch",
+        "last_event",
+        "last_event_at",
+    ]
     list_filter = ["state"]
     list_select_related = ["project"]
     search_fields = ["project__full_name", "title", "source_branch"]
@@ -160,8 +198,16 @@ class PullRequestAdmin(ReadOnlyAdmin):
 
 @admin.register(PullRequestScan)
 class PullRequestScanAdmin(ReadOnlyAdmin):
-    list_display = ["id", "pull_request", "status", "trigger", "source_commit", "description", "queued_at",
-                    "finished_at"]
+    list_display = [
+        "id",
+        "pull_request",
+        "status",
+        "trigger",
+        "source_commit",
+        "description",
+        "queued_at",
+        "finished_at",
+    ]
     list_filter = ["status"]
     list_select_related = ["pull_request__project"]
     search_fields = ["pull_request__project__full_name"]

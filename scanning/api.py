@@ -41,8 +41,21 @@ class ScanRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ScanRun
-        fields = ["id", "integration", "trigger", "requested_by", "status", "queued_at", "started_at", "finished_at",
-                  "progress", "counts", "rest_requests", "git_requests", "summary"]
+        fields = [
+            "id",
+            "integration",
+            "trigger",
+            "requested_by",
+            "status",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "progress",
+            "counts",
+            "rest_requests",
+            "git_requests",
+            "summary",
+        ]
         read_only_fields = fields
 
     @staticmethod
@@ -61,8 +74,10 @@ class ScanFilter(django_filters.FilterSet):
         fields = ["integration", "status", "trigger"]
 
 
-@extend_schema_view(list=extend_schema(summary="List scans", responses={200: ScanRunSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="Get a scan with its progress", responses={200: ScanRunSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="List scans", responses={200: ScanRunSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="Get a scan with its progress", responses={200: ScanRunSerializer, **ERRORS}),
+)
 class ScanRunViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = ScanRunSerializer
     filterset_class = ScanFilter
@@ -77,8 +92,15 @@ class ScanRunViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 class RescanView(APIView):
     permission_classes = [TenantRole]
 
-    @extend_schema(summary="Rescan Org now", request=None, responses={
-        202: ScanRunSerializer, 409: OpenApiResponse(description="A scan is already queued or running"), **ERRORS})
+    @extend_schema(
+        summary="Rescan Org now",
+        request=None,
+        responses={
+            202: ScanRunSerializer,
+            409: OpenApiResponse(description="A scan is already queued or running"),
+            **ERRORS,
+        },
+    )
     def post(self, request, pk: int):
         integration = get_visible_integration(request, pk)
         if not has_role(user=request.user, tenant=integration.tenant_id, minimum=Role.MEMBER):
@@ -93,10 +115,21 @@ class RescanView(APIView):
 class VerifyView(APIView):
     permission_classes = [TenantRole]
 
-    @extend_schema(summary="Test configuration: verify the stored credentials against Bitbucket", request=None,
-                   responses={200: inline_serializer("Verification", {
-                       "ok": serializers.BooleanField(), "missing_scopes": serializers.ListField(child=serializers.CharField()),
-                       "checks": serializers.ListField(child=serializers.DictField())}), **ERRORS})
+    @extend_schema(
+        summary="Test configuration: verify the stored credentials against Bitbucket",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "Verification",
+                {
+                    "ok": serializers.BooleanField(),
+                    "missing_scopes": serializers.ListField(child=serializers.CharField()),
+                    "checks": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            **ERRORS,
+        },
+    )
     def post(self, request, pk: int):
         integration = get_visible_integration(request, pk)
         if not has_role(user=request.user, tenant=integration.tenant_id, minimum=Role.ADMIN):
@@ -120,12 +153,16 @@ class PackageSerializer(serializers.Serializer):
 class PackageSearchView(APIView):
     permission_classes = [TenantRole]
 
-    @extend_schema(summary="Which repositories use a package (below a version)?", parameters=[
-        OpenApiParameter("tenant", str, description="Tenant slug (default: your only tenant)."),
-        OpenApiParameter("name", str, description="Package name (case-insensitive)."),
-        OpenApiParameter("ecosystem", str, description="npm, pypi, maven, go, cargo, gem, composer, nuget."),
-        OpenApiParameter("below", str, description="Only versions lower than this one.")],
-        responses={200: PackageSerializer(many=True), **ERRORS})
+    @extend_schema(
+        summary="Which repositories use a package (below a version)?",
+        parameters=[
+            OpenApiParameter("tenant", str, description="Tenant slug (default: your only tenant)."),
+            OpenApiParameter("name", str, description="Package name (case-insensitive)."),
+            OpenApiParameter("ecosystem", str, description="npm, pypi, maven, go, cargo, gem, composer, nuget."),
+            OpenApiParameter("below", str, description="Only versions lower than this one."),
+        ],
+        responses={200: PackageSerializer(many=True), **ERRORS},
+    )
     def get(self, request):
 
         tenant = _pick_tenant(request, request.query_params.get("tenant"), Role.VIEWER)
@@ -143,11 +180,14 @@ class PackageSearchView(APIView):
 class SbomView(APIView):
     permission_classes = [TenantRole]
 
-    @extend_schema(summary="CycloneDX 1.5 JSON SBOM of a reference", responses={200: OpenApiResponse(
-        description="A CycloneDX document"), **ERRORS})
+    @extend_schema(
+        summary="CycloneDX 1.5 JSON SBOM of a reference",
+        responses={200: OpenApiResponse(description="A CycloneDX document"), **ERRORS},
+    )
     def get(self, request, pk: int):
-        reference = get_visible(request, Reference.objects.select_related("project"), pk,
-                                tenant_path="project__namespace__tenant")
+        reference = get_visible(
+            request, Reference.objects.select_related("project"), pk, tenant_path="project__namespace__tenant"
+        )
         return Response(reference_sbom(reference=reference))
 
 
@@ -169,8 +209,10 @@ class PostureFindingFilter(django_filters.FilterSet):
         return queryset.filter(resolved_at__isnull=(value == "open"))
 
 
-@extend_schema_view(list=extend_schema(summary="Posture findings", responses={200: PostureFindingSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="A posture finding", responses={200: PostureFindingSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="Posture findings", responses={200: PostureFindingSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="A posture finding", responses={200: PostureFindingSerializer, **ERRORS}),
+)
 class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PostureFindingSerializer
     filterset_class = PostureFindingFilter
@@ -179,10 +221,13 @@ class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     integration_path = "project__integration"
 
     def get_queryset(self):
-        return self.visible(PostureFinding.objects.select_related("project__namespace")).order_by("-first_seen_at", "-id")
+        return self.visible(PostureFinding.objects.select_related("project__namespace")).order_by(
+            "-first_seen_at", "-id"
+        )
 
 
 # --- Pull requests and their scans ------------------------------------------------------------------
+
 
 class PullRequestScanSerializer(serializers.ModelSerializer):
     project = serializers.IntegerField(source="pull_request.project_id", read_only=True)
@@ -190,9 +235,27 @@ class PullRequestScanSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PullRequestScan
-        fields = ["id", "pull_request", "project", "trigger", "status", "description", "source_commit",
-                  "destination_commit", "queued_at", "started_at", "finished_at", "added", "removed", "changed",
-                  "violations", "warnings", "statuses_posted", "rest_requests", "page_url"]
+        fields = [
+            "id",
+            "pull_request",
+            "project",
+            "trigger",
+            "status",
+            "description",
+            "source_commit",
+            "destination_commit",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "added",
+            "removed",
+            "changed",
+            "violations",
+            "warnings",
+            "statuses_posted",
+            "rest_requests",
+            "page_url",
+        ]
         read_only_fields = fields
 
     @staticmethod
@@ -205,15 +268,38 @@ class PullRequestSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PullRequest
-        fields = ["id", "project", "remote_id", "title", "author", "state", "source_branch", "source_commit",
-                  "destination_branch", "destination_commit", "web_url", "approved_by", "comment_count",
-                  "last_event", "last_event_at", "latest_scan"]
+        fields = [
+            "id",
+            "project",
+            "remote_id",
+            "title",
+            "author",
+            "state",
+            "source_branch",
+            "source_commit",
+            "destination_branch",
+            "destination_commit",
+            "web_url",
+            "approved_by",
+            "comment_count",
+            "last_event",
+            "last_event_at",
+            "latest_scan",
+        ]
         read_only_fields = fields
 
     @staticmethod
-    @extend_schema_field(inline_serializer("LatestPullRequestScan", {
-        "id": serializers.IntegerField(), "status": serializers.CharField(),
-        "description": serializers.CharField()}, allow_null=True))
+    @extend_schema_field(
+        inline_serializer(
+            "LatestPullRequestScan",
+            {
+                "id": serializers.IntegerField(),
+                "status": serializers.CharField(),
+                "description": serializers.CharField(),
+            },
+            allow_null=True,
+        )
+    )
     def get_latest_scan(obj) -> dict | None:
         if not getattr(obj, "latest_scan_id", None):
             return None
@@ -240,9 +326,12 @@ class PullRequestScanFilter(django_filters.FilterSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Pull requests seen through webhooks, with their latest scan",
-                       responses={200: PullRequestSerializer, **ERRORS}),
-    retrieve=extend_schema(summary="A pull request", responses={200: PullRequestSerializer, **ERRORS}))
+    list=extend_schema(
+        summary="Pull requests seen through webhooks, with their latest scan",
+        responses={200: PullRequestSerializer, **ERRORS},
+    ),
+    retrieve=extend_schema(summary="A pull request", responses={200: PullRequestSerializer, **ERRORS}),
+)
 class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PullRequestSerializer
     filterset_class = PullRequestFilter
@@ -256,8 +345,11 @@ class PullRequestViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(
     list=extend_schema(summary="Pull-request scans", responses={200: PullRequestScanSerializer, **ERRORS}),
-    retrieve=extend_schema(summary="A pull-request scan: dependency changes and policy violations",
-                           responses={200: PullRequestScanSerializer, **ERRORS}))
+    retrieve=extend_schema(
+        summary="A pull-request scan: dependency changes and policy violations",
+        responses={200: PullRequestScanSerializer, **ERRORS},
+    ),
+)
 class PullRequestScanViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = PullRequestScanSerializer
     filterset_class = PullRequestScanFilter
@@ -267,18 +359,29 @@ class PullRequestScanViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return self.visible(PullRequestScan.objects.select_related("pull_request__project__namespace")).order_by(
-            "-queued_at", "-id")
+            "-queued_at", "-id"
+        )
 
 
 class PullRequestRescanView(APIView):
     permission_classes = [TenantRole]
 
-    @extend_schema(summary="Scan a pull request's current source commit again", request=None, responses={
-        202: PullRequestScanSerializer,
-        409: OpenApiResponse(description="Not scannable: PR scans off, closed, or not a target branch"), **ERRORS})
+    @extend_schema(
+        summary="Scan a pull request's current source commit again",
+        request=None,
+        responses={
+            202: PullRequestScanSerializer,
+            409: OpenApiResponse(description="Not scannable: PR scans off, closed, or not a target branch"),
+            **ERRORS,
+        },
+    )
     def post(self, request, pk: int):
-        pr = get_visible(request, PullRequest.objects.select_related("project__integration", "project__namespace"), pk,
-                         tenant_path="project__namespace__tenant")
+        pr = get_visible(
+            request,
+            PullRequest.objects.select_related("project__integration", "project__namespace"),
+            pk,
+            tenant_path="project__namespace__tenant",
+        )
         if not has_role(user=request.user, tenant=pr.project.namespace.tenant_id, minimum=Role.MEMBER):
             self.permission_denied(request, "Viewers cannot start scans.")
         try:

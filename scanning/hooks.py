@@ -20,9 +20,19 @@ from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
 
 logger = logging.getLogger(__name__)
-EVENTS = ["repo:push", "repo:updated", "repo:deleted", "repo:transfer", "pullrequest:created",
-          "pullrequest:updated", "pullrequest:approved", "pullrequest:unapproved", "pullrequest:fulfilled",
-          "pullrequest:rejected", "pullrequest:comment_created"]
+EVENTS = [
+    "repo:push",
+    "repo:updated",
+    "repo:deleted",
+    "repo:transfer",
+    "pullrequest:created",
+    "pullrequest:updated",
+    "pullrequest:approved",
+    "pullrequest:unapproved",
+    "pullrequest:fulfilled",
+    "pullrequest:rejected",
+    "pullrequest:comment_created",
+]
 REPOSITORY_EVENTS = [e for e in EVENTS if e != "repo:transfer"]  # a repository hook cannot see a transfer
 
 
@@ -45,12 +55,18 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
     if REFUSED in integration.refused_features and not registered:
         return "refused earlier: " + integration.refused_features[REFUSED]
     if not settings.PORTAL_BASE_URL:
-        sync_log_record(integration=integration, operation=Operation.PR_SCAN, level=Level.WARNING, merge=True,
-                        classified=Classified(Category.INVALID_HOST,
-                                              "Pull-request scans are on, but the portal's webhook was not registered: "
-                                              "PORTAL_BASE_URL is not set.",
-                                              "Set PORTAL_BASE_URL to the address Bitbucket can reach this portal at "
-                                              "(e.g. https://portal.example.com); the next scan registers the webhook."))
+        sync_log_record(
+            integration=integration,
+            operation=Operation.PR_SCAN,
+            level=Level.WARNING,
+            merge=True,
+            classified=Classified(
+                Category.INVALID_HOST,
+                "Pull-request scans are on, but the portal's webhook was not registered: PORTAL_BASE_URL is not set.",
+                "Set PORTAL_BASE_URL to the address Bitbucket can reach this portal at "
+                "(e.g. https://portal.example.com); the next scan registers the webhook.",
+            ),
+        )
         return "PORTAL_BASE_URL missing"
     client = client or bb.client_for(integration)
     body = _hook_body(integration)
@@ -74,8 +90,13 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
     updated = sum(1 for r in outdated if _update(client, integration, r, body))
     try:
         created = client.create_workspace_hook(integration.workspace, body)
-        WebhookRegistration.objects.create(integration=integration, subject="workspace", hook_uuid=created["uuid"],
-                                           url=body["url"], secret_rotated_at=integration.webhook_secret_rotated_at)
+        WebhookRegistration.objects.create(
+            integration=integration,
+            subject="workspace",
+            hook_uuid=created["uuid"],
+            url=body["url"],
+            secret_rotated_at=integration.webhook_secret_rotated_at,
+        )
         # A workspace hook supersedes any per-repository ones.
         for registration in registered:
             _delete(client, integration, registration)
@@ -87,13 +108,21 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
         return "failed"
     have = {r.repository for r in registered}
     added = failed = 0
-    for full_name in Project.objects.filter(integration=integration, namespace__managed=True).exclude(
-            full_name__in=have).values_list("full_name", flat=True):
+    for full_name in (
+        Project.objects.filter(integration=integration, namespace__managed=True)
+        .exclude(full_name__in=have)
+        .values_list("full_name", flat=True)
+    ):
         try:
             created = client.create_repository_hook(full_name, {**body, "events": REPOSITORY_EVENTS})
-            WebhookRegistration.objects.create(integration=integration, subject="repository", repository=full_name,
-                                               hook_uuid=created["uuid"], url=body["url"],
-                                               secret_rotated_at=integration.webhook_secret_rotated_at)
+            WebhookRegistration.objects.create(
+                integration=integration,
+                subject="repository",
+                repository=full_name,
+                hook_uuid=created["uuid"],
+                url=body["url"],
+                secret_rotated_at=integration.webhook_secret_rotated_at,
+            )
             added += 1
         except bb.Forbidden as exc:
             if added == 0 and not registered:
@@ -108,22 +137,32 @@ def webhooks_sync(*, integration: Integration, client: bb.BitbucketClient | None
             failed += 1
             if failed == 1:
                 _warn(integration, exc, repository=full_name)
-    return (f"registered {added} repository hook(s)" + (f", updated {updated}" if updated else "")
-            + (f", {failed} failed" if failed else ""))
+    return (
+        f"registered {added} repository hook(s)"
+        + (f", updated {updated}" if updated else "")
+        + (f", {failed} failed" if failed else "")
+    )
 
 
 REFUSED = "webhooks"
 
 
 def _hook_body(integration: Integration) -> dict:
-    return {"description": f"Bitbucket portal ({integration.uuid})", "url": hook_url(integration), "active": True,
-            "secret": integration.webhook_secret.reveal(), "events": EVENTS}
+    return {
+        "description": f"Bitbucket portal ({integration.uuid})",
+        "url": hook_url(integration),
+        "active": True,
+        "secret": integration.webhook_secret.reveal(),
+        "events": EVENTS,
+    }
 
 
 def _current(registration: WebhookRegistration, integration: Integration) -> bool:
     """Registered with today's address and secret."""
-    return (registration.url == hook_url(integration)
-            and registration.secret_rotated_at == integration.webhook_secret_rotated_at)
+    return (
+        registration.url == hook_url(integration)
+        and registration.secret_rotated_at == integration.webhook_secret_rotated_at
+    )
 
 
 def _mark_current(registration: WebhookRegistration, integration: Integration) -> None:
@@ -131,13 +170,15 @@ def _mark_current(registration: WebhookRegistration, integration: Integration) -
     registration.save(update_fields=["url", "secret_rotated_at"])
 
 
-def _update(client: bb.BitbucketClient, integration: Integration, registration: WebhookRegistration,
-            body: dict) -> bool:
+def _update(
+    client: bb.BitbucketClient, integration: Integration, registration: WebhookRegistration, body: dict
+) -> bool:
     if registration.subject != "repository":
         return False
     try:
-        client.update_repository_hook(registration.repository, registration.hook_uuid,
-                                      {**body, "events": REPOSITORY_EVENTS})
+        client.update_repository_hook(
+            registration.repository, registration.hook_uuid, {**body, "events": REPOSITORY_EVENTS}
+        )
     except bb.NotFound:
         registration.delete()  # removed in Bitbucket: the loop below registers it again
         return False
@@ -153,9 +194,15 @@ def _refuse(integration: Integration, exc: bb.Forbidden) -> None:
     reason = f"the credentials may not manage webhooks (missing: {missing})"
     integration.refused_features = {**integration.refused_features, REFUSED: reason}
     Integration.objects.filter(pk=integration.pk).update(refused_features=integration.refused_features)
-    sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, level=Level.WARNING, merge=True,
-                    message=f"Pull-request scans are on, but {reason}, so Bitbucket will not send pull-request "
-                            "events. The portal stops asking until the credentials or the settings change.")
+    sync_log_record(
+        integration=integration,
+        operation=Operation.PR_SCAN,
+        exc=exc,
+        level=Level.WARNING,
+        merge=True,
+        message=f"Pull-request scans are on, but {reason}, so Bitbucket will not send pull-request "
+        "events. The portal stops asking until the credentials or the settings change.",
+    )
 
 
 def webhooks_remove(*, integration: Integration, client: bb.BitbucketClient | None = None) -> str:
@@ -184,5 +231,10 @@ def _warn(integration: Integration, exc: bb.BitbucketError, repository: str = ""
     what = "remove" if removing else "register"
     where = f" on {repository}" if repository else ""
     logger.warning("Could not %s the webhook of integration %s%s: %s", what, integration.pk, where, exc)
-    sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, level=Level.WARNING,
-                    message=f"Could not {what} the portal's webhook{where}: {exc}")
+    sync_log_record(
+        integration=integration,
+        operation=Operation.PR_SCAN,
+        exc=exc,
+        level=Level.WARNING,
+        message=f"Could not {what} the portal's webhook{where}: {exc}",
+    )

@@ -58,6 +58,7 @@ def _toml(text: str, what: str) -> dict:
 
 # --- npm ----------------------------------------------------------------------------------------
 
+
 def parse_package_json(text: str) -> list[Package]:
     data = _json(text, "package.json")
     packages = []
@@ -80,14 +81,24 @@ def parse_package_lock(text: str) -> list[Package]:
                 continue
             name = meta.get("name") or path.rsplit("node_modules/", 1)[-1]
             nested = path.count("node_modules/") > 1
-            packages.append(Package("npm", name, meta["version"], direct=name in direct and not nested,
-                                    dev=bool(meta.get("dev"))))
+            packages.append(
+                Package("npm", name, meta["version"], direct=name in direct and not nested, dev=bool(meta.get("dev")))
+            )
     elif isinstance(data.get("dependencies"), dict):  # lockfileVersion 1
+
         def walk(deps: dict, top: bool):
             for name, meta in deps.items():
-                packages.append(Package("npm", name, str(meta.get("version", "")), direct=top and not meta.get("dev")
-                                        and name in (direct or deps), dev=bool(meta.get("dev"))))
+                packages.append(
+                    Package(
+                        "npm",
+                        name,
+                        str(meta.get("version", "")),
+                        direct=top and not meta.get("dev") and name in (direct or deps),
+                        dev=bool(meta.get("dev")),
+                    )
+                )
                 walk(meta.get("dependencies") or {}, False)
+
         walk(data["dependencies"], True)
     else:
         raise ManifestError("package-lock.json has neither 'packages' nor 'dependencies'")
@@ -149,12 +160,14 @@ def parse_pnpm_lock(text: str) -> list[Package]:
         if "/" in version and not name.startswith("@"):  # pnpm v5: /name/version
             name, version = spec.rsplit("/", 1)
         meta = meta or {}
-        packages.append(Package("npm", name, version, direct=name in direct,
-                                dev=bool(meta.get("dev", direct.get(name, False)))))
+        packages.append(
+            Package("npm", name, version, direct=name in direct, dev=bool(meta.get("dev", direct.get(name, False))))
+        )
     return packages
 
 
 # --- Python ------------------------------------------------------------------------------------
+
 
 def _requirement(line: str, where: str) -> Package:
     try:
@@ -194,8 +207,7 @@ def parse_poetry_lock(text: str) -> list[Package]:
         if "name" not in meta or "version" not in meta:
             raise ManifestError("poetry.lock: a [[package]] lacks name or version")
         groups = meta.get("groups") or [meta.get("category", "main")]
-        packages.append(Package("pypi", meta["name"].lower(), meta["version"], direct=False,
-                                dev="main" not in groups))
+        packages.append(Package("pypi", meta["name"].lower(), meta["version"], direct=False, dev="main" not in groups))
     return packages
 
 
@@ -208,7 +220,9 @@ def parse_pyproject(text: str) -> list[Package]:
     for group, lines in (project.get("optional-dependencies") or {}).items():
         for line in lines:
             p = _requirement(line, f"pyproject.toml optional-dependencies.{group}")
-            packages.append(Package(p.ecosystem, p.name, p.version, True, dev=group in ("dev", "test", "tests", "lint")))
+            packages.append(
+                Package(p.ecosystem, p.name, p.version, True, dev=group in ("dev", "test", "tests", "lint"))
+            )
     poetry = (data.get("tool") or {}).get("poetry") or {}
     for section, dev in (("dependencies", False), ("dev-dependencies", True)):
         for name, spec in (poetry.get(section) or {}).items():
@@ -224,6 +238,7 @@ def parse_pyproject(text: str) -> list[Package]:
 
 
 # --- JVM, Go, Rust, Ruby, PHP, .NET -------------------------------------------------------------
+
 
 def parse_pom(text: str) -> list[Package]:
     try:
@@ -265,7 +280,7 @@ def parse_go_mod(text: str) -> list[Package]:
         if in_block and line == ")":
             in_block = False
             continue
-        body = line[len("require "):] if line.startswith("require ") else line if in_block else None
+        body = line[len("require ") :] if line.startswith("require ") else line if in_block else None
         if not body or body.startswith("//"):
             continue
         parts = body.split()
@@ -290,8 +305,9 @@ def parse_go_sum(text: str) -> list[Package]:
 
 def parse_cargo_lock(text: str) -> list[Package]:
     data = _toml(text, "Cargo.lock")
-    return [Package("cargo", p["name"], p["version"], direct=False) for p in data.get("package", [])
-            if "source" in p]  # no source: the workspace's own crates
+    return [
+        Package("cargo", p["name"], p["version"], direct=False) for p in data.get("package", []) if "source" in p
+    ]  # no source: the workspace's own crates
 
 
 def parse_gemfile_lock(text: str) -> list[Package]:
@@ -315,9 +331,12 @@ def parse_gemfile_lock(text: str) -> list[Package]:
 
 def parse_composer_lock(text: str) -> list[Package]:
     data = _json(text, "composer.lock")
-    return [Package("composer", p["name"], str(p.get("version", "")).lstrip("v"), direct=False, dev=dev)
-            for section, dev in (("packages", False), ("packages-dev", True)) for p in data.get(section) or []
-            if isinstance(p, dict) and "name" in p]
+    return [
+        Package("composer", p["name"], str(p.get("version", "")).lstrip("v"), direct=False, dev=dev)
+        for section, dev in (("packages", False), ("packages-dev", True))
+        for p in data.get(section) or []
+        if isinstance(p, dict) and "name" in p
+    ]
 
 
 def parse_nuget_lock(text: str) -> list[Package]:
@@ -336,17 +355,32 @@ def parse_nuget_lock(text: str) -> list[Package]:
 
 
 PARSERS: dict[str, Callable[[str], list[Package]]] = {
-    "package.json": parse_package_json, "package-lock.json": parse_package_lock, "yarn.lock": parse_yarn_lock,
-    "pnpm-lock.yaml": parse_pnpm_lock, "Pipfile.lock": parse_pipfile_lock, "poetry.lock": parse_poetry_lock,
-    "pyproject.toml": parse_pyproject, "pom.xml": parse_pom, "go.mod": parse_go_mod, "go.sum": parse_go_sum,
-    "Cargo.lock": parse_cargo_lock, "Gemfile.lock": parse_gemfile_lock, "composer.lock": parse_composer_lock,
+    "package.json": parse_package_json,
+    "package-lock.json": parse_package_lock,
+    "yarn.lock": parse_yarn_lock,
+    "pnpm-lock.yaml": parse_pnpm_lock,
+    "Pipfile.lock": parse_pipfile_lock,
+    "poetry.lock": parse_poetry_lock,
+    "pyproject.toml": parse_pyproject,
+    "pom.xml": parse_pom,
+    "go.mod": parse_go_mod,
+    "go.sum": parse_go_sum,
+    "Cargo.lock": parse_cargo_lock,
+    "Gemfile.lock": parse_gemfile_lock,
+    "composer.lock": parse_composer_lock,
     "packages.lock.json": parse_nuget_lock,
 }
 _REQUIREMENTS = re.compile(r"^requirements[\w.-]*\.txt$")
 # A manifest and the lock file that should change with it.
-LOCKFILES = {"package.json": ("package-lock.json", "yarn.lock", "pnpm-lock.yaml"), "Pipfile": ("Pipfile.lock",),
-             "pyproject.toml": ("poetry.lock",), "go.mod": ("go.sum",), "Cargo.toml": ("Cargo.lock",),
-             "Gemfile": ("Gemfile.lock",), "composer.json": ("composer.lock",)}
+LOCKFILES = {
+    "package.json": ("package-lock.json", "yarn.lock", "pnpm-lock.yaml"),
+    "Pipfile": ("Pipfile.lock",),
+    "pyproject.toml": ("poetry.lock",),
+    "go.mod": ("go.sum",),
+    "Cargo.toml": ("Cargo.lock",),
+    "Gemfile": ("Gemfile.lock",),
+    "composer.json": ("composer.lock",),
+}
 
 
 def is_vendored(path: str) -> bool:

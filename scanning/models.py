@@ -32,7 +32,11 @@ class ScanRun(models.Model):
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="scan_runs")
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     status = models.CharField(max_length=16, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -54,7 +58,8 @@ class ScanRun(models.Model):
         constraints = [
             # Two scans of one integration never run at once, even under a race.
             models.UniqueConstraint(
-                fields=["integration"], condition=Q(status__in=["queued", "running"]),
+                fields=["integration"],
+                condition=Q(status__in=["queued", "running"]),
                 name="scanrun_one_active_per_integration",
                 violation_error_message="A scan of this integration is already queued or running.",
             ),
@@ -101,8 +106,11 @@ class DependencyPackage(models.Model):
     class Meta:
         ordering = ["ecosystem", "name", "version"]
         indexes = [models.Index(fields=["ecosystem", "name"]), models.Index(fields=["name"])]
-        constraints = [models.UniqueConstraint(fields=["reference", "manifest_path", "ecosystem", "name", "version"],
-                                               name="dependencypackage_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reference", "manifest_path", "ecosystem", "name", "version"], name="dependencypackage_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.ecosystem}:{self.name}@{self.version}"
@@ -129,8 +137,11 @@ class PostureFinding(models.Model):
     class Meta:
         ordering = ["-first_seen_at"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "rule"], condition=Q(resolved_at__isnull=True),
-                                    name="posturefinding_one_open_per_rule"),
+            models.UniqueConstraint(
+                fields=["project", "rule"],
+                condition=Q(resolved_at__isnull=True),
+                name="posturefinding_one_open_per_rule",
+            ),
             models.CheckConstraint(condition=Q(rule__in=PostureRule.values), name="posturefinding_rule_valid"),
         ]
 
@@ -162,8 +173,9 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         verbose_name_plural = "webhook deliveries"
-        constraints = [models.UniqueConstraint(fields=["integration", "request_uuid"],
-                                               name="webhookdelivery_unique_request")]
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "request_uuid"], name="webhookdelivery_unique_request")
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_key} {self.request_uuid}"
@@ -182,8 +194,9 @@ class WebhookRegistration(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["integration", "subject", "repository"],
-                                               name="webhookregistration_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "subject", "repository"], name="webhookregistration_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject} hook {self.hook_uuid} of {self.integration_id}"
@@ -227,8 +240,9 @@ class PullRequest(models.Model):
         ordering = ["-updated_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "remote_id"], name="pullrequest_unique_per_project"),
-            models.CheckConstraint(condition=Q(state__in=["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]),
-                                   name="pullrequest_state_valid"),
+            models.CheckConstraint(
+                condition=Q(state__in=["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]), name="pullrequest_state_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -267,8 +281,12 @@ class PullRequestScan(models.Model):
 
     class Meta:
         ordering = ["-queued_at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(status__in=["queued", "running", "passed", "failed", "error"]),
-                                              name="pullrequestscan_status_valid")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "passed", "failed", "error"]),
+                name="pullrequestscan_status_valid",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"PR scan #{self.pk} of {self.pull_request} ({self.status})"

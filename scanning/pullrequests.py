@@ -39,6 +39,7 @@ CHECKS = ("dependencies", "lockfiles")
 
 # --- Recorded state ---------------------------------------------------------------------------------
 
+
 def pull_request_record(*, project: Project, payload: dict, event: str) -> tuple[PullRequest | None, bool]:
     """Create or update the pull request from a ``pullrequest:*`` payload. Returns
     ``(pull request, applied)``: a delivery older than the recorded state (Bitbucket
@@ -75,7 +76,8 @@ def pull_request_record(*, project: Project, payload: dict, event: str) -> tuple
         approver = str(_dict(_dict(payload.get("approval")).get("user")).get("display_name", ""))[:255]
         if approver and event in ("pullrequest:approved", "pullrequest:unapproved"):
             pr.approved_by = [a for a in pr.approved_by if a != approver] + (
-                [approver] if event == "pullrequest:approved" else [])
+                [approver] if event == "pullrequest:approved" else []
+            )
             pr.save(update_fields=["approved_by", "updated_at"])
     return pr, True
 
@@ -86,13 +88,15 @@ def _dict(value: object) -> dict:
 
 # --- Starting a scan --------------------------------------------------------------------------------
 
+
 class PrScanNotQueued(Exception):
     """Nothing to scan: PR scans are off, the pull request is closed or not aimed at a
     target branch, or these commits were already scanned. ``str()`` says which."""
 
 
-def pr_scan_request(*, pull_request: PullRequest, trigger: str, actor: Actor, force: bool = False,
-                    event: str = "") -> PullRequestScan:
+def pr_scan_request(
+    *, pull_request: PullRequest, trigger: str, actor: Actor, force: bool = False, event: str = ""
+) -> PullRequestScan:
     """Queue a scan of the pull request's current source commit (``force`` re-runs a pair
     of commits already scanned). Raises :class:`PrScanNotQueued` saying why not, and
     ``ValidationError`` for an unknown trigger; audited like every other state change."""
@@ -111,21 +115,31 @@ def pr_scan_request(*, pull_request: PullRequest, trigger: str, actor: Actor, fo
         raise PrScanNotQueued(f"{pull_request.destination_branch} is not a target branch ({', '.join(patterns)})")
     if not pull_request.source_commit:
         raise PrScanNotQueued("the payload named no source commit")
-    same = pull_request.scans.filter(source_commit=pull_request.source_commit,
-                                     destination_commit=pull_request.destination_commit)
+    same = pull_request.scans.filter(
+        source_commit=pull_request.source_commit, destination_commit=pull_request.destination_commit
+    )
     if not force and same.exclude(status=PullRequestScan.Status.ERROR).exists():
         raise PrScanNotQueued("this source and destination were already scanned")
     with transaction.atomic():
-        scan = PullRequestScan.objects.create(pull_request=pull_request, trigger=trigger,
-                                              source_commit=pull_request.source_commit,
-                                              destination_commit=pull_request.destination_commit)
-        audit(actor=actor, action="pull_request.scan", target=pull_request, tenant=integration.tenant,
-              details={"scan": scan.pk, "trigger": trigger, "event": event[:64], "forced": force})
+        scan = PullRequestScan.objects.create(
+            pull_request=pull_request,
+            trigger=trigger,
+            source_commit=pull_request.source_commit,
+            destination_commit=pull_request.destination_commit,
+        )
+        audit(
+            actor=actor,
+            action="pull_request.scan",
+            target=pull_request,
+            tenant=integration.tenant,
+            details={"scan": scan.pk, "trigger": trigger, "event": event[:64], "forced": force},
+        )
         transaction.on_commit(lambda: enqueue("scanning.tasks.pr_scan_task", scan.pk))
     return scan
 
 
 # --- Reviewing the change ---------------------------------------------------------------------------
+
 
 @dataclass
 class Review:
@@ -142,8 +156,10 @@ class Review:
 def _inventory(found: list[tuple[str, Package]]) -> dict[tuple[str, str], dict]:
     inventory: dict[tuple[str, str], dict] = {}
     for path, package in found:
-        entry = inventory.setdefault((package.ecosystem, _normal(package.name, package.ecosystem)),
-                                     {"name": package.name, "versions": set(), "manifests": set()})
+        entry = inventory.setdefault(
+            (package.ecosystem, _normal(package.name, package.ecosystem)),
+            {"name": package.name, "versions": set(), "manifests": set()},
+        )
         entry["versions"].add(package.version)
         entry["manifests"].add(path)
     for entry in inventory.values():
@@ -167,8 +183,16 @@ def _read(client: bb.BitbucketClient, full_name: str, commit: str, path: str, re
         return []
 
 
-def review_change(*, client: bb.BitbucketClient, full_name: str, source: str, destination: str,
-                  policy: dict, source_full_name: str = "", pull_request_id: int | None = None) -> Review:
+def review_change(
+    *,
+    client: bb.BitbucketClient,
+    full_name: str,
+    source: str,
+    destination: str,
+    policy: dict,
+    source_full_name: str = "",
+    pull_request_id: int | None = None,
+) -> Review:
     """Compare the manifests a change touches, at ``source`` and ``destination``.
 
     From a fork (``source_full_name`` is another repository) the source commit does not
@@ -178,8 +202,11 @@ def review_change(*, client: bb.BitbucketClient, full_name: str, source: str, de
     review = Review()
     forked = bool(source_full_name) and source_full_name != full_name and pull_request_id is not None
     source_repo = source_full_name if forked else full_name
-    entries = list(client.pull_request_diffstat(full_name, pull_request_id) if forked
-                   else client.diffstat(full_name, source, destination))
+    entries = list(
+        client.pull_request_diffstat(full_name, pull_request_id)
+        if forked
+        else client.diffstat(full_name, source, destination)
+    )
     touched = {(e.get(side) or {}).get("path") for e in entries for side in ("old", "new")} - {None}
     before_found: list[tuple[str, Package]] = []
     after_found: list[tuple[str, Package]] = []
@@ -193,14 +220,20 @@ def review_change(*, client: bb.BitbucketClient, full_name: str, source: str, de
         after = _read(client, source_repo, source, new_path, review) if new_path else []
         before_found += [(old_path, p) for p in before]
         after_found += [(new_path, p) for p in after]
-        per_file[path] = ({(p.ecosystem, p.name, p.version) for p in before},
-                          {(p.ecosystem, p.name, p.version) for p in after})
+        per_file[path] = (
+            {(p.ecosystem, p.name, p.version) for p in before},
+            {(p.ecosystem, p.name, p.version) for p in after},
+        )
     old, new = _inventory(before_found), _inventory(after_found)
     for key in sorted(set(old) | set(new)):
         was, now = old.get(key), new.get(key)
-        row = {"ecosystem": key[0], "name": (now or was)["name"],
-               "before": sorted(was["versions"]) if was else [], "after": sorted(now["versions"]) if now else [],
-               "manifests": sorted((was or {}).get("manifests", set()) | (now or {}).get("manifests", set()))}
+        row = {
+            "ecosystem": key[0],
+            "name": (now or was)["name"],
+            "before": sorted(was["versions"]) if was else [],
+            "after": sorted(now["versions"]) if now else [],
+            "manifests": sorted((was or {}).get("manifests", set()) | (now or {}).get("manifests", set())),
+        }
         if was is None:
             review.added.append(row)
         elif now is None:
@@ -209,8 +242,15 @@ def review_change(*, client: bb.BitbucketClient, full_name: str, source: str, de
             review.changed.append(row)
     _check_denied(review, policy.get("deny_packages") or [])
     if policy.get("require_lockfile_update"):
-        _check_lockfiles(review, client=client, full_name=source_repo, source=source, entries=entries,
-                         touched=touched, per_file=per_file)
+        _check_lockfiles(
+            review,
+            client=client,
+            full_name=source_repo,
+            source=source,
+            entries=entries,
+            touched=touched,
+            per_file=per_file,
+        )
     return review
 
 
@@ -233,14 +273,21 @@ def _check_denied(review: Review, denied: list[dict]) -> None:
                 why = "is denied" if spec is None else f"is denied in range {text}"
                 if spec is not None and parsed is None:
                     why += f" (version '{version}' cannot be compared, so it is treated as affected)"
-                review.violations.append({
-                    "check": "dependencies", "rule": "deny_list", "package": row["name"], "version": version,
-                    "path": ", ".join(row["manifests"]),
-                    "message": f"{row['name']} {version} {why}."})
+                review.violations.append(
+                    {
+                        "check": "dependencies",
+                        "rule": "deny_list",
+                        "package": row["name"],
+                        "version": version,
+                        "path": ", ".join(row["manifests"]),
+                        "message": f"{row['name']} {version} {why}.",
+                    }
+                )
 
 
-def _check_lockfiles(review: Review, *, client, full_name: str, source: str, entries: list[dict], touched: set,
-                     per_file: dict) -> None:
+def _check_lockfiles(
+    review: Review, *, client, full_name: str, source: str, entries: list[dict], touched: set, per_file: dict
+) -> None:
     """A manifest whose declared dependencies changed while none of its lock files did,
     in a directory that has a lock file (a project without one is not held to it)."""
     for entry in entries:
@@ -257,12 +304,20 @@ def _check_lockfiles(review: Review, *, client, full_name: str, source: str, ent
         listing = client.source_listing(full_name, source, folder)
         present = sorted({e.get("path") for e in listing} & set(locks))
         if present:
-            review.violations.append({
-                "check": "lockfiles", "rule": "lockfile", "path": path, "package": "", "version": "",
-                "message": f"{path} changed its dependencies but {present[0]} did not change."})
+            review.violations.append(
+                {
+                    "check": "lockfiles",
+                    "rule": "lockfile",
+                    "path": path,
+                    "package": "",
+                    "version": "",
+                    "message": f"{path} changed its dependencies but {present[0]} did not change.",
+                }
+            )
 
 
 # --- Running a scan ---------------------------------------------------------------------------------
+
 
 def status_key(integration: Integration, check: str | None = None) -> str:
     """Stable per integration (two portals or tenants on one repository do not collide)."""
@@ -283,8 +338,10 @@ def _description(review: Review | None, *, check: str | None = None, error: str 
     if failing:
         text = f"{len(failing)} policy violation(s): " + "; ".join(v["message"].rstrip(".") for v in failing)
     else:
-        text = (f"No policy violations: {len(review.added)} added, {len(review.changed)} changed, "
-                f"{len(review.removed)} removed package(s)")
+        text = (
+            f"No policy violations: {len(review.added)} added, {len(review.changed)} changed, "
+            f"{len(review.removed)} removed package(s)"
+        )
     return text if len(text) <= 255 else text[:254] + "…"
 
 
@@ -295,15 +352,25 @@ def _status_checks(policy: dict) -> list[str | None]:
     return [c for c in CHECKS if c != "lockfiles" or policy["require_lockfile_update"]]
 
 
-def _post_statuses(client, scan: PullRequestScan, integration: Integration, checks: list[str | None], state_for,
-                   describe) -> list[str]:
+def _post_statuses(
+    client, scan: PullRequestScan, integration: Integration, checks: list[str | None], state_for, describe
+) -> list[str]:
     pr = scan.pull_request
     keys = []
     for check in checks:
         key = status_key(integration, check)
-        client.create_build_status(pr.project.full_name, scan.source_commit, {
-            "key": key, "state": state_for(check), "url": pr_scan_url(scan), "refname": pr.source_branch,
-            "name": f"Portal: {check}" if check else "Portal: dependency scan", "description": describe(check)})
+        client.create_build_status(
+            pr.project.full_name,
+            scan.source_commit,
+            {
+                "key": key,
+                "state": state_for(check),
+                "url": pr_scan_url(scan),
+                "refname": pr.source_branch,
+                "name": f"Portal: {check}" if check else "Portal: dependency scan",
+                "description": describe(check),
+            },
+        )
         keys.append(key)
     return keys
 
@@ -319,20 +386,32 @@ def _md(text: str, limit: int = 200) -> str:
 
 
 def _comment(review: Review, scan: PullRequestScan) -> str:
-    verdict = (f"**FAILED**: {len(review.violations)} policy violation(s)" if review.violations
-               else "**PASSED**: no policy violations")
-    lines = [f"### Dependency scan: {verdict}", "",
-             f"Source `{scan.source_commit[:12]}` against {_md(scan.pull_request.destination_branch)}"
-             f"{' (' + scan.destination_commit[:12] + ')' if scan.destination_commit else ''}.", ""]
+    verdict = (
+        f"**FAILED**: {len(review.violations)} policy violation(s)"
+        if review.violations
+        else "**PASSED**: no policy violations"
+    )
+    lines = [
+        f"### Dependency scan: {verdict}",
+        "",
+        f"Source `{scan.source_commit[:12]}` against {_md(scan.pull_request.destination_branch)}"
+        f"{' (' + scan.destination_commit[:12] + ')' if scan.destination_commit else ''}.",
+        "",
+    ]
     if review.violations:
         lines += ["**Policy violations**", ""] + [f"- {_md(v['message'], 400)}" for v in review.violations] + [""]
-    rows = ([("added", r) for r in review.added] + [("changed", r) for r in review.changed]
-            + [("removed", r) for r in review.removed])
+    rows = (
+        [("added", r) for r in review.added]
+        + [("changed", r) for r in review.changed]
+        + [("removed", r) for r in review.removed]
+    )
     if rows:
         lines += ["| Change | Package | Before | After |", "|---|---|---|---|"]
         for kind, row in rows[:50]:
-            lines.append(f"| {kind} | {_md(row['ecosystem'] + ':' + row['name'])} | "
-                         f"{_md(', '.join(row['before'])) or '-'} | {_md(', '.join(row['after'])) or '-'} |")
+            lines.append(
+                f"| {kind} | {_md(row['ecosystem'] + ':' + row['name'])} | "
+                f"{_md(', '.join(row['before'])) or '-'} | {_md(', '.join(row['after'])) or '-'} |"
+            )
         if len(rows) > 50:
             lines.append(f"| … | {len(rows) - 50} more | | |")
     else:
@@ -360,7 +439,8 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
     ``error`` with a FAILED status saying so (a pull request is never left INPROGRESS)
     and a classified sync log entry."""
     claimed = PullRequestScan.objects.filter(pk=scan_id, status=PullRequestScan.Status.QUEUED).update(
-        status=PullRequestScan.Status.RUNNING, started_at=timezone.now())
+        status=PullRequestScan.Status.RUNNING, started_at=timezone.now()
+    )
     if not claimed:
         return None
     scan = PullRequestScan.objects.select_related("pull_request__project__integration").get(pk=scan_id)
@@ -378,33 +458,56 @@ def pr_scan_execute(*, scan_id: int) -> PullRequestScan | None:
     review, error = None, ""
     try:
         if posting:
-            scan.statuses_posted = _post_statuses(client, scan, integration, checks, lambda c: "INPROGRESS",
-                                                  lambda c: "Scanning the dependency changes…")
-        review = review_change(client=client, full_name=project.full_name, source=scan.source_commit,
-                               destination=scan.destination_commit or pr.destination_branch, policy=policy,
-                               source_full_name=pr.source_repository, pull_request_id=pr.remote_id)
+            scan.statuses_posted = _post_statuses(
+                client, scan, integration, checks, lambda c: "INPROGRESS", lambda c: "Scanning the dependency changes…"
+            )
+        review = review_change(
+            client=client,
+            full_name=project.full_name,
+            source=scan.source_commit,
+            destination=scan.destination_commit or pr.destination_branch,
+            policy=policy,
+            source_full_name=pr.source_repository,
+            pull_request_id=pr.remote_id,
+        )
         if posting:
-            _post_statuses(client, scan, integration, checks,
-                           lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",
-                           lambda c: _description(review, check=c))
+            _post_statuses(
+                client,
+                scan,
+                integration,
+                checks,
+                lambda c: "FAILED" if review.failing(c) else "SUCCESSFUL",
+                lambda c: _description(review, check=c),
+            )
         if policy["post_summary_comment"]:
             _upsert_comment(client, pr, _comment(review, scan))
     except bb.BitbucketError as exc:
         error = str(exc)
-        sync_log_record(integration=integration, operation=Operation.PR_SCAN, exc=exc, project=project,
-                        level=Level.WARNING, message=f"The scan of pull request #{pr.remote_id} in "
-                                                     f"{project.full_name} could not finish: {exc}")
+        sync_log_record(
+            integration=integration,
+            operation=Operation.PR_SCAN,
+            exc=exc,
+            project=project,
+            level=Level.WARNING,
+            message=f"The scan of pull request #{pr.remote_id} in {project.full_name} could not finish: {exc}",
+        )
         if posting and review is None:
             try:  # do not leave the pull request showing INPROGRESS
-                _post_statuses(client, scan, integration, checks, lambda c: "FAILED",
-                               lambda c: _description(None, error=error))
+                _post_statuses(
+                    client, scan, integration, checks, lambda c: "FAILED", lambda c: _description(None, error=error)
+                )
             except bb.BitbucketError:
                 pass
     review = review or Review()
     scan.added, scan.removed, scan.changed = review.added, review.removed, review.changed
     scan.violations, scan.warnings = review.violations, review.warnings
-    scan.status = (PullRequestScan.Status.ERROR if error else PullRequestScan.Status.FAILED if review.violations
-                   else PullRequestScan.Status.PASSED)
+    scan.status = (
+        PullRequestScan.Status.ERROR
+        if error
+        else PullRequestScan.Status.FAILED
+        if review.violations
+        else PullRequestScan.Status.PASSED
+    )
     scan.description = _description(review, error=error)
     scan.rest_requests = client.stats.rest
     scan.finished_at = timezone.now()

@@ -85,10 +85,20 @@ def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> i
     rows = {(path, p.ecosystem, p.name, p.version): p for path, p in found}
     with transaction.atomic():
         DependencyPackage.objects.filter(reference=reference).delete()
-        DependencyPackage.objects.bulk_create([
-            DependencyPackage(reference=reference, ecosystem=p.ecosystem, name=p.name[:255], version=p.version[:255],
-                              manifest_path=path[:500], direct=p.direct, dev=p.dev)
-            for (path, *_), p in rows.items()])
+        DependencyPackage.objects.bulk_create(
+            [
+                DependencyPackage(
+                    reference=reference,
+                    ecosystem=p.ecosystem,
+                    name=p.name[:255],
+                    version=p.version[:255],
+                    manifest_path=path[:500],
+                    direct=p.direct,
+                    dev=p.dev,
+                )
+                for (path, *_), p in rows.items()
+            ]
+        )
     return len(rows)
 
 
@@ -100,8 +110,11 @@ class PostureScanner(Scanner):
 
     def scan(self, target: Target) -> Result:
         branch = target.project.main_branch or target.reference.name
-        rules = [r for r in target.client.branch_restrictions(target.project.full_name)
-                 if r.get("branch_match_kind", "glob") == "glob" and fnmatch.fnmatchcase(branch, r.get("pattern", ""))]
+        rules = [
+            r
+            for r in target.client.branch_restrictions(target.project.full_name)
+            if r.get("branch_match_kind", "glob") == "glob" and fnmatch.fnmatchcase(branch, r.get("pattern", ""))
+        ]
         kinds = {r["kind"]: r for r in rules}
         reviewers = target.client.default_reviewers_first(target.project.full_name)
         failing: dict[str, str] = {}
@@ -111,8 +124,9 @@ class PostureScanner(Scanner):
             failing[PostureRule.BRANCH_DELETABLE] = f"No rule stops {branch} from being deleted."
         approvals = int((kinds.get("require_approvals_to_merge") or {}).get("value") or 0)
         if approvals < settings.POSTURE_MIN_APPROVALS:
-            failing[PostureRule.FEW_APPROVALS] = (f"Merges to {branch} need {approvals} approval(s); "
-                                                  f"at least {settings.POSTURE_MIN_APPROVALS} required.")
+            failing[PostureRule.FEW_APPROVALS] = (
+                f"Merges to {branch} need {approvals} approval(s); at least {settings.POSTURE_MIN_APPROVALS} required."
+            )
         if "require_passing_builds_to_merge" not in kinds:
             failing[PostureRule.BUILDS_NOT_REQUIRED] = f"Merges to {branch} do not require passing builds."
         if not target.project.is_private:
@@ -125,13 +139,20 @@ class PostureScanner(Scanner):
 
 def _store_findings(project: Project, failing: dict[str, str]) -> tuple[int, int]:
     with transaction.atomic():
-        open_rules = set(PostureFinding.objects.filter(project=project, resolved_at__isnull=True)
-                         .values_list("rule", flat=True))
-        new = [PostureFinding(project=project, rule=rule, details=text[:500]) for rule, text in failing.items()
-               if rule not in open_rules]
+        open_rules = set(
+            PostureFinding.objects.filter(project=project, resolved_at__isnull=True).values_list("rule", flat=True)
+        )
+        new = [
+            PostureFinding(project=project, rule=rule, details=text[:500])
+            for rule, text in failing.items()
+            if rule not in open_rules
+        ]
         PostureFinding.objects.bulk_create(new)
-        resolved = PostureFinding.objects.filter(project=project, resolved_at__isnull=True).exclude(
-            rule__in=list(failing)).update(resolved_at=timezone.now())
+        resolved = (
+            PostureFinding.objects.filter(project=project, resolved_at__isnull=True)
+            .exclude(rule__in=list(failing))
+            .update(resolved_at=timezone.now())
+        )
     return len(new), resolved
 
 
@@ -150,14 +171,19 @@ def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[
     if not refs or not selected:
         return []
     now = now or timezone.now()
-    states = {(ref_id, name): (commit, scanned_at) for ref_id, name, commit, scanned_at in ScannerState.objects
-              .filter(reference__in=refs, ok=True).values_list("reference_id", "scanner", "commit", "scanned_at")}
+    states = {
+        (ref_id, name): (commit, scanned_at)
+        for ref_id, name, commit, scanned_at in ScannerState.objects.filter(reference__in=refs, ok=True).values_list(
+            "reference_id", "scanner", "commit", "scanned_at"
+        )
+    }
 
     def is_due(ref: Reference, scanner: Scanner) -> bool:
         commit, scanned_at = states.get((ref.pk, scanner.name), ("", None))
         max_age = scanner.max_age()
-        return commit != ref.head_commit or (max_age is not None and scanned_at is not None
-                                             and scanned_at < now - max_age)
+        return commit != ref.head_commit or (
+            max_age is not None and scanned_at is not None and scanned_at < now - max_age
+        )
 
     return [(ref, scanner) for ref in refs for scanner in selected if is_due(ref, scanner)]
 
@@ -173,18 +199,33 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
     except bb.RateLimited:
         raise
     except bb.BitbucketError as exc:
-        sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc, project=project,
-                        level=Level.WARNING, message=f"The {scanner.name} scanner failed on {project.full_name}: {exc}")
-        ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
-                                              defaults={"commit": "", "ok": False, "message": str(exc)})
+        sync_log_record(
+            integration=integration,
+            operation=Operation.SYNC,
+            exc=exc,
+            project=project,
+            level=Level.WARNING,
+            message=f"The {scanner.name} scanner failed on {project.full_name}: {exc}",
+        )
+        ScannerState.objects.update_or_create(
+            reference=ref, scanner=scanner.name, defaults={"commit": "", "ok": False, "message": str(exc)}
+        )
         return None
     for warning in result.warnings:
-        sync_log_record(integration=integration, operation=Operation.SYNC, project=project, level=Level.WARNING,
-                        classified=Classified(Category.UNEXPECTED, f"{project.full_name}: {warning}",
-                                              "Fix the file in the repository; the scanner reads it again when the "
-                                              "branch moves."))
-    ScannerState.objects.update_or_create(reference=ref, scanner=scanner.name,
-                                          defaults={"commit": ref.head_commit, "ok": True, "message": ""})
+        sync_log_record(
+            integration=integration,
+            operation=Operation.SYNC,
+            project=project,
+            level=Level.WARNING,
+            classified=Classified(
+                Category.UNEXPECTED,
+                f"{project.full_name}: {warning}",
+                "Fix the file in the repository; the scanner reads it again when the branch moves.",
+            ),
+        )
+    ScannerState.objects.update_or_create(
+        reference=ref, scanner=scanner.name, defaults={"commit": ref.head_commit, "ok": True, "message": ""}
+    )
     return result
 
 

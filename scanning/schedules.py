@@ -15,10 +15,18 @@ from django_q.models import Schedule
 def schedules_ensure() -> list[str]:
     """Create or correct the schedules; returns the names that changed."""
     wanted = {
-        "dispatch-due-scans": {"func": "scanning.tasks.dispatch_due_scans_task", "schedule_type": Schedule.MINUTES,
-                               "minutes": settings.SCAN_DISPATCH_MINUTES, "repeats": -1},
-        "prune-sync-logs": {"func": "scanning.tasks.prune_sync_logs_task", "schedule_type": Schedule.DAILY,
-                            "minutes": None, "repeats": -1},
+        "dispatch-due-scans": {
+            "func": "scanning.tasks.dispatch_due_scans_task",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.SCAN_DISPATCH_MINUTES,
+            "repeats": -1,
+        },
+        "prune-sync-logs": {
+            "func": "scanning.tasks.prune_sync_logs_task",
+            "schedule_type": Schedule.DAILY,
+            "minutes": None,
+            "repeats": -1,
+        },
     }
     changed = []
     for name, fields in wanted.items():

@@ -16,9 +16,12 @@ from scanning.models import DependencyPackage, PostureFinding, PostureRule, Pull
 def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = "") -> QuerySet | list:
     """Packages in the tenant's default branches. ``below`` keeps versions lower than it
     (those whose version cannot be read are kept too, flagged, since they may be affected)."""
-    qs = (DependencyPackage.objects.filter(reference__project__namespace__tenant=tenant, reference__is_default=True)
-          .exclude(reference__project__integration__status=IntegrationStatus.DELETING)
-          .select_related("reference__project").order_by("name", "reference__project__full_name", "manifest_path"))
+    qs = (
+        DependencyPackage.objects.filter(reference__project__namespace__tenant=tenant, reference__is_default=True)
+        .exclude(reference__project__integration__status=IntegrationStatus.DELETING)
+        .select_related("reference__project")
+        .order_by("name", "reference__project__full_name", "manifest_path")
+    )
     if name:
         qs = qs.filter(name__iexact=name.strip())
     if ecosystem:
@@ -37,8 +40,16 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
     return rows
 
 
-PURL_TYPES = {"npm": "npm", "pypi": "pypi", "maven": "maven", "go": "golang", "cargo": "cargo", "gem": "gem",
-              "composer": "composer", "nuget": "nuget"}
+PURL_TYPES = {
+    "npm": "npm",
+    "pypi": "pypi",
+    "maven": "maven",
+    "go": "golang",
+    "cargo": "cargo",
+    "gem": "gem",
+    "composer": "composer",
+    "nuget": "nuget",
+}
 
 
 def purl(package: DependencyPackage) -> str:
@@ -48,8 +59,11 @@ def purl(package: DependencyPackage) -> str:
         name = name.replace(":", "/", 1)
     elif package.ecosystem == "npm" and name.startswith("@"):
         name = "%40" + name[1:]
-    version = package.version if comparable_version(package.version) is not None and not package.version.startswith(
-        ("^", "~", ">", "<", "=")) else ""
+    version = (
+        package.version
+        if comparable_version(package.version) is not None and not package.version.startswith(("^", "~", ">", "<", "="))
+        else ""
+    )
     return f"pkg:{kind}/{name}" + (f"@{version}" if version else "")
 
 
@@ -58,47 +72,89 @@ def reference_sbom(*, reference: Reference) -> dict:
     project = reference.project
     components = []
     for package in reference.packages.order_by("ecosystem", "name", "version"):
-        components.append({
-            "type": "library", "name": package.name, "version": package.version, "purl": purl(package),
-            "bom-ref": f"{purl(package)}#{package.manifest_path}",
-            "scope": "optional" if package.dev else "required",
-            "properties": [{"name": "portal:manifest", "value": package.manifest_path},
-                           {"name": "portal:direct", "value": str(package.direct).lower()}],
-        })
+        components.append(
+            {
+                "type": "library",
+                "name": package.name,
+                "version": package.version,
+                "purl": purl(package),
+                "bom-ref": f"{purl(package)}#{package.manifest_path}",
+                "scope": "optional" if package.dev else "required",
+                "properties": [
+                    {"name": "portal:manifest", "value": package.manifest_path},
+                    {"name": "portal:direct", "value": str(package.direct).lower()},
+                ],
+            }
+        )
     return {
-        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
         "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{project.full_name}@{reference.head_commit}')}",
-        "metadata": {"timestamp": timezone.now().isoformat(), "tools": {"components": [
-            {"type": "application", "name": "bitbucket-portal"}]},
-            "component": {"type": "application", "name": project.full_name or project.name,
-                          "version": reference.head_commit or reference.name,
-                          "bom-ref": f"{project.full_name}@{reference.name}"}},
+        "metadata": {
+            "timestamp": timezone.now().isoformat(),
+            "tools": {"components": [{"type": "application", "name": "bitbucket-portal"}]},
+            "component": {
+                "type": "application",
+                "name": project.full_name or project.name,
+                "version": reference.head_commit or reference.name,
+                "bom-ref": f"{project.full_name}@{reference.name}",
+            },
+        },
         "components": components,
     }
 
 
 def posture_overview(*, tenant) -> dict:
     """Pass rate per rule over the projects the posture scanner has read, worst projects first."""
-    evaluated = Project.objects.filter(namespace__tenant=tenant, references__is_default=True,
-                                       references__scanner_states__scanner="posture",
-                                       references__scanner_states__ok=True).distinct()
+    evaluated = Project.objects.filter(
+        namespace__tenant=tenant,
+        references__is_default=True,
+        references__scanner_states__scanner="posture",
+        references__scanner_states__ok=True,
+    ).distinct()
     total = evaluated.count()
-    failing = dict(PostureFinding.objects.filter(project__in=evaluated, resolved_at__isnull=True)
-                   .values_list("rule").annotate(n=Count("id")))
-    rules = [{"rule": value, "label": label, "failing": failing.get(value, 0), "passing": total - failing.get(value, 0),
-              "pass_rate": round(100 * (total - failing.get(value, 0)) / total) if total else None}
-             for value, label in PostureRule.choices]
-    worst = (evaluated.annotate(open_findings=Count("posture_findings", filter=Q(posture_findings__resolved_at__isnull=True)))
-             .filter(open_findings__gt=0).order_by("-open_findings", "full_name"))
+    failing = dict(
+        PostureFinding.objects.filter(project__in=evaluated, resolved_at__isnull=True)
+        .values_list("rule")
+        .annotate(n=Count("id"))
+    )
+    rules = [
+        {
+            "rule": value,
+            "label": label,
+            "failing": failing.get(value, 0),
+            "passing": total - failing.get(value, 0),
+            "pass_rate": round(100 * (total - failing.get(value, 0)) / total) if total else None,
+        }
+        for value, label in PostureRule.choices
+    ]
+    worst = (
+        evaluated.annotate(
+            open_findings=Count("posture_findings", filter=Q(posture_findings__resolved_at__isnull=True))
+        )
+        .filter(open_findings__gt=0)
+        .order_by("-open_findings", "full_name")
+    )
     return {"evaluated": total, "rules": rules, "worst": worst}
 
 
 def csv_rows(packages) -> Iterator[list[str]]:
     yield ["repository", "branch", "ecosystem", "package", "version", "direct", "dev", "manifest"]
     for p in packages:
-        yield [csv_safe(v) for v in (p.reference.project.full_name, p.reference.name, p.ecosystem, p.name,
-                                     p.version, "yes" if p.direct else "no", "yes" if p.dev else "no",
-                                     p.manifest_path)]
+        yield [
+            csv_safe(v)
+            for v in (
+                p.reference.project.full_name,
+                p.reference.name,
+                p.ecosystem,
+                p.name,
+                p.version,
+                "yes" if p.direct else "no",
+                "yes" if p.dev else "no",
+                p.manifest_path,
+            )
+        ]
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -111,9 +167,6 @@ def csv_safe(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-
-
-
 def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySet:
     """Pull requests (of one project, if given), newest activity first, each with
     ``latest_scan_id``, ``latest_status`` and ``latest_description`` of its most recent
@@ -121,13 +174,15 @@ def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySe
 
     latest = PullRequestScan.objects.filter(pull_request=OuterRef("pk")).order_by("-queued_at", "-id")
     qs = PullRequest.objects.all() if project is None else PullRequest.objects.filter(project=project)
-    return (qs.annotate(latest_scan_id=Subquery(latest.values("id")[:1]),
-                        latest_status=Subquery(latest.values("status")[:1]),
-                        latest_description=Subquery(latest.values("description")[:1]))
-            .order_by("-last_event_at", "-id"))
+    return qs.annotate(
+        latest_scan_id=Subquery(latest.values("id")[:1]),
+        latest_status=Subquery(latest.values("status")[:1]),
+        latest_description=Subquery(latest.values("description")[:1]),
+    ).order_by("-last_event_at", "-id")
 
 
 def pr_scans_visible(*, tenant) -> QuerySet:
     """PR scans of the tenant's projects."""
-    return (PullRequestScan.objects.filter(pull_request__project__namespace__tenant=tenant)
-            .select_related("pull_request__project__integration"))
+    return PullRequestScan.objects.filter(pull_request__project__namespace__tenant=tenant).select_related(
+        "pull_request__project__integration"
+    )

@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 class ScanAlreadyRunning(Exception):
     def __init__(self, scan_run: ScanRun | None) -> None:
         self.scan_run = scan_run
-        super().__init__(f"A scan of this integration is already {scan_run.status if scan_run else 'running'}"
-                         + (f" (scan #{scan_run.pk})." if scan_run else "."))
+        super().__init__(
+            f"A scan of this integration is already {scan_run.status if scan_run else 'running'}"
+            + (f" (scan #{scan_run.pk})." if scan_run else ".")
+        )
 
 
 def next_scan_time(integration: Integration, after: datetime) -> datetime:
@@ -58,22 +60,30 @@ def org_rescan_request(*, integration: Integration, trigger: str, actor: Actor) 
         raise ValidationError(f"Unknown trigger {trigger!r}.")
     try:
         with transaction.atomic():
-            run = ScanRun.objects.create(integration=integration, trigger=trigger, status=ScanStatus.QUEUED,
-                                         requested_by=actor_or_none(actor))
-            audit(actor=actor, action="integration.rescan", target=integration, tenant=integration.tenant,
-                  details={"scan_run": run.pk, "trigger": trigger})
+            run = ScanRun.objects.create(
+                integration=integration, trigger=trigger, status=ScanStatus.QUEUED, requested_by=actor_or_none(actor)
+            )
+            audit(
+                actor=actor,
+                action="integration.rescan",
+                target=integration,
+                tenant=integration.tenant,
+                details={"scan_run": run.pk, "trigger": trigger},
+            )
             transaction.on_commit(lambda: enqueue("scanning.tasks.scan_run_task", run.pk))
     except IntegrityError:
-        raise ScanAlreadyRunning(ScanRun.objects.filter(integration=integration,
-                                                        status__in=ACTIVE_SCAN_STATUSES).first()) from None
+        raise ScanAlreadyRunning(
+            ScanRun.objects.filter(integration=integration, status__in=ACTIVE_SCAN_STATUSES).first()
+        ) from None
     return run
 
 
 def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = None) -> ScanRun:
     """Run a queued scan to the end. Safe to call twice: only one caller claims it."""
     now = timezone.now()
-    if not ScanRun.objects.filter(pk=scan_run_id, status=ScanStatus.QUEUED).update(status=ScanStatus.RUNNING,
-                                                                                    started_at=now, heartbeat_at=now):
+    if not ScanRun.objects.filter(pk=scan_run_id, status=ScanStatus.QUEUED).update(
+        status=ScanStatus.RUNNING, started_at=now, heartbeat_at=now
+    ):
         return ScanRun.objects.get(pk=scan_run_id)
     run = ScanRun.objects.select_related("integration__root_namespace", "integration__tenant").get(pk=scan_run_id)
     integration = run.integration
@@ -85,20 +95,24 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         sync = OrgSync(run, client=client)
         outcome = sync.execute()
         status = ScanStatus.PARTIAL if outcome.problems else ScanStatus.SUCCEEDED
-        summary = (f"{outcome.problems} repositories could not be read completely." if outcome.problems else "")
+        summary = f"{outcome.problems} repositories could not be read completely." if outcome.problems else ""
         try:
             webhooks_sync(integration=integration, client=sync.client)
         except bb.RateLimited:
             pass  # the next scan registers it
         if outcome.scanners_deferred:
-            summary = (summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
-                                 "hour, continues.").strip()
+            summary = (
+                summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
+                "hour, continues."
+            ).strip()
     except WorkerStopping:
         # The cluster is shutting down: end this scan and queue the one that resumes it (it
         # waits in the queue for the next cluster), then let the worker exit.
         ScanRun.objects.filter(pk=run.pk, status=ScanStatus.RUNNING).update(
-            status=ScanStatus.FAILED, finished_at=timezone.now(),
-            summary="The task cluster was stopped during this scan; a new scan picks up where it stopped.")
+            status=ScanStatus.FAILED,
+            finished_at=timezone.now(),
+            summary="The task cluster was stopped during this scan; a new scan picks up where it stopped.",
+        )
         try:
             org_rescan_request(integration=integration, trigger=Trigger.SCHEDULE, actor=None)
         except (ScanAlreadyRunning, ValidationError):
@@ -106,14 +120,16 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         raise
     except ScanAbandoned:
         # The dispatcher ended this scan as stale and queued its successor: write nothing more.
-        logger.warning("Scan %s of integration %s was ended while this worker ran it; stopping", run.pk,
-                       integration.pk)
+        logger.warning("Scan %s of integration %s was ended while this worker ran it; stopping", run.pk, integration.pk)
         return ScanRun.objects.get(pk=run.pk)
     except ListingIncomplete as exc:
         classified = classify(exc.__cause__ or exc, auth_method=integration.auth_method)
-        entry = sync_log_record(integration=integration, operation=Operation.SYNC, classified=classified,
-                                message="The scan stopped while listing Bitbucket, so nothing was removed: "
-                                        + classified.message)
+        entry = sync_log_record(
+            integration=integration,
+            operation=Operation.SYNC,
+            classified=classified,
+            message="The scan stopped while listing Bitbucket, so nothing was removed: " + classified.message,
+        )
         summary = entry.message
     except bb.BitbucketError as exc:
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
@@ -127,8 +143,9 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     return _finish(run, integration, sync, status, summary, started=now)
 
 
-def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status: str, summary: str, *,
-            started: datetime) -> ScanRun:
+def _finish(
+    run: ScanRun, integration: Integration, sync: OrgSync | None, status: str, summary: str, *, started: datetime
+) -> ScanRun:
     finished = timezone.now()
     run.refresh_from_db(fields=["progress_done", "progress_total"])
     run.status, run.finished_at, run.summary = status, finished, summary[:2000]
@@ -147,8 +164,15 @@ def _finish(run: ScanRun, integration: Integration, sync: OrgSync | None, status
     Integration.objects.filter(pk=integration.pk).update(**fields)
     if status == ScanStatus.SUCCEEDED:
         sync_logs_resolve(integration=integration, scan_run_id=run.pk, before=started)
-    logger.info("Scan %s of %s: %s (%s REST, %s git) %s", run.pk, integration, status, run.rest_requests,
-                run.git_requests, run.counts)
+    logger.info(
+        "Scan %s of %s: %s (%s REST, %s git) %s",
+        run.pk,
+        integration,
+        status,
+        run.rest_requests,
+        run.git_requests,
+        run.counts,
+    )
     return run
 
 
@@ -165,15 +189,19 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
     """
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.SCAN_STALE_SECONDS)
-    stale_runs = list(ScanRun.objects.filter(status=ScanStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True, started_at__lt=now - stale_after))
-        .select_related("integration"))
+    stale_runs = list(
+        ScanRun.objects.filter(status=ScanStatus.RUNNING)
+        .filter(Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True, started_at__lt=now - stale_after))
+        .select_related("integration")
+    )
     resumed = 0
     for run in stale_runs:
         if not ScanRun.objects.filter(pk=run.pk, status=ScanStatus.RUNNING).update(
-                status=ScanStatus.FAILED, finished_at=now,
-                summary="The worker running this scan stopped (no sign of life for "
-                        f"{settings.SCAN_STALE_SECONDS} seconds); a new scan picks up where it stopped."):
+            status=ScanStatus.FAILED,
+            finished_at=now,
+            summary="The worker running this scan stopped (no sign of life for "
+            f"{settings.SCAN_STALE_SECONDS} seconds); a new scan picks up where it stopped.",
+        ):
             continue
         if run.integration.status in (IntegrationStatus.ACTIVE, IntegrationStatus.ERROR):
             try:
@@ -182,7 +210,8 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
             except ScanAlreadyRunning:
                 pass
     lost = ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - stale_after).filter(
-        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after))
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after)
+    )
     requeued = 0
     for run_id in list(lost.values_list("pk", flat=True)[:100]):
         ScanRun.objects.filter(pk=run_id).update(heartbeat_at=now)  # when it was last handed to the queue
@@ -191,15 +220,20 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
     task_stale = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 300)
     stale = len(stale_runs)
     stale += ScanRun.objects.filter(status=ScanStatus.QUEUED, queued_at__lt=now - task_stale * 4).update(
-        status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?")
+        status=ScanStatus.FAILED, finished_at=now, summary="The scan was never picked up; is the task cluster running?"
+    )
     stale += PullRequestScan.objects.filter(
         Q(status=PullRequestScan.Status.RUNNING, started_at__lt=now - task_stale)
-        | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - task_stale * 4)).update(
-        status=PullRequestScan.Status.ERROR, finished_at=now,
-        description="The portal could not finish the scan: its worker stopped. Scan again from the portal.")
+        | Q(status=PullRequestScan.Status.QUEUED, queued_at__lt=now - task_stale * 4)
+    ).update(
+        status=PullRequestScan.Status.ERROR,
+        finished_at=now,
+        description="The portal could not finish the scan: its worker stopped. Scan again from the portal.",
+    )
     queued = skipped = 0
-    due = Integration.objects.filter(status__in=[IntegrationStatus.ACTIVE, IntegrationStatus.ERROR],
-                                     next_scan_at__lte=now).select_related("tenant")
+    due = Integration.objects.filter(
+        status__in=[IntegrationStatus.ACTIVE, IntegrationStatus.ERROR], next_scan_at__lte=now
+    ).select_related("tenant")
     for integration in due:
         try:
             org_rescan_request(integration=integration, trigger=Trigger.SCHEDULE, actor=None)
@@ -216,13 +250,24 @@ def integration_test_configuration(*, integration: Integration, actor: Actor) ->
     as sync log entries (operation: verify) with their remediation hints."""
     report = verify_connection(
         target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
-        credentials=integration_get_credentials(integration=integration), scanners=integration.scanners,
-        pr_enabled=integration.pr_config["enabled"])
+        credentials=integration_get_credentials(integration=integration),
+        scanners=integration.scanners,
+        pr_enabled=integration.pr_config["enabled"],
+    )
     for check in report.failures() + report.warnings():
         if check.error is not None:
-            sync_log_record(integration=integration, operation=Operation.VERIFY, exc=check.error,
-                            level=Level.ERROR if check.required else Level.WARNING,
-                            message=f"{check.name}: {classify(check.error, auth_method=integration.auth_method).message}")
-    audit(actor=actor, action="integration.verify", target=integration, tenant=integration.tenant,
-          details={"ok": report.ok, "missing_scopes": report.missing_scopes})
+            sync_log_record(
+                integration=integration,
+                operation=Operation.VERIFY,
+                exc=check.error,
+                level=Level.ERROR if check.required else Level.WARNING,
+                message=f"{check.name}: {classify(check.error, auth_method=integration.auth_method).message}",
+            )
+    audit(
+        actor=actor,
+        action="integration.verify",
+        target=integration,
+        tenant=integration.tenant,
+        details={"ok": report.ok, "missing_scopes": report.missing_scopes},
+    )
     return report

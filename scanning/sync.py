@@ -41,8 +41,17 @@ from synclogs.services import sync_log_record
 
 logger = logging.getLogger(__name__)
 
-PROJECT_COMPARED = ("namespace_id", "name", "slug", "full_name", "is_private", "language", "main_branch", "web_url",
-                    "remote_updated_on")
+PROJECT_COMPARED = (
+    "namespace_id",
+    "name",
+    "slug",
+    "full_name",
+    "is_private",
+    "language",
+    "main_branch",
+    "web_url",
+    "remote_updated_on",
+)
 
 
 MEMBERS = "members"  # the key in Integration.refused_features
@@ -94,8 +103,13 @@ class Outcome:
 
 
 class OrgSync:
-    def __init__(self, scan_run: ScanRun | None = None, *, integration: Integration | None = None,
-                 client: bb.BitbucketClient | None = None) -> None:
+    def __init__(
+        self,
+        scan_run: ScanRun | None = None,
+        *,
+        integration: Integration | None = None,
+        client: bb.BitbucketClient | None = None,
+    ) -> None:
         """With a scan run for a scan; with just an integration for :meth:`refresh_repository`."""
         self.run = scan_run
         self.integration: Integration = integration or scan_run.integration
@@ -118,14 +132,17 @@ class OrgSync:
         if self.outcome.git_fallbacks:
             names = ", ".join(self.outcome.git_fallbacks[:10]) + ("..." if len(self.outcome.git_fallbacks) > 10 else "")
             sync_log_record(
-                integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
+                integration=self.integration,
+                operation=Operation.SYNC,
+                level=Level.WARNING,
                 classified=Classified(
                     Category.INSUFFICIENT_PERMISSIONS,
                     f"git access was refused for {len(self.outcome.git_fallbacks)} repositories ({names}); "
                     "their head commits were read over REST instead.",
                     "Reading heads over REST spends the hourly REST budget (one request per repository). Give the "
                     "credential repository read access over git (access tokens need the repository scope; API "
-                    "tokens read:repository:bitbucket) so scans use git's separate limit."),
+                    "tokens read:repository:bitbucket) so scans use git's separate limit.",
+                ),
             )
         return self.outcome
 
@@ -142,14 +159,22 @@ class OrgSync:
         project_key = (repo.get("project") or {}).get("key")
         if workspace != self.ws or (self.integration.project_key and project_key != self.integration.project_key):
             return None
-        namespace_by_key = dict(Namespace.objects.filter(integration=self.integration, managed=True)
-                                .exclude(remote_key="").values_list("remote_key", "pk"))
+        namespace_by_key = dict(
+            Namespace.objects.filter(integration=self.integration, managed=True)
+            .exclude(remote_key="")
+            .values_list("remote_key", "pk")
+        )
         if project_key and project_key not in namespace_by_key:
             return None
         existing = self._existing_projects(remote_uuid=repo["uuid"])
         namespace_id = namespace_by_key.get(project_key, self.integration.root_namespace_id)
-        taken = {namespace_id: set(Project.objects.filter(namespace_id=namespace_id).exclude(
-            remote_uuid=repo["uuid"]).values_list("slug", flat=True))}
+        taken = {
+            namespace_id: set(
+                Project.objects.filter(namespace_id=namespace_id)
+                .exclude(remote_uuid=repo["uuid"])
+                .values_list("slug", flat=True)
+            )
+        }
         row = self._desired(repo, namespace_by_key, existing.get(repo["uuid"]), taken)
         if row is None:
             return f"{full_name} unchanged"
@@ -166,15 +191,27 @@ class OrgSync:
         """Managed child namespaces for each Bitbucket project; returns {project key: namespace id}."""
         root = self.integration.root_namespace
         remote = self._remote_projects()
-        existing = {ns.remote_uuid: ns for ns in Namespace.objects.filter(integration=self.integration, parent=root)
-                    .exclude(remote_uuid="")}
+        existing = {
+            ns.remote_uuid: ns
+            for ns in Namespace.objects.filter(integration=self.integration, parent=root).exclude(remote_uuid="")
+        }
         taken = set(Namespace.objects.filter(parent=root).values_list("slug", flat=True))
         new = [p for p in remote if p["uuid"] not in existing]
         slugs = assign_slugs([(p["uuid"], p.get("name") or p["key"]) for p in new], taken=taken)
-        to_create = [Namespace(tenant_id=root.tenant_id, parent=root, name=p.get("name") or p["key"],
-                               slug=slugs[p["uuid"]], managed=True, integration=self.integration,
-                               remote_uuid=p["uuid"], remote_key=p["key"], description=p.get("description") or "")
-                     for p in new]
+        to_create = [
+            Namespace(
+                tenant_id=root.tenant_id,
+                parent=root,
+                name=p.get("name") or p["key"],
+                slug=slugs[p["uuid"]],
+                managed=True,
+                integration=self.integration,
+                remote_uuid=p["uuid"],
+                remote_key=p["key"],
+                description=p.get("description") or "",
+            )
+            for p in new
+        ]
         to_update = []
         for p in remote:
             ns = existing.get(p["uuid"])
@@ -191,8 +228,10 @@ class OrgSync:
         self.counts.add("namespaces", "created", len(to_create))
         self.counts.add("namespaces", "updated", len(to_update))
         self._remote_project_uuids = {p["uuid"] for p in remote}
-        by_uuid = {ns.remote_uuid: ns.pk for ns in Namespace.objects.filter(integration=self.integration,
-                                                                               parent=root).exclude(remote_uuid="")}
+        by_uuid = {
+            ns.remote_uuid: ns.pk
+            for ns in Namespace.objects.filter(integration=self.integration, parent=root).exclude(remote_uuid="")
+        }
         return {p["key"]: by_uuid[p["uuid"]] for p in remote}
 
     # --- Repositories -> projects and references -----------------------------------------------
@@ -200,8 +239,9 @@ class OrgSync:
         existing = self._existing_projects()
         # Slugs taken in each namespace, kept current as repositories are placed.
         taken: dict[int, set[str]] = {}
-        for ns_id, slug in Project.objects.filter(namespace_id__in=set(namespace_by_key.values()) | {
-                self.integration.root_namespace_id}).values_list("namespace_id", "slug"):
+        for ns_id, slug in Project.objects.filter(
+            namespace_id__in=set(namespace_by_key.values()) | {self.integration.root_namespace_id}
+        ).values_list("namespace_id", "slug"):
             taken.setdefault(ns_id, set()).add(slug)
         seen: set[str] = set()
         done = 0
@@ -220,31 +260,41 @@ class OrgSync:
                     self._apply(changed, existing)
                 done += len(values)
                 self.heartbeat()
-                ScanRun.objects.filter(pk=self.run.pk).update(progress_done=done, rest_requests=self.client.stats.rest,
-                                                              git_requests=self.client.stats.git)
+                ScanRun.objects.filter(pk=self.run.pk).update(
+                    progress_done=done, rest_requests=self.client.stats.rest, git_requests=self.client.stats.git
+                )
         except bb.BitbucketError as exc:
             raise ListingIncomplete(str(exc)) from exc
         return seen
 
     def _existing_projects(self, **filters) -> dict[str, tuple]:
         """{remote uuid: (pk, *PROJECT_COMPARED)}: what ``_desired`` compares against."""
-        return {row[0]: row[1:] for row in Project.objects.filter(integration=self.integration, **filters)
-                .values_list("remote_uuid", "pk", *PROJECT_COMPARED)}
+        return {
+            row[0]: row[1:]
+            for row in Project.objects.filter(integration=self.integration, **filters).values_list(
+                "remote_uuid", "pk", *PROJECT_COMPARED
+            )
+        }
 
-    def _desired(self, repo: dict, namespace_by_key: dict[str, int], old: tuple | None,
-                 taken: dict[int, set[str]]) -> dict | None:
+    def _desired(
+        self, repo: dict, namespace_by_key: dict[str, int], old: tuple | None, taken: dict[int, set[str]]
+    ) -> dict | None:
         """The row this repository should be, or None when nothing changed."""
         project_key = (repo.get("project") or {}).get("key")
         namespace_id = namespace_by_key.get(project_key, self.integration.root_namespace_id)
         updated_on = parse_datetime(repo["updated_on"]) if repo.get("updated_on") else None
         fields = {
-            "namespace_id": namespace_id, "name": repo.get("name") or repo["slug"],
-            "full_name": repo.get("full_name") or f"{self.ws}/{repo['slug']}", "is_private": bool(repo.get("is_private")),
-            "language": repo.get("language") or "", "main_branch": (repo.get("mainbranch") or {}).get("name") or "",
-            "web_url": ((repo.get("links") or {}).get("html") or {}).get("href", ""), "remote_updated_on": updated_on,
+            "namespace_id": namespace_id,
+            "name": repo.get("name") or repo["slug"],
+            "full_name": repo.get("full_name") or f"{self.ws}/{repo['slug']}",
+            "is_private": bool(repo.get("is_private")),
+            "language": repo.get("language") or "",
+            "main_branch": (repo.get("mainbranch") or {}).get("name") or "",
+            "web_url": ((repo.get("links") or {}).get("html") or {}).get("href", ""),
+            "remote_updated_on": updated_on,
         }
         if old is not None:
-            old_fields = dict(zip(PROJECT_COMPARED, old[1:]))
+            old_fields = dict(zip(PROJECT_COMPARED, old[1:], strict=True))
             base = slugify_name(repo["slug"])
             slug = old_fields["slug"]
             if old_fields["namespace_id"] != namespace_id or not (slug == base or slug.startswith(base + "-")):
@@ -262,30 +312,44 @@ class OrgSync:
     def _apply(self, changed: list[tuple[dict, dict]], existing: dict[str, tuple]) -> None:
         heads = self._read_heads([repo["slug"] for repo, _ in changed])
         now = timezone.now()
-        objs = [Project(integration=self.integration, remote_uuid=repo["uuid"], last_scanned_at=now, **row)
-                for repo, row in changed]
+        objs = [
+            Project(integration=self.integration, remote_uuid=repo["uuid"], last_scanned_at=now, **row)
+            for repo, row in changed
+        ]
         with transaction.atomic():
             Project.objects.bulk_create(
-                objs, update_conflicts=True, unique_fields=["integration", "remote_uuid"],
-                update_fields=[*[f for f in PROJECT_COMPARED], "last_scanned_at", "updated_at"])
-            ids = dict(Project.objects.filter(integration=self.integration,
-                                              remote_uuid__in=[repo["uuid"] for repo, _ in changed])
-                       .values_list("remote_uuid", "pk"))
+                objs,
+                update_conflicts=True,
+                unique_fields=["integration", "remote_uuid"],
+                update_fields=[*[f for f in PROJECT_COMPARED], "last_scanned_at", "updated_at"],
+            )
+            ids = dict(
+                Project.objects.filter(
+                    integration=self.integration, remote_uuid__in=[repo["uuid"] for repo, _ in changed]
+                ).values_list("remote_uuid", "pk")
+            )
             created = sum(1 for repo, _ in changed if repo["uuid"] not in existing)
             self.counts.add("projects", "created", created)
             self.counts.add("projects", "updated", len(changed) - created)
-            self._write_references([(ids[repo["uuid"]], row["main_branch"], heads.get(repo["slug"]))
-                                    for repo, row in changed])
+            self._write_references(
+                [(ids[repo["uuid"]], row["main_branch"], heads.get(repo["slug"])) for repo, row in changed]
+            )
         for repo, row in changed:
             existing[repo["uuid"]] = (ids[repo["uuid"]], *[row[k] for k in PROJECT_COMPARED])
 
     def _read_heads(self, slugs: list[str]) -> dict[str, dict[str, str] | None]:
         """Branch heads per repository: git ref advertisement, REST where git is refused.
         None for a repository whose heads could not be read (its references stay as they are)."""
+
         def read(slug: str) -> tuple[str, dict[str, str] | None, BaseException | None, bool]:
             try:
                 refs = self.client.git_refs(self.ws, slug)
-                return slug, {n[len("refs/heads/"):]: h for n, h in refs.items() if n.startswith("refs/heads/")}, None, False
+                return (
+                    slug,
+                    {n[len("refs/heads/") :]: h for n, h in refs.items() if n.startswith("refs/heads/")},
+                    None,
+                    False,
+                )
             except (bb.Unauthorized, bb.Forbidden):
                 try:
                     branches = {b["name"]: b["target"]["hash"] for b in self.client.branches(f"{self.ws}/{slug}")}
@@ -303,10 +367,17 @@ class OrgSync:
                     self.outcome.git_fallbacks.append(slug)
                 if error is not None:
                     self.outcome.problems += 1
-                    project = Project.objects.filter(integration=self.integration, full_name=f"{self.ws}/{slug}").first()
-                    sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=error,
-                                    project=project, level=Level.WARNING,
-                                    message=f"Could not read the branches of {self.ws}/{slug}: {error}")
+                    project = Project.objects.filter(
+                        integration=self.integration, full_name=f"{self.ws}/{slug}"
+                    ).first()
+                    sync_log_record(
+                        integration=self.integration,
+                        operation=Operation.SYNC,
+                        exc=error,
+                        project=project,
+                        level=Level.WARNING,
+                        message=f"Could not read the branches of {self.ws}/{slug}: {error}",
+                    )
         return results
 
     def _write_references(self, rows: list[tuple[int, str, dict[str, str] | None]]) -> None:
@@ -319,31 +390,49 @@ class OrgSync:
             names |= {b for b in heads if branch_matches(b, self.integration.tracked_branches)}
             keep[project_id] = names
             for name in sorted(names):
-                wanted.append(Reference(project_id=project_id, kind=ReferenceKind.BRANCH, name=name,
-                                        head_commit=heads.get(name, ""), is_default=(name == main)))
+                wanted.append(
+                    Reference(
+                        project_id=project_id,
+                        kind=ReferenceKind.BRANCH,
+                        name=name,
+                        head_commit=heads.get(name, ""),
+                        is_default=(name == main),
+                    )
+                )
         if not readable:
             return
         project_ids = [pid for pid, _, _ in readable]
-        current = {(pid, name): (head, default) for pid, name, head, default in Reference.objects.filter(
-            project_id__in=project_ids, kind=ReferenceKind.BRANCH).values_list("project_id", "name", "head_commit",
-                                                                               "is_default")}
+        current = {
+            (pid, name): (head, default)
+            for pid, name, head, default in Reference.objects.filter(
+                project_id__in=project_ids, kind=ReferenceKind.BRANCH
+            ).values_list("project_id", "name", "head_commit", "is_default")
+        }
         stale = [(pid, name) for (pid, name) in current if name not in keep.get(pid, set())]
         if stale:
             for pid in {pid for pid, _ in stale}:
                 names = [name for p, name in stale if p == pid]
-                for qs in cascade_querysets(Reference.objects.filter(project_id=pid, kind=ReferenceKind.BRANCH,
-                                                                     name__in=names)):
+                for qs in cascade_querysets(
+                    Reference.objects.filter(project_id=pid, kind=ReferenceKind.BRANCH, name__in=names)
+                ):
                     qs.delete()
             self.counts.add("references", "removed", len(stale))
         # A main branch that moved: clear the old default first (one default per project).
-        moved = [pid for pid, main, _ in readable
-                 if any(default and name != main for (p, name), (_, default) in current.items() if p == pid)]
+        moved = [
+            pid
+            for pid, main, _ in readable
+            if any(default and name != main for (p, name), (_, default) in current.items() if p == pid)
+        ]
         if moved:
             Reference.objects.filter(project_id__in=moved, is_default=True).update(is_default=False)
         changed = [r for r in wanted if current.get((r.project_id, r.name)) != (r.head_commit, r.is_default)]
         if changed:
-            Reference.objects.bulk_create(changed, update_conflicts=True, unique_fields=["project", "kind", "name"],
-                                          update_fields=["head_commit", "is_default", "updated_at"])
+            Reference.objects.bulk_create(
+                changed,
+                update_conflicts=True,
+                unique_fields=["project", "kind", "name"],
+                update_fields=["head_commit", "is_default", "updated_at"],
+            )
             created = sum(1 for r in changed if (r.project_id, r.name) not in current)
             self.counts.add("references", "created", created)
             self.counts.add("references", "updated", len(changed) - created)
@@ -351,21 +440,34 @@ class OrgSync:
     # --- Reconciliation (complete listings only) --------------------------------------------
     def _remove_missing(self, seen: set[str]) -> None:
         # Compared in Python: a list of every seen UUID would make a huge IN clause.
-        ids = [pk for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True)
-               .values_list("pk", "remote_uuid") if uuid not in seen]
+        ids = [
+            pk
+            for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True).values_list(
+                "pk", "remote_uuid"
+            )
+            if uuid not in seen
+        ]
         self.counts.add("projects", "removed", projects_purge(project_ids=ids))
         # Namespaces of projects that disappeared: removed when empty.
         root = self.integration.root_namespace
-        stale_ns = Namespace.objects.filter(integration=self.integration, parent=root).exclude(remote_uuid="").exclude(
-            remote_uuid__in=self._remote_project_uuids)
+        stale_ns = (
+            Namespace.objects.filter(integration=self.integration, parent=root)
+            .exclude(remote_uuid="")
+            .exclude(remote_uuid__in=self._remote_project_uuids)
+        )
         for ns in stale_ns:
             if ns.children.exists() or ns.projects.exists():
                 sync_log_record(
-                    integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
-                    classified=Classified(Category.UNEXPECTED,
-                                          f"Bitbucket project {ns.remote_key} is gone, but namespace '{ns.name}' still "
-                                          "holds namespaces or projects added by hand, so it was kept.",
-                                          "Move or delete what was added by hand; the next scan removes the namespace."))
+                    integration=self.integration,
+                    operation=Operation.SYNC,
+                    level=Level.WARNING,
+                    classified=Classified(
+                        Category.UNEXPECTED,
+                        f"Bitbucket project {ns.remote_key} is gone, but namespace '{ns.name}' still "
+                        "holds namespaces or projects added by hand, so it was kept.",
+                        "Move or delete what was added by hand; the next scan removes the namespace.",
+                    ),
+                )
                 continue
             ns.delete()
             self.counts.add("namespaces", "removed")
@@ -375,8 +477,12 @@ class OrgSync:
         selected = selected_scanners(self.integration)
         if not selected:
             return
-        refs = list(Reference.objects.filter(project__integration=self.integration, is_default=True)
-                    .exclude(head_commit="").select_related("project").order_by("project__full_name"))
+        refs = list(
+            Reference.objects.filter(project__integration=self.integration, is_default=True)
+            .exclude(head_commit="")
+            .select_related("project")
+            .order_by("project__full_name")
+        )
         pending = due(refs, selected)
         budget_end = self.client.stats.rest + settings.SCANNER_REST_BUDGET
         for index, (ref, scanner) in enumerate(pending):
@@ -398,12 +504,17 @@ class OrgSync:
     def _defer(self, remaining: int, why: str) -> None:
         self.outcome.scanners_deferred = remaining
         sync_log_record(
-            integration=self.integration, operation=Operation.SYNC, level=Level.WARNING,
-            classified=Classified(Category.RATE_LIMITED,
-                                  f"Scanners paused with {remaining} repository scan(s) left: {why}.",
-                                  "Nothing to do: the next scan, in about an hour, continues where this one "
-                                  "stopped. A larger SCANNER_REST_BUDGET or an access token (higher allowance) "
-                                  "finishes sooner."))
+            integration=self.integration,
+            operation=Operation.SYNC,
+            level=Level.WARNING,
+            classified=Classified(
+                Category.RATE_LIMITED,
+                f"Scanners paused with {remaining} repository scan(s) left: {why}.",
+                "Nothing to do: the next scan, in about an hour, continues where this one "
+                "stopped. A larger SCANNER_REST_BUDGET or an access token (higher allowance) "
+                "finishes sooner.",
+            ),
+        )
 
     # --- Members ------------------------------------------------------------------------------
     def _sync_members(self) -> None:
@@ -413,27 +524,45 @@ class OrgSync:
         if MEMBERS in self.integration.refused_features:
             return
         try:
-            remote = {m["user"]["uuid"]: m["user"] for m in self.client.members(self.ws)
-                      if m.get("user", {}).get("uuid")}
+            remote = {
+                m["user"]["uuid"]: m["user"] for m in self.client.members(self.ws) if m.get("user", {}).get("uuid")
+            }
         except (bb.Forbidden, bb.Unauthorized, bb.NotFound) as exc:
             refused = {**self.integration.refused_features, MEMBERS: str(exc)}
             Integration.objects.filter(pk=self.integration.pk).update(refused_features=refused)
             self.integration.refused_features = refused
-            sync_log_record(integration=self.integration, operation=Operation.SYNC, exc=exc, level=Level.WARNING,
-                            message=f"Workspace members were not read: {exc} The rest of the scan went on; members "
-                                    "are not asked for again until the credentials change.")
+            sync_log_record(
+                integration=self.integration,
+                operation=Operation.SYNC,
+                exc=exc,
+                level=Level.WARNING,
+                message=f"Workspace members were not read: {exc} The rest of the scan went on; members "
+                "are not asked for again until the credentials change.",
+            )
             return
         current = {m.uuid: m for m in Member.objects.filter(integration=self.integration)}
-        changed = [Member(integration=self.integration, uuid=u, account_id=d.get("account_id") or "",
-                          display_name=d.get("display_name") or "", nickname=d.get("nickname") or "")
-                   for u, d in remote.items()
-                   if u not in current or (current[u].account_id, current[u].display_name, current[u].nickname)
-                   != (d.get("account_id") or "", d.get("display_name") or "", d.get("nickname") or "")]
+        changed = [
+            Member(
+                integration=self.integration,
+                uuid=u,
+                account_id=d.get("account_id") or "",
+                display_name=d.get("display_name") or "",
+                nickname=d.get("nickname") or "",
+            )
+            for u, d in remote.items()
+            if u not in current
+            or (current[u].account_id, current[u].display_name, current[u].nickname)
+            != (d.get("account_id") or "", d.get("display_name") or "", d.get("nickname") or "")
+        ]
         gone = [u for u in current if u not in remote]
         with transaction.atomic():
             if changed:
-                Member.objects.bulk_create(changed, update_conflicts=True, unique_fields=["integration", "uuid"],
-                                           update_fields=["account_id", "display_name", "nickname", "updated_at"])
+                Member.objects.bulk_create(
+                    changed,
+                    update_conflicts=True,
+                    unique_fields=["integration", "uuid"],
+                    update_fields=["account_id", "display_name", "nickname", "updated_at"],
+                )
             if gone:
                 Member.objects.filter(integration=self.integration, uuid__in=gone).delete()
         created = sum(1 for m in changed if m.uuid not in current)

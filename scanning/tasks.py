@@ -8,10 +8,10 @@ from integrations import services as integration_services
 from integrations.bitbucket.client import BitbucketError
 from integrations.models import Integration
 from scanning import services
+from scanning.health import cluster_heartbeat
 from scanning.hooks import webhooks_remove, webhooks_sync
 from scanning.models import Trigger
 from scanning.pullrequests import pr_scan_execute
-from scanning.health import cluster_heartbeat
 from scanning.webhooks import deliveries_drain
 from synclogs.services import sync_logs_prune
 

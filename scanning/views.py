@@ -77,17 +77,25 @@ def rescan_all(request):
             started += 1
         except services.ScanAlreadyRunning:
             running += 1
-    messages.success(request, f"Rescan started for {started} integration(s)"
-                              + (f"; {running} already running." if running else "."))
+    messages.success(
+        request, f"Rescan started for {started} integration(s)" + (f"; {running} already running." if running else ".")
+    )
     return _back(request, reverse("portal:bitbucket_manage"))
 
 
 def scans_per_day(integration, days: int = 30) -> list[dict]:
     """[{date, succeeded, partial, failed, total}] for the last ``days`` days, oldest first."""
     since = timezone.now() - timedelta(days=days - 1)
-    rows = (ScanRun.objects.filter(integration=integration, queued_at__date__gte=since.date(),
-                                   status__in=[ScanStatus.SUCCEEDED, ScanStatus.PARTIAL, ScanStatus.FAILED])
-            .annotate(day=TruncDate("queued_at")).values("day", "status").annotate(n=Count("id")))
+    rows = (
+        ScanRun.objects.filter(
+            integration=integration,
+            queued_at__date__gte=since.date(),
+            status__in=[ScanStatus.SUCCEEDED, ScanStatus.PARTIAL, ScanStatus.FAILED],
+        )
+        .annotate(day=TruncDate("queued_at"))
+        .values("day", "status")
+        .annotate(n=Count("id"))
+    )
     by_day: dict = {}
     for row in rows:
         by_day.setdefault(row["day"], {})[row["status"]] = row["n"]
@@ -100,8 +108,9 @@ def scans_per_day(integration, days: int = 30) -> list[dict]:
         result.append(entry)
     peak = max([e["total"] for e in result] + [1])
     for e in result:  # bar heights in percent of the busiest day
-        e["h_succeeded"], e["h_partial"], e["h_failed"] = (round(100 * e[k] / peak) for k in
-                                                           ("succeeded", "partial", "failed"))
+        e["h_succeeded"], e["h_partial"], e["h_failed"] = (
+            round(100 * e[k] / peak) for k in ("succeeded", "partial", "failed")
+        )
     return result
 
 
@@ -109,23 +118,37 @@ def scans_per_day(integration, days: int = 30) -> list[dict]:
 def sync_log(request, pk: int | None = None):
     """One integration's sync log (with its scan chart), or the whole tenant's."""
     integration = get_integration(request, pk) if pk is not None else None
-    integration_ids = [integration.pk] if integration else list(tenant_integrations(request).values_list("pk", flat=True))
+    integration_ids = (
+        [integration.pk] if integration else list(tenant_integrations(request).values_list("pk", flat=True))
+    )
     category, operation = request.GET.get("category", ""), request.GET.get("operation", "")
     state, days = request.GET.get("state", ""), request.GET.get("days", "7") or "7"
     if not (days.isascii() and days.isdigit() and len(days) <= 4 and int(days) <= MAX_DAYS):
-        return HttpResponseBadRequest(f"days must be a whole number of days from 0 (all) to {MAX_DAYS}.",
-                                      content_type="text/plain")
+        return HttpResponseBadRequest(
+            f"days must be a whole number of days from 0 (all) to {MAX_DAYS}.", content_type="text/plain"
+        )
     window = int(days) or None
-    entries = sync_log_list(integration_ids=integration_ids, category=category if category in Category.values else "",
-                            operation=operation if operation in Operation.values else "",
-                            state=state if state in ("open", "resolved") else "", days=window)
+    entries = sync_log_list(
+        integration_ids=integration_ids,
+        category=category if category in Category.values else "",
+        operation=operation if operation in Operation.values else "",
+        state=state if state in ("open", "resolved") else "",
+        days=window,
+    )
     page = Paginator(entries.order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
-    return render(request, "portal/sync_log.html", {
-        "integration": integration, "page": page, "chart": scans_per_day(integration) if integration else None,
-        "categories": Category.choices, "operations": Operation.choices,
-        "filters": {"category": category, "operation": operation, "state": state, "days": days},
-        "recent_scans": ScanRun.objects.filter(integration=integration)[:10] if integration else [],
-    })
+    return render(
+        request,
+        "portal/sync_log.html",
+        {
+            "integration": integration,
+            "page": page,
+            "chart": scans_per_day(integration) if integration else None,
+            "categories": Category.choices,
+            "operations": Operation.choices,
+            "filters": {"category": category, "operation": operation, "state": state, "days": days},
+            "recent_scans": ScanRun.objects.filter(integration=integration)[:10] if integration else [],
+        },
+    )
 
 
 @tenant_view()
@@ -137,17 +160,30 @@ def scan_progress(request):
         integrations = integrations.filter(pk__in=[i for i in ids if i.isdigit()])
     latest_ids = integrations.annotate(last=Max("scan_runs__id")).values_list("last", flat=True)
     latest = {run.integration_id: run for run in ScanRun.objects.filter(pk__in=[i for i in latest_ids if i])}
-    return JsonResponse({"scans": [{
-        "integration": run.integration_id, "scan": run.pk, "status": run.status,
-        "active": run.status in ACTIVE_SCAN_STATUSES, "done": run.progress_done, "total": run.progress_total,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None, "summary": run.summary,
-    } for run in latest.values()]})
+    return JsonResponse(
+        {
+            "scans": [
+                {
+                    "integration": run.integration_id,
+                    "scan": run.pk,
+                    "status": run.status,
+                    "active": run.status in ACTIVE_SCAN_STATUSES,
+                    "done": run.progress_done,
+                    "total": run.progress_total,
+                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                    "summary": run.summary,
+                }
+                for run in latest.values()
+            ]
+        }
+    )
 
 
 @tenant_view()
 def scan_detail(request, pk: int):
-    run = get_object_or_404(ScanRun.objects.select_related("integration"), pk=pk,
-                            integration__in=tenant_integrations(request))
+    run = get_object_or_404(
+        ScanRun.objects.select_related("integration"), pk=pk, integration__in=tenant_integrations(request)
+    )
     return render(request, "portal/scan_detail.html", {"run": run})
 
 
@@ -164,11 +200,23 @@ def packages(request):
     if request.GET.get("format") == "csv" and not error:
         return _csv_response(rows, f"packages-{name or 'all'}.csv")
     page = Paginator(rows, 100).get_page(request.GET.get("page"))
-    ecosystems = DependencyPackage.objects.filter(reference__project__namespace__tenant=request.tenant) \
-        .values_list("ecosystem", flat=True).distinct().order_by("ecosystem")
-    return render(request, "portal/packages.html", {"page": page, "error": error, "ecosystems": ecosystems,
-                                                    "filters": {"name": name, "ecosystem": ecosystem, "below": below},
-                                                    "searched": bool(name or ecosystem or below)})
+    ecosystems = (
+        DependencyPackage.objects.filter(reference__project__namespace__tenant=request.tenant)
+        .values_list("ecosystem", flat=True)
+        .distinct()
+        .order_by("ecosystem")
+    )
+    return render(
+        request,
+        "portal/packages.html",
+        {
+            "page": page,
+            "error": error,
+            "ecosystems": ecosystems,
+            "filters": {"name": name, "ecosystem": ecosystem, "below": below},
+            "searched": bool(name or ecosystem or below),
+        },
+    )
 
 
 def _csv_response(rows, filename: str):
@@ -184,8 +232,9 @@ def _csv_response(rows, filename: str):
 
 @tenant_view()
 def reference_sbom_download(request, pk: int):
-    reference = get_object_or_404(Reference.objects.select_related("project"), pk=pk,
-                                  project__namespace__tenant=request.tenant)
+    reference = get_object_or_404(
+        Reference.objects.select_related("project"), pk=pk, project__namespace__tenant=request.tenant
+    )
     response = JsonResponse(reference_sbom(reference=reference), json_dumps_params={"indent": 2})
     name = (reference.project.full_name or reference.project.name).replace("/", "_")
     response["Content-Disposition"] = f'attachment; filename="{name}-{reference.name.replace("/", "_")}.cdx.json"'
@@ -208,8 +257,9 @@ def bitbucket_webhook(request, integration_uuid):
         return JsonResponse({"error": {"code": "too_large", "message": "Payload larger than 256 KB."}}, status=413)
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        delivery, new = delivery_receive(integration_uuid=integration_uuid, body=request.body, headers=headers,
-                                         source=client_ip(request))
+        delivery, new = delivery_receive(
+            integration_uuid=integration_uuid, body=request.body, headers=headers, source=client_ip(request)
+        )
     except Rejected as exc:
         return JsonResponse({"error": {"code": "rejected", "message": exc.message}}, status=exc.status)
     return JsonResponse({"delivery": delivery.pk, "duplicate": not new}, status=202)
@@ -226,8 +276,9 @@ def pr_scan_detail(request, pk: int):
 @require_POST
 def pr_rescan(request, pk: int):
     """Scan the pull request's current source commit again (after fixing a credential...)."""
-    pr = get_object_or_404(PullRequest.objects.select_related("project__integration"), pk=pk,
-                           project__namespace__tenant=request.tenant)
+    pr = get_object_or_404(
+        PullRequest.objects.select_related("project__integration"), pk=pk, project__namespace__tenant=request.tenant
+    )
     try:
         scan = pr_scan_request(pull_request=pr, trigger=Trigger.MANUAL, actor=request.user, force=True)
     except PrScanNotQueued as exc:
@@ -239,12 +290,20 @@ def pr_rescan(request, pk: int):
 
 @tenant_view()
 def project_detail(request, pk: int):
-    project = get_object_or_404(Project.objects.select_related("namespace", "integration"),
-                                namespace__tenant=request.tenant, pk=pk)
+    project = get_object_or_404(
+        Project.objects.select_related("namespace", "integration"), namespace__tenant=request.tenant, pk=pk
+    )
     default = project.references.filter(is_default=True).first()
     packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
-    return render(request, "portal/project_detail.html", {
-        "pull_requests": pull_requests_with_latest_scan(project=project)[:100],
-        "project": project, "references": project.references.order_by("-is_default", "name"),
-        "packages": packages, "findings": project.posture_findings.filter(resolved_at__isnull=True),
-        "sync_logs": project.sync_logs.order_by("-created_at")[:20]})
+    return render(
+        request,
+        "portal/project_detail.html",
+        {
+            "pull_requests": pull_requests_with_latest_scan(project=project)[:100],
+            "project": project,
+            "references": project.references.order_by("-is_default", "name"),
+            "packages": packages,
+            "findings": project.posture_findings.filter(resolved_at__isnull=True),
+            "sync_logs": project.sync_logs.order_by("-created_at")[:20],
+        },
+    )

@@ -74,8 +74,12 @@ class Secrets:
         (Bitbucket signs with the old secret until each hook has been updated)."""
         if signature_ok(self.current.reveal(), body, header):
             return True
-        return bool(self.previous and self.previous_until and timezone.now() < self.previous_until
-                    and signature_ok(self.previous.reveal(), body, header))
+        return bool(
+            self.previous
+            and self.previous_until
+            and timezone.now() < self.previous_until
+            and signature_ok(self.previous.reveal(), body, header)
+        )
 
 
 def _integration_for(integration_uuid) -> Secrets | None:
@@ -83,8 +87,12 @@ def _integration_for(integration_uuid) -> Secrets | None:
     hit = _lookup.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    row = (Integration.objects.exclude(status=IntegrationStatus.DELETING).filter(uuid=integration_uuid)
-           .values_list("id", "webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until").first())
+    row = (
+        Integration.objects.exclude(status=IntegrationStatus.DELETING)
+        .filter(uuid=integration_uuid)
+        .values_list("id", "webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until")
+        .first()
+    )
     found = Secrets(row[0], row[1], row[2] or None, row[3]) if row else None
     if len(_lookup) > 10_000:
         _lookup.clear()
@@ -119,21 +127,29 @@ def _refused(integration_id: int, source: str, *, unsigned: bool, integration_uu
             cache.add(window, 1, 60)
     integration = Integration.objects.get(pk=integration_id)
     sync_log_record(
-        integration=integration, operation=Operation.WEBHOOK, level=Level.WARNING, merge=True,
+        integration=integration,
+        operation=Operation.WEBHOOK,
+        level=Level.WARNING,
+        merge=True,
         classified=Classified(
             Category.INVALID_CREDENTIALS,
-            "Webhook deliveries were refused: " + ("they were not signed." if unsigned
-                                                  else "their signature does not match the webhook secret."),
+            "Webhook deliveries were refused: "
+            + ("they were not signed." if unsigned else "their signature does not match the webhook secret."),
             "Set the webhook's secret in Bitbucket to the integration's webhook secret (Edit Integration shows "
             "it to admins), or rotate it (the portal updates the hooks it registered). Unsigned deliveries are "
             "never processed. Many of these from an unknown address are someone probing the endpoint: the count "
             "and the last time are on this entry.",
-            status_code=401, method="POST", path=f"/webhooks/bitbucket/{integration_uuid}/"))
+            status_code=401,
+            method="POST",
+            path=f"/webhooks/bitbucket/{integration_uuid}/",
+        ),
+    )
     return Rejected(401, "Missing or wrong X-Hub-Signature.")
 
 
-def delivery_receive(*, integration_uuid, body: bytes, headers: dict[str, str],
-                     source: str = "unknown") -> tuple[WebhookDelivery, bool]:
+def delivery_receive(
+    *, integration_uuid, body: bytes, headers: dict[str, str], source: str = "unknown"
+) -> tuple[WebhookDelivery, bool]:
     """Verify and record a delivery. Returns (delivery, is_new); raises :class:`Rejected`.
 
     ``source`` is the sender's address: one that keeps sending refused deliveries gets
@@ -161,10 +177,14 @@ def delivery_receive(*, integration_uuid, body: bytes, headers: dict[str, str],
         raise Rejected(400, "The delivery is not UTF-8 JSON.") from None
     attempt = headers.get("x-attempt-number", "1")
     delivery = WebhookDelivery(
-        integration_id=found.integration_id, request_uuid=request_uuid[:64], event_key=event_key[:64],
-        hook_uuid=headers.get("x-hook-uuid", "")[:64], body=text,
+        integration_id=found.integration_id,
+        request_uuid=request_uuid[:64],
+        event_key=event_key[:64],
+        hook_uuid=headers.get("x-hook-uuid", "")[:64],
+        body=text,
         attempt=int(attempt) if attempt.isascii() and attempt.isdigit() and len(attempt) < 4 else 1,
-        received_at=timezone.now())
+        received_at=timezone.now(),
+    )
     delivery.pk = _insert_unless_seen(delivery)
     if delivery.pk is None:
         return WebhookDelivery.objects.get(integration_id=found.integration_id, request_uuid=request_uuid[:64]), False
@@ -179,9 +199,11 @@ def _insert_unless_seen(delivery: WebhookDelivery) -> int | None:
     qn = connection.ops.quote_name
     fields = [f for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(delivery, add=True), connection) for f in fields]
-    sql = (f"INSERT INTO {qn(WebhookDelivery._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))}) "
-           f"ON CONFLICT ({qn('integration_id')}, {qn('request_uuid')}) DO NOTHING RETURNING {qn('id')}")
+    sql = (
+        f"INSERT INTO {qn(WebhookDelivery._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({qn('integration_id')}, {qn('request_uuid')}) DO NOTHING RETURNING {qn('id')}"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
@@ -194,8 +216,11 @@ def deliveries_drain(*, limit: int = 5000) -> int:
     QueueFlag.objects.filter(name=DRAIN_FLAG, pending=True).update(pending=False)
     done = 0
     while done < limit:
-        ids = list(WebhookDelivery.objects.filter(state=WebhookDelivery.State.QUEUED)
-                   .order_by("received_at", "id").values_list("id", flat=True)[:100])
+        ids = list(
+            WebhookDelivery.objects.filter(state=WebhookDelivery.State.QUEUED)
+            .order_by("received_at", "id")
+            .values_list("id", flat=True)[:100]
+        )
         if not ids:
             break
         for delivery_id in ids:
@@ -210,8 +235,20 @@ def deliveries_drain(*, limit: int = 5000) -> int:
 # covered by the signature, so a signed body is only acted on as the event its shape
 # shows: a captured push re-sent as ``repo:deleted`` still carries ``push`` and is refused.
 # (https://support.atlassian.com/bitbucket-cloud/docs/event-payloads/)
-DISCRIMINATORS = frozenset({"push", "pullrequest", "changes", "approval", "comment", "previous_workspace",
-                            "previous_owner", "fork", "commit_status", "issue"})
+DISCRIMINATORS = frozenset(
+    {
+        "push",
+        "pullrequest",
+        "changes",
+        "approval",
+        "comment",
+        "previous_workspace",
+        "previous_owner",
+        "fork",
+        "commit_status",
+        "issue",
+    }
+)
 _PR = ({"repository", "pullrequest"}, frozenset())
 SHAPES: dict[str, tuple[set[str], frozenset[str]]] = {
     "repo:push": ({"repository", "push"}, frozenset()),
@@ -219,7 +256,9 @@ SHAPES: dict[str, tuple[set[str], frozenset[str]]] = {
     "repo:created": ({"repository"}, frozenset()),
     "repo:updated": ({"repository"}, frozenset({"changes"})),
     "repo:transfer": ({"repository"}, frozenset({"previous_workspace", "previous_owner"})),
-    "pullrequest:created": _PR, "pullrequest:updated": _PR, "pullrequest:fulfilled": _PR,
+    "pullrequest:created": _PR,
+    "pullrequest:updated": _PR,
+    "pullrequest:fulfilled": _PR,
     "pullrequest:rejected": _PR,
     "pullrequest:approved": ({"repository", "pullrequest"}, frozenset({"approval"})),
     "pullrequest:unapproved": ({"repository", "pullrequest"}, frozenset({"approval"})),
@@ -250,8 +289,11 @@ def payload_check(event: str, payload: object) -> dict:
 
 def delivery_process(*, delivery_id: int) -> str:
     """Act on a recorded delivery (in the task queue)."""
-    delivery = WebhookDelivery.objects.select_related("integration__root_namespace").filter(
-        pk=delivery_id, state=WebhookDelivery.State.QUEUED).first()
+    delivery = (
+        WebhookDelivery.objects.select_related("integration__root_namespace")
+        .filter(pk=delivery_id, state=WebhookDelivery.State.QUEUED)
+        .first()
+    )
     if delivery is None:
         return "nothing to do"
     integration = delivery.integration
@@ -266,24 +308,43 @@ def delivery_process(*, delivery_id: int) -> str:
     except Misshapen as exc:
         outcome, state = f"rejected: {exc}", WebhookDelivery.State.REJECTED
         sync_log_record(
-            integration=integration, operation=Operation.WEBHOOK, level=Level.WARNING, merge=True,
+            integration=integration,
+            operation=Operation.WEBHOOK,
+            level=Level.WARNING,
+            merge=True,
             classified=Classified(
-                Category.UNEXPECTED, f"A signed {delivery.event_key[:64]} delivery was not acted on: its payload does "
-                                     "not have that event's shape.",
+                Category.UNEXPECTED,
+                f"A signed {delivery.event_key[:64]} delivery was not acted on: its payload does "
+                "not have that event's shape.",
                 "Bitbucket does not send such payloads. If it keeps happening, someone may be replaying captured "
                 "deliveries under another event name: rotate the webhook secret (Edit Integration). The deliveries "
-                "are listed in the admin (Webhook deliveries, state Rejected).", status_code=None))
+                "are listed in the admin (Webhook deliveries, state Rejected).",
+                status_code=None,
+            ),
+        )
     except bb.BitbucketError as exc:
         # Bitbucket could not confirm or complete the change: classified, no traceback.
-        sync_log_record(integration=integration, operation=Operation.WEBHOOK, exc=exc, level=Level.WARNING,
-                        message=f"Processing a {delivery.event_key} delivery failed: {exc}")
+        sync_log_record(
+            integration=integration,
+            operation=Operation.WEBHOOK,
+            exc=exc,
+            level=Level.WARNING,
+            message=f"Processing a {delivery.event_key} delivery failed: {exc}",
+        )
         outcome, state = f"failed: {exc}", WebhookDelivery.State.FAILED
     except Exception as exc:  # noqa: BLE001 - recorded on the delivery and in the sync log
         logger.exception("Webhook delivery %s failed", delivery_id)
-        sync_log_record(integration=integration, operation=Operation.WEBHOOK, exc=exc, level=Level.WARNING,
-                        message=f"Processing a {delivery.event_key} delivery failed: {type(exc).__name__}.")
+        sync_log_record(
+            integration=integration,
+            operation=Operation.WEBHOOK,
+            exc=exc,
+            level=Level.WARNING,
+            message=f"Processing a {delivery.event_key} delivery failed: {type(exc).__name__}.",
+        )
         outcome, state = f"failed: {type(exc).__name__}", WebhookDelivery.State.FAILED
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(state=state, processed_at=timezone.now(), outcome=outcome[:2000])
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        state=state, processed_at=timezone.now(), outcome=outcome[:2000]
+    )
     return outcome
 
 
@@ -319,13 +380,19 @@ def on_push(integration: Integration, payload: dict) -> str:
         new, old = change.get("new"), change.get("old")
         if isinstance(new, dict):
             name, head = str(new.get("name", "")), str((new.get("target") or {}).get("hash", ""))
-            if new.get("type") == "branch" and head and integration.tracks_branch(
-                    name, main_branch=project.main_branch) and reference_move(project, name, head):
+            if (
+                new.get("type") == "branch"
+                and head
+                and integration.tracks_branch(name, main_branch=project.main_branch)
+                and reference_move(project, name, head)
+            ):
                 moved.append(name)
         elif new is None and isinstance(old, dict) and old.get("type") == "branch":
             name = str(old.get("name", ""))
-            if name != project.main_branch and Reference.objects.filter(project=project, name=name,
-                                                                        kind="branch").exists():
+            if (
+                name != project.main_branch
+                and Reference.objects.filter(project=project, name=name, kind="branch").exists()
+            ):
                 deleted.append(name)
     outcome = []
     if deleted:
@@ -363,7 +430,8 @@ def on_pullrequest(integration: Integration, payload: dict, event: str) -> str:
             return f"{outcome}; {exc}"
         return f"{outcome}; queued PR scan #{scan.pk}"
     if event == "pullrequest:fulfilled" and integration.tracks_branch(
-            pr.destination_branch, main_branch=project.main_branch):
+        pr.destination_branch, main_branch=project.main_branch
+    ):
         client = bb.client_for(integration)
         head = client.branch_head(project.full_name, pr.destination_branch)
         if reference_move(project, pr.destination_branch, head):
@@ -385,12 +453,18 @@ def on_repo_deleted(integration: Integration, payload: dict) -> str:
         projects_purge(project_ids=[project.pk])
         return f"removed {project.full_name} (Bitbucket confirms it is gone)"
     sync_log_record(
-        integration=integration, operation=Operation.WEBHOOK, level=Level.WARNING, project=project, merge=True,
-        classified=Classified(Category.UNEXPECTED,
-                              f"A repo:deleted delivery named {project.full_name}, but Bitbucket still has it, so "
-                              "nothing was removed.",
-                              "Nothing to do if the repository was restored. Otherwise someone may be replaying "
-                              "signed deliveries: rotate the webhook secret (Edit Integration)."))
+        integration=integration,
+        operation=Operation.WEBHOOK,
+        level=Level.WARNING,
+        project=project,
+        merge=True,
+        classified=Classified(
+            Category.UNEXPECTED,
+            f"A repo:deleted delivery named {project.full_name}, but Bitbucket still has it, so nothing was removed.",
+            "Nothing to do if the repository was restored. Otherwise someone may be replaying "
+            "signed deliveries: rotate the webhook secret (Edit Integration).",
+        ),
+    )
     return f"ignored: Bitbucket still has {project.full_name}; nothing removed"
 
 
@@ -421,7 +495,14 @@ def _rescan(integration: Integration, why: str) -> str:
     return f"{why}: queued incremental scan #{run.pk}"
 
 
-HANDLERS = {"repo:push": on_push, "repo:deleted": on_repo_deleted, "repo:created": on_repo_changed,
-            "repo:updated": on_repo_changed, "repo:transfer": on_repo_changed,
-            **{f"pullrequest:{e}": partial(on_pullrequest, event=f"pullrequest:{e}")
-               for e in ("created", "updated", "approved", "unapproved", "fulfilled", "rejected", "comment_created")}}
+HANDLERS = {
+    "repo:push": on_push,
+    "repo:deleted": on_repo_deleted,
+    "repo:created": on_repo_changed,
+    "repo:updated": on_repo_changed,
+    "repo:transfer": on_repo_changed,
+    **{
+        f"pullrequest:{e}": partial(on_pullrequest, event=f"pullrequest:{e}")
+        for e in ("created", "updated", "approved", "unapproved", "fulfilled", "rejected", "comment_created")
+    },
+}

@@ -18,9 +18,24 @@ class SyncLogSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SyncLog
-        fields = ["id", "integration", "project", "created_at", "level", "category", "operation", "message",
-                  "status_code", "method", "path", "remote_message", "hint", "resolved_at", "resolved_by_scan_id",
-                  "is_open"]
+        fields = [
+            "id",
+            "integration",
+            "project",
+            "created_at",
+            "level",
+            "category",
+            "operation",
+            "message",
+            "status_code",
+            "method",
+            "path",
+            "remote_message",
+            "hint",
+            "resolved_at",
+            "resolved_by_scan_id",
+            "is_open",
+        ]
         read_only_fields = fields
 
 
@@ -42,9 +57,12 @@ class SyncLogFilter(django_filters.FilterSet):
         return queryset  # applied in get_queryset, where the default lives
 
 
-@extend_schema_view(list=extend_schema(summary="List sync log entries (last 7 days unless ?days=)",
-                                       responses={200: SyncLogSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="Get a sync log entry", responses={200: SyncLogSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(
+        summary="List sync log entries (last 7 days unless ?days=)", responses={200: SyncLogSerializer, **ERRORS}
+    ),
+    retrieve=extend_schema(summary="Get a sync log entry", responses={200: SyncLogSerializer, **ERRORS}),
+)
 class SyncLogViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = SyncLogSerializer
     filterset_class = SyncLogFilter

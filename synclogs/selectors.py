@@ -12,8 +12,9 @@ from synclogs.models import SyncLog
 DEFAULT_DAYS = 7
 
 
-def sync_log_list(*, integration_ids=None, category: str = "", operation: str = "", state: str = "",
-                  days: int | None = DEFAULT_DAYS) -> QuerySet[SyncLog]:
+def sync_log_list(
+    *, integration_ids=None, category: str = "", operation: str = "", state: str = "", days: int | None = DEFAULT_DAYS
+) -> QuerySet[SyncLog]:
     """``state``: "open", "resolved" or "" (both); ``days``: None for all time."""
     qs = SyncLog.objects.select_related("integration", "project")
     if integration_ids is not None:

@@ -18,9 +18,15 @@ logger = logging.getLogger(__name__)
 
 
 def sync_log_record(
-    *, integration: Integration, operation: str, exc: BaseException | None = None,
-    classified: Classified | None = None, project: Project | None = None, level: str = Level.ERROR,
-    message: str | None = None, merge: bool = False,
+    *,
+    integration: Integration,
+    operation: str,
+    exc: BaseException | None = None,
+    classified: Classified | None = None,
+    project: Project | None = None,
+    level: str = Level.ERROR,
+    message: str | None = None,
+    merge: bool = False,
 ) -> SyncLog:
     """Record one entry. Give the exception (classified here) or a ready ``Classified``.
 
@@ -34,18 +40,41 @@ def sync_log_record(
         classified = classify(exc, auth_method=integration.auth_method)
     text = message or classified.message
     if merge:
-        same = SyncLog.objects.filter(integration=integration, project=project, operation=operation, level=level,
-                                      category=classified.category, message=text, resolved_at__isnull=True)
+        same = SyncLog.objects.filter(
+            integration=integration,
+            project=project,
+            operation=operation,
+            level=level,
+            category=classified.category,
+            message=text,
+            resolved_at__isnull=True,
+        )
         if same.update(occurrences=F("occurrences") + 1, last_seen_at=timezone.now()):
             return same.order_by("-id").first()
     entry = SyncLog.objects.create(
-        integration=integration, project=project, level=level, category=classified.category, operation=operation,
-        message=text, status_code=classified.status_code, method=classified.method, last_seen_at=timezone.now(),
-        path=classified.path[:500], remote_message=classified.remote_message, hint=classified.hint,
+        integration=integration,
+        project=project,
+        level=level,
+        category=classified.category,
+        operation=operation,
+        message=text,
+        status_code=classified.status_code,
+        method=classified.method,
+        last_seen_at=timezone.now(),
+        path=classified.path[:500],
+        remote_message=classified.remote_message,
+        hint=classified.hint,
     )
     log = logger.warning if level == Level.WARNING else logger.error
-    log("sync log %s for integration %s: %s (%s %s -> %s)", entry.category, integration.pk, entry.message,
-        entry.method, entry.path, entry.status_code)
+    log(
+        "sync log %s for integration %s: %s (%s %s -> %s)",
+        entry.category,
+        integration.pk,
+        entry.message,
+        entry.method,
+        entry.path,
+        entry.status_code,
+    )
     return entry
 
 

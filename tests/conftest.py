@@ -24,8 +24,11 @@ def _no_unexpected_tracebacks(request, caplog):
     yield
     if request.node.get_closest_marker("expected_traceback"):
         return
-    crashes = [r for r in caplog.get_records("call") + caplog.get_records("teardown")
-               if r.exc_info and r.levelno >= logging.ERROR]
+    crashes = [
+        r
+        for r in caplog.get_records("call") + caplog.get_records("teardown")
+        if r.exc_info and r.levelno >= logging.ERROR
+    ]
     if crashes:
         lines = [f"{r.name}: {r.getMessage()} ({r.exc_info[0].__name__ if r.exc_info[0] else '?'})" for r in crashes]
         pytest.fail("Unexpected traceback(s) logged:\n" + "\n".join(lines), pytrace=False)
@@ -74,8 +77,16 @@ def sandbox(sandbox_world):
     def recording(request):
         response = original(request)
         if request.path.startswith("/2.0/") and not response.drop:
-            seen.append((request.method, request.path[len("/2.0"):], response.status, response.body,
-                         response.headers.get("Content-Type", ""), bool(request.arg("fields"))))
+            seen.append(
+                (
+                    request.method,
+                    request.path[len("/2.0") :],
+                    response.status,
+                    response.body,
+                    response.headers.get("Content-Type", ""),
+                    bool(request.arg("fields")),
+                )
+            )
         return response
 
     server.sandbox.handle = recording
@@ -85,7 +96,7 @@ def sandbox(sandbox_world):
     # does not would pass here as a 404 and fail against Bitbucket, or the other way round).
     assert not server.sandbox.unrouted, f"calls to endpoints the sandbox does not serve: {server.sandbox.unrouted}"
     if not contract.spec_available():
-        warnings.warn(contract.ABSENT_REASON)
+        warnings.warn(contract.ABSENT_REASON, stacklevel=1)
         return
     for method, path, status, body, content_type, partial in seen:
         contract.validate(method, path, status, body, content_type, partial)

@@ -56,8 +56,7 @@ def _components(partial: bool = False) -> dict:
     detail = schemas["error"]["properties"]["error"]["properties"]["detail"]
     detail.pop("type", None)  # string or object
     attributes = schemas["commit_file"]["properties"]["attributes"]
-    schemas["commit_file"]["properties"]["attributes"] = {
-        "anyOf": [attributes, {"type": "array", "items": attributes}]}
+    schemas["commit_file"]["properties"]["attributes"] = {"anyOf": [attributes, {"type": "array", "items": attributes}]}
     project_links = schemas["project"]["allOf"][1]["properties"]["links"]
     project_links["properties"]["self"] = {"$ref": "#/components/schemas/link"}
     return components

@@ -63,17 +63,32 @@ class ReferenceFactory(factory.django.DjangoModelFactory):
     head_commit = factory.Sequence(lambda n: f"{n:040x}")
 
 
-def make_integration(*, tenant: Tenant | None = None, parent: Namespace | None = None, actor=None,
-                     name: str | None = None, workspace: str | None = None, project_key: str = "",
-                     auth_method: str = "access_token", credentials: dict | None = None, **kwargs):
+def make_integration(
+    *,
+    tenant: Tenant | None = None,
+    parent: Namespace | None = None,
+    actor=None,
+    name: str | None = None,
+    workspace: str | None = None,
+    project_key: str = "",
+    auth_method: str = "access_token",
+    credentials: dict | None = None,
+    **kwargs,
+):
     n = next(_counter)
     tenant = tenant or TenantFactory()
     parent = parent or NamespaceFactory(tenant=tenant)
     return services.integration_create(
-        tenant=tenant, parent=parent, name=name or f"Integration {n}", workspace=workspace or f"ws-{n}",
-        project_key=project_key, auth_method=auth_method,
-        credentials=credentials or {"token": f"ATCTT3xTestToken{n:08d}"}, actor=actor,
-        verify=kwargs.pop("verify", False), **kwargs,
+        tenant=tenant,
+        parent=parent,
+        name=name or f"Integration {n}",
+        workspace=workspace or f"ws-{n}",
+        project_key=project_key,
+        auth_method=auth_method,
+        credentials=credentials or {"token": f"ATCTT3xTestToken{n:08d}"},
+        actor=actor,
+        verify=kwargs.pop("verify", False),
+        **kwargs,
     )
 
 

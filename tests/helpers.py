@@ -3,10 +3,6 @@ workspace, and run a scan to the end in this process."""
 
 from __future__ import annotations
 
-from integrations import services
-from integrations.models import Integration
-from scanning import services as scans
-from scanning.models import ScanRun
 from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_EMAIL,
@@ -14,6 +10,10 @@ from bitbucket_sandbox.data import (
     SANDBOX_OAUTH_SECRET,
     SANDBOX_WORKSPACE_TOKEN,
 )
+from integrations import services
+from integrations.models import Integration
+from scanning import services as scans
+from scanning.models import ScanRun
 from tests.factories import NamespaceFactory, TenantFactory
 
 CREDENTIALS = {
@@ -23,16 +23,34 @@ CREDENTIALS = {
 }
 
 
-def connect(*, tenant=None, name: str = "Demo", workspace: str = "demo", project_key: str = "",
-            auth_method: str = "access_token", credentials: dict | None = None, scanners=(), verify: bool = False,
-            **settings) -> Integration:
+def connect(
+    *,
+    tenant=None,
+    name: str = "Demo",
+    workspace: str = "demo",
+    project_key: str = "",
+    auth_method: str = "access_token",
+    credentials: dict | None = None,
+    scanners=(),
+    verify: bool = False,
+    **settings,
+) -> Integration:
     """An integration on the sandbox, created through the service (with its root namespace
     under a fresh parent); ``settings`` are the service's other keyword arguments."""
     tenant = tenant or TenantFactory()
     return services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name=name, workspace=workspace,
-        project_key=project_key, auth_method=auth_method, credentials=credentials or CREDENTIALS[auth_method],
-        actor=None, scanners=list(scanners), verify=verify, **settings)
+        tenant=tenant,
+        parent=NamespaceFactory(tenant=tenant),
+        name=name,
+        workspace=workspace,
+        project_key=project_key,
+        auth_method=auth_method,
+        credentials=credentials or CREDENTIALS[auth_method],
+        actor=None,
+        scanners=list(scanners),
+        verify=verify,
+        **settings,
+    )
 
 
 def scan(integration: Integration, trigger: str = "manual") -> ScanRun:

@@ -58,12 +58,32 @@ def test_the_wheel_holds_neither_the_sandbox_nor_the_dev_tools(tmp_path):
         pytest.skip(f"cannot build the wheel: {reason}")
     # Built from a copy, so the working tree gets no build/ or .egg-info.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "data", "test-artifacts", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "data", "test-artifacts", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )
     assert (source / "bitbucket_sandbox").is_dir() and (source / "devtools").is_dir()
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                             "--no-index", "-w", str(tmp_path / "dist")],
-                            cwd=source, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     [wheel] = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -82,5 +102,6 @@ def test_the_sandbox_is_django_free():
 def test_product_code_imports_neither_the_sandbox_nor_the_dev_tools():
     imports = [found for app in PRODUCT if (ROOT / app).is_dir() for found in _imports(ROOT / app)]
     assert imports
-    assert [(str(path.relative_to(ROOT)), module) for path, module in imports
-            if module in ("bitbucket_sandbox", "devtools")] == []
+    assert [
+        (str(path.relative_to(ROOT)), module) for path, module in imports if module in ("bitbucket_sandbox", "devtools")
+    ] == []

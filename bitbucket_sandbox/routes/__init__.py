@@ -31,12 +31,23 @@ class Route:
     rate_bucket: str = "other"
 
 
-def route(method: str, path: str, legacy: tuple = (), granular: tuple = (),
-          bucket: str = "other") -> Callable[[Handler], Handler]:
-    regex = "^" + re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{'.*' if m.group(1) == 'path' else '.+' if m.group(1) == 'branch' else '[^/]+'})",
-                         path) + "/?$"
+def route(
+    method: str, path: str, legacy: tuple = (), granular: tuple = (), bucket: str = "other"
+) -> Callable[[Handler], Handler]:
+    regex = (
+        "^"
+        + re.sub(
+            r"\{(\w+)\}",
+            lambda m: (
+                f"(?P<{m.group(1)}>{'.*' if m.group(1) == 'path' else '.+' if m.group(1) == 'branch' else '[^/]+'})"
+            ),
+            path,
+        )
+        + "/?$"
+    )
 
     def decorate(fn: Handler) -> Handler:
         fn._route = (method, re.compile(regex), legacy, granular, bucket)
         return fn
+
     return decorate

@@ -35,20 +35,28 @@ class GitRoutes(SandboxCore):
             return auth, Response(404, b"Repository not found", {"Content-Type": "text/plain"})
         if credential is not None:
             scopes = set(credential.scopes)
-            if not ({"repository", "read:repository:bitbucket"} & scopes or {"pullrequest", "repository:write"} & scopes):
-                return auth, Response(403, b"Your credentials lack the repository read scope",
-                                      {"Content-Type": "text/plain"})
+            if not (
+                {"repository", "read:repository:bitbucket"} & scopes or {"pullrequest", "repository:write"} & scopes
+            ):
+                return auth, Response(
+                    403, b"Your credentials lack the repository read scope", {"Content-Type": "text/plain"}
+                )
         headers = self._rate(rate_key(auth), "git", self.git_rate_limit)
         with self.lock:
             refs = [("HEAD", repo.branches[repo.mainbranch])]
             refs += [(f"refs/heads/{n}", h) for n, h in sorted(repo.branches.items())]
             refs += [(f"refs/tags/{n}", h) for n, h in sorted(repo.tags.items())]
         body = bytearray(pkt(b"# service=git-upload-pack\n") + b"0000")
-        caps = (f"multi_ack thin-pack side-band side-band-64k ofs-delta shallow no-progress include-tag "
-                f"multi_ack_detailed symref=HEAD:refs/heads/{repo.mainbranch} agent=git/bitbucket-sandbox")
+        caps = (
+            f"multi_ack thin-pack side-band side-band-64k ofs-delta shallow no-progress include-tag "
+            f"multi_ack_detailed symref=HEAD:refs/heads/{repo.mainbranch} agent=git/bitbucket-sandbox"
+        )
         for i, (name, head) in enumerate(refs):
             line = f"{head} {name}" + (f"\0{caps}" if i == 0 else "") + "\n"
             body += pkt(line.encode())
         body += b"0000"
-        return auth, Response(200, bytes(body), {"Content-Type": "application/x-git-upload-pack-advertisement",
-                                                 "Cache-Control": "no-cache", **headers})
+        return auth, Response(
+            200,
+            bytes(body),
+            {"Content-Type": "application/x-git-upload-pack-advertisement", "Cache-Control": "no-cache", **headers},
+        )

@@ -23,9 +23,15 @@ class HookRoutes(Shapes):
             errors["events"] = "Enter at least one event."
         if errors:
             raise ApiError(400, "Bad request", detail=errors)
-        hook = Hook(uuid="{" + str(uuidlib.uuid4()) + "}", url=body["url"], description=body.get("description", ""),
-                    events=list(events), active=bool(body.get("active", True)), secret=body.get("secret") or None,
-                    created_at=iso(datetime.now(timezone.utc)))
+        hook = Hook(
+            uuid="{" + str(uuidlib.uuid4()) + "}",
+            url=body["url"],
+            description=body.get("description", ""),
+            events=list(events),
+            active=bool(body.get("active", True)),
+            secret=body.get("secret") or None,
+            created_at=iso(datetime.now(timezone.utc)),
+        )
         hooks[hook.uuid] = hook
         self._changed()
         return self._json(request, 201, self._hook_json(hook, subject_type, subject))
@@ -56,36 +62,58 @@ class HookRoutes(Shapes):
             raise ApiError(404, f"Webhook {uid} not found")
         return hook
 
-    @route("GET", "/repositories/{workspace}/{slug}/hooks", legacy=("webhook",), granular=(WH_R,),
-           bucket="repositories")
+    @route(
+        "GET", "/repositories/{workspace}/{slug}/hooks", legacy=("webhook",), granular=(WH_R,), bucket="repositories"
+    )
     def repo_hooks(self, request: Request, auth: Auth, workspace: str, slug: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         subject = {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
         return self._page(request, [self._hook_json(h, "repository", subject) for h in repo.hooks.values()])
 
-    @route("POST", "/repositories/{workspace}/{slug}/hooks", legacy=("webhook",), granular=(WH_R, WH_W),
-           bucket="repositories")
+    @route(
+        "POST",
+        "/repositories/{workspace}/{slug}/hooks",
+        legacy=("webhook",),
+        granular=(WH_R, WH_W),
+        bucket="repositories",
+    )
     def repo_hook_create(self, request: Request, auth: Auth, workspace: str, slug: str) -> Response:
         repo = self._repo(auth, workspace, slug)
-        return self._hook_create(request, repo.hooks, "repository",
-                                 {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid})
+        return self._hook_create(
+            request, repo.hooks, "repository", {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
+        )
 
-    @route("GET", "/repositories/{workspace}/{slug}/hooks/{uid}", legacy=("webhook",), granular=(WH_R,),
-           bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/hooks/{uid}",
+        legacy=("webhook",),
+        granular=(WH_R,),
+        bucket="repositories",
+    )
     def repo_hook(self, request: Request, auth: Auth, workspace: str, slug: str, uid: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         subject = {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
         return self._json(request, 200, self._hook_json(self._hook_get(repo.hooks, uid), "repository", subject))
 
-    @route("PUT", "/repositories/{workspace}/{slug}/hooks/{uid}", legacy=("webhook",), granular=(WH_R, WH_W),
-           bucket="repositories")
+    @route(
+        "PUT",
+        "/repositories/{workspace}/{slug}/hooks/{uid}",
+        legacy=("webhook",),
+        granular=(WH_R, WH_W),
+        bucket="repositories",
+    )
     def repo_hook_update(self, request: Request, auth: Auth, workspace: str, slug: str, uid: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         subject = {"type": "repository", "full_name": repo.full_name, "uuid": repo.uuid}
         return self._hook_update(request, self._hook_get(repo.hooks, uid), "repository", subject)
 
-    @route("DELETE", "/repositories/{workspace}/{slug}/hooks/{uid}", legacy=("webhook",), granular=(WH_D,),
-           bucket="repositories")
+    @route(
+        "DELETE",
+        "/repositories/{workspace}/{slug}/hooks/{uid}",
+        legacy=("webhook",),
+        granular=(WH_D,),
+        bucket="repositories",
+    )
     def repo_hook_delete(self, request: Request, auth: Auth, workspace: str, slug: str, uid: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         hook = self._hook_get(repo.hooks, uid)
@@ -96,7 +124,11 @@ class HookRoutes(Shapes):
     def _workspace_admin(self, auth: Auth, workspace: str) -> Workspace:
         ws = self._workspace(auth, workspace)
         credential = auth.credential
-        if credential is not None and credential.kind == "access_token" and (credential.project_key or credential.repo_slug):
+        if (
+            credential is not None
+            and credential.kind == "access_token"
+            and (credential.project_key or credential.repo_slug)
+        ):
             raise ApiError(403, "You do not have permission to manage webhooks for this workspace.")
         return ws
 
@@ -109,7 +141,9 @@ class HookRoutes(Shapes):
     @route("POST", "/workspaces/{workspace}/hooks", legacy=("webhook",), granular=(WH_R, WH_W))
     def ws_hook_create(self, request: Request, auth: Auth, workspace: str) -> Response:
         ws = self._workspace_admin(auth, workspace)
-        return self._hook_create(request, ws.hooks, "workspace", {"type": "workspace", "slug": ws.slug, "uuid": ws.uuid})
+        return self._hook_create(
+            request, ws.hooks, "workspace", {"type": "workspace", "slug": ws.slug, "uuid": ws.uuid}
+        )
 
     @route("GET", "/workspaces/{workspace}/hooks/{uid}", legacy=("webhook",), granular=(WH_R,))
     def ws_hook(self, request: Request, auth: Auth, workspace: str, uid: str) -> Response:

@@ -30,14 +30,29 @@ class OAuthRoutes(SandboxCore):
         key = key or (form.get("client_id") or [""])[0]
         secret = secret or (form.get("client_secret") or [""])[0]
         if (form.get("grant_type") or [""])[0] != "client_credentials":
-            return Response.of_json(400, {"error": "unsupported_grant_type",
-                                          "error_description": "Only client_credentials is supported by the sandbox"})
+            return Response.of_json(
+                400,
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "Only client_credentials is supported by the sandbox",
+                },
+            )
         credential = next((c for c in self.world.credentials if c.kind == "oauth_consumer" and c.key == key), None)
         if credential is None or not hmac.compare_digest(credential.secret, secret) or credential.expired:
-            return Response.of_json(400, {"error": "invalid_client", "error_description": "Invalid OAuth client credentials"})
+            return Response.of_json(
+                400, {"error": "invalid_client", "error_description": "Invalid OAuth client credentials"}
+            )
         token = secrets.token_urlsafe(32)
         with self.lock:
             self.oauth_tokens[token] = (credential, time.time() + self.oauth_token_ttl)
-        return Response.of_json(200, {"access_token": token, "scopes": " ".join(credential.scopes),
-                                      "expires_in": self.oauth_token_ttl, "token_type": "bearer",
-                                      "state": "client_credentials", "refresh_token": secrets.token_urlsafe(16)})
+        return Response.of_json(
+            200,
+            {
+                "access_token": token,
+                "scopes": " ".join(credential.scopes),
+                "expires_in": self.oauth_token_ttl,
+                "token_type": "bearer",
+                "state": "client_credentials",
+                "refresh_token": secrets.token_urlsafe(16),
+            },
+        )

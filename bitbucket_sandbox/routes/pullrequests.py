@@ -13,8 +13,13 @@ from bitbucket_sandbox.shapes import Shapes
 
 
 class PullRequestRoutes(Shapes):
-    @route("GET", "/repositories/{workspace}/{slug}/pullrequests", legacy=("pullrequest",), granular=(PR_R,),
-           bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/pullrequests",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def pullrequests(self, request: Request, auth: Auth, workspace: str, slug: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         states = set(request.query.get("state", ["OPEN"]))
@@ -41,29 +46,49 @@ class PullRequestRoutes(Shapes):
             raise ApiError(404, f"Comment {comment_id} not found")
         return comment
 
-    @route("GET", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}", legacy=("pullrequest",), granular=(PR_R,),
-           bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def pullrequest(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         return self._json(request, 200, self._pr_json(repo, self._pr(repo, pr_id)))
 
-    @route("GET", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/diffstat", legacy=("pullrequest",),
-           granular=(PR_R,), bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/diffstat",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def pullrequest_diffstat(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
         spec = f"{repo.branches[pr.source_branch]}..{repo.branches[pr.destination_branch]}"
         return Response(302, b"", {"Location": f"{self.api_base}/repositories/{repo.full_name}/diffstat/{spec}"})
 
-    @route("GET", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments", legacy=("pullrequest",),
-           granular=(PR_R,), bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def comments(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
         return self._page(request, [self._comment_json(repo, pr, c) for c in pr.comments.values()])
 
-    @route("POST", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments", legacy=("pullrequest",),
-           granular=(PR_R,), bucket="repositories")
+    @route(
+        "POST",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def comment_create(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
@@ -72,17 +97,29 @@ class PullRequestRoutes(Shapes):
         self._changed()
         return self._json(request, 201, self._comment_json(repo, pr, comment))
 
-    @route("GET", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments/{comment_id}",
-           legacy=("pullrequest",), granular=(PR_R,), bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments/{comment_id}",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
     def comment(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str, comment_id: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
         comment = self._comment(pr, comment_id)
         return self._json(request, 200, self._comment_json(repo, pr, comment))
 
-    @route("PUT", "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments/{comment_id}",
-           legacy=("pullrequest",), granular=(PR_R,), bucket="repositories")
-    def comment_update(self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str, comment_id: str) -> Response:
+    @route(
+        "PUT",
+        "/repositories/{workspace}/{slug}/pullrequests/{pr_id}/comments/{comment_id}",
+        legacy=("pullrequest",),
+        granular=(PR_R,),
+        bucket="repositories",
+    )
+    def comment_update(
+        self, request: Request, auth: Auth, workspace: str, slug: str, pr_id: str, comment_id: str
+    ) -> Response:
         repo = self._repo(auth, workspace, slug)
         pr = self._pr(repo, pr_id)
         comment = self._comment(pr, comment_id)
@@ -92,8 +129,13 @@ class PullRequestRoutes(Shapes):
         return self._json(request, 200, self._comment_json(repo, pr, comment))
 
     # --- Build statuses --------------------------------------------------------------------------------
-    @route("POST", "/repositories/{workspace}/{slug}/commit/{commit}/statuses/build", legacy=("repository",),
-           granular=(R,), bucket="repositories")
+    @route(
+        "POST",
+        "/repositories/{workspace}/{slug}/commit/{commit}/statuses/build",
+        legacy=("repository",),
+        granular=(R,),
+        bucket="repositories",
+    )
     def status_create(self, request: Request, auth: Auth, workspace: str, slug: str, commit: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         target = self._resolve_commit(repo, commit)
@@ -106,24 +148,43 @@ class PullRequestRoutes(Shapes):
         now = iso(datetime.now(timezone.utc))
         key = f"{target.hash}/{body['key']}"
         existing = repo.statuses.get(key)
-        status = {"commit": target.hash, "key": body["key"], "state": body["state"], "name": body.get("name", ""),
-                  "description": body.get("description", ""), "url": body["url"], "refname": body.get("refname", ""),
-                  "created_on": existing["created_on"] if existing else now, "updated_on": now}
+        status = {
+            "commit": target.hash,
+            "key": body["key"],
+            "state": body["state"],
+            "name": body.get("name", ""),
+            "description": body.get("description", ""),
+            "url": body["url"],
+            "refname": body.get("refname", ""),
+            "created_on": existing["created_on"] if existing else now,
+            "updated_on": now,
+        }
         repo.statuses[key] = status
         self.status_posts.append({"repository": repo.full_name, **status})
         self._changed()
         return self._json(request, 201, self._status_json(repo, status))
 
-    @route("GET", "/repositories/{workspace}/{slug}/commit/{commit}/statuses", legacy=("repository",),
-           granular=(R,), bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/commit/{commit}/statuses",
+        legacy=("repository",),
+        granular=(R,),
+        bucket="repositories",
+    )
     def statuses(self, request: Request, auth: Auth, workspace: str, slug: str, commit: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         target = self._resolve_commit(repo, commit)
-        return self._page(request, [self._status_json(repo, s) for k, s in repo.statuses.items()
-                                    if k.startswith(target.hash + "/")])
+        return self._page(
+            request, [self._status_json(repo, s) for k, s in repo.statuses.items() if k.startswith(target.hash + "/")]
+        )
 
-    @route("GET", "/repositories/{workspace}/{slug}/commit/{commit}/statuses/build/{key}", legacy=("repository",),
-           granular=(R,), bucket="repositories")
+    @route(
+        "GET",
+        "/repositories/{workspace}/{slug}/commit/{commit}/statuses/build/{key}",
+        legacy=("repository",),
+        granular=(R,),
+        bucket="repositories",
+    )
     def status(self, request: Request, auth: Auth, workspace: str, slug: str, commit: str, key: str) -> Response:
         repo = self._repo(auth, workspace, slug)
         target = self._resolve_commit(repo, commit)

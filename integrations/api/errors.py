@@ -38,14 +38,25 @@ def error_body(code: str, message: str, fields: dict | None = None, **extra) -> 
 def exception_handler(exc, context):
     if isinstance(exc, VerificationFailed):
         report = exc.report
-        return Response(error_body("verification_failed", "Bitbucket verification failed; nothing was saved.",
-                                   {"non_field_errors": report.summary_lines()}, verification=report.as_dict()),
-                        status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            error_body(
+                "verification_failed",
+                "Bitbucket verification failed; nothing was saved.",
+                {"non_field_errors": report.summary_lines()},
+                verification=report.as_dict(),
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, DjangoValidationError):
-        fields = {("non_field_errors" if k == "__all__" else k): v for k, v in exc.message_dict.items()} \
-            if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        return Response(error_body("invalid", " ".join(m for ms in fields.values() for m in ms), fields),
-                        status=status.HTTP_400_BAD_REQUEST)
+        fields = (
+            {("non_field_errors" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
+            if hasattr(exc, "error_dict")
+            else {"non_field_errors": exc.messages}
+        )
+        return Response(
+            error_body("invalid", " ".join(m for ms in fields.values() for m in ms), fields),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

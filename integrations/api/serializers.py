@@ -31,10 +31,32 @@ class IntegrationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Integration
-        fields = ["id", "uuid", "name", "tenant", "scope", "bitbucket_url", "workspace", "project_key",
-                  "root_namespace", "auth_method", "credential_identity", "credentials_updated_at", "scanners",
-                  "pr_settings", "scan_interval_hours", "labels", "tracked_branches", "description", "status",
-                  "last_scan_at", "next_scan_at", "open_errors", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "uuid",
+            "name",
+            "tenant",
+            "scope",
+            "bitbucket_url",
+            "workspace",
+            "project_key",
+            "root_namespace",
+            "auth_method",
+            "credential_identity",
+            "credentials_updated_at",
+            "scanners",
+            "pr_settings",
+            "scan_interval_hours",
+            "labels",
+            "tracked_branches",
+            "description",
+            "status",
+            "last_scan_at",
+            "next_scan_at",
+            "open_errors",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_scan_interval_hours(self, obj) -> int:
@@ -43,14 +65,26 @@ class IntegrationSerializer(serializers.ModelSerializer):
 
 class CredentialFields(serializers.Serializer):
     auth_method = serializers.ChoiceField(choices=AuthMethod.choices)
-    email = serializers.CharField(required=False, allow_blank=True, write_only=True,
-                                  help_text="API tokens: the Atlassian account email.")
-    token = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False,
-                                  help_text="Access token or API token. Write-only.",
-                                  style={"input_type": "password"})
+    email = serializers.CharField(
+        required=False, allow_blank=True, write_only=True, help_text="API tokens: the Atlassian account email."
+    )
+    token = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        trim_whitespace=False,
+        help_text="Access token or API token. Write-only.",
+        style={"input_type": "password"},
+    )
     key = serializers.CharField(required=False, allow_blank=True, write_only=True, help_text="OAuth consumer key.")
-    secret = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False,
-                                   help_text="OAuth consumer secret. Write-only.", style={"input_type": "password"})
+    secret = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        trim_whitespace=False,
+        help_text="OAuth consumer secret. Write-only.",
+        style={"input_type": "password"},
+    )
 
     def to_internal_value(self, data):
         # App passwords get the guidance on what to use instead, not "not a valid choice".
@@ -72,8 +106,9 @@ class SettingsFields(serializers.Serializer):
 
     def settings_values(self) -> dict:
         data = dict(self.validated_data)
-        values = {k: data[k] for k in ("scanners", "pr_settings", "labels", "tracked_branches", "description")
-                  if k in data}
+        values = {
+            k: data[k] for k in ("scanners", "pr_settings", "labels", "tracked_branches", "description") if k in data
+        }
         if "scan_interval_hours" in data:
             values["scan_interval"] = timedelta(hours=data["scan_interval_hours"])
         return values
@@ -120,8 +155,21 @@ class NamespaceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Namespace
-        fields = ["id", "tenant", "parent", "name", "slug", "description", "managed", "integration", "remote_key",
-                  "children_count", "projects_count", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "tenant",
+            "parent",
+            "name",
+            "slug",
+            "description",
+            "managed",
+            "integration",
+            "remote_key",
+            "children_count",
+            "projects_count",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -153,8 +201,21 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "namespace", "integration", "name", "slug", "full_name", "is_private", "language",
-                  "main_branch", "web_url", "remote_updated_on", "last_scanned_at", "default_reference"]
+        fields = [
+            "id",
+            "namespace",
+            "integration",
+            "name",
+            "slug",
+            "full_name",
+            "is_private",
+            "language",
+            "main_branch",
+            "web_url",
+            "remote_updated_on",
+            "last_scanned_at",
+            "default_reference",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(DefaultReferenceSerializer(allow_null=True))

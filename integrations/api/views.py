@@ -28,10 +28,12 @@ from integrations.selectors import (
     tenants_visible,
 )
 
-ERRORS = {400: OpenApiResponse(description="Invalid input: `{error: {code, message, fields}}`"),
-          401: OpenApiResponse(description="Not authenticated"),
-          403: OpenApiResponse(description="Your role in this tenant does not allow it"),
-          404: OpenApiResponse(description="Not found in your tenants")}
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: `{error: {code, message, fields}}`"),
+    401: OpenApiResponse(description="Not authenticated"),
+    403: OpenApiResponse(description="Your role in this tenant does not allow it"),
+    404: OpenApiResponse(description="Not found in your tenants"),
+}
 
 
 def _pick_tenant(request, slug: str | None, minimum: str) -> Tenant:
@@ -88,9 +90,10 @@ def get_visible(request, queryset, pk: int, *, tenant_path: str = "tenant"):
     return get_object_or_404(queryset, pk=pk)
 
 
-@extend_schema_view(list=extend_schema(summary="Your tenants and your role in each",
-                                       responses={200: s.TenantSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="One of your tenants", responses={200: s.TenantSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="Your tenants and your role in each", responses={200: s.TenantSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="One of your tenants", responses={200: s.TenantSerializer, **ERRORS}),
+)
 class TenantViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.TenantSerializer
     filter_backends = []
@@ -125,8 +128,11 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
         qs = integrations_with_health(integration_list())
         return self.visible(qs).order_by("name", "id")
 
-    @extend_schema(summary="Connect a workspace or project (verified against Bitbucket first)",
-                   request=s.IntegrationCreateSerializer, responses={201: s.IntegrationSerializer, **ERRORS})
+    @extend_schema(
+        summary="Connect a workspace or project (verified against Bitbucket first)",
+        request=s.IntegrationCreateSerializer,
+        responses={201: s.IntegrationSerializer, **ERRORS},
+    )
     def create(self, request):
         data = s.IntegrationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -136,15 +142,26 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
         if parent is None:
             raise ValidationError({"parent": [f"No namespace {values['parent']} in {tenant.slug}."]})
         integration = services.integration_create(
-            tenant=tenant, parent=parent, name=values["name"], auth_method=values["auth_method"],
-            credentials=data.credentials(), bitbucket_url=values.get("bitbucket_url", ""),
-            workspace=values.get("workspace", ""), project_key=values.get("project_key", ""), actor=request.user,
-            **data.settings_values())
-        return Response(s.IntegrationSerializer(self.get_queryset().get(pk=integration.pk)).data,
-                        status=status.HTTP_201_CREATED)
+            tenant=tenant,
+            parent=parent,
+            name=values["name"],
+            auth_method=values["auth_method"],
+            credentials=data.credentials(),
+            bitbucket_url=values.get("bitbucket_url", ""),
+            workspace=values.get("workspace", ""),
+            project_key=values.get("project_key", ""),
+            actor=request.user,
+            **data.settings_values(),
+        )
+        return Response(
+            s.IntegrationSerializer(self.get_queryset().get(pk=integration.pk)).data, status=status.HTTP_201_CREATED
+        )
 
-    @extend_schema(summary="Edit settings (applies from the next scan)", request=s.IntegrationUpdateSerializer,
-                   responses={200: s.IntegrationSerializer, **ERRORS})
+    @extend_schema(
+        summary="Edit settings (applies from the next scan)",
+        request=s.IntegrationUpdateSerializer,
+        responses={200: s.IntegrationSerializer, **ERRORS},
+    )
     def partial_update(self, request, pk=None):
         integration = self.get_object()
         data = s.IntegrationUpdateSerializer(data=request.data)
@@ -152,9 +169,11 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
         services.integration_update(integration=integration, actor=request.user, **data.settings_values())
         return Response(s.IntegrationSerializer(self.get_queryset().get(pk=integration.pk)).data)
 
-    @extend_schema(summary="Delete (or preview with ?dry_run=1)",
-                   parameters=[OpenApiParameter("dry_run", bool, description="Only show what would be deleted.")],
-                   responses={200: s.DeletePreviewSerializer, 202: s.DeletePreviewSerializer, **ERRORS})
+    @extend_schema(
+        summary="Delete (or preview with ?dry_run=1)",
+        parameters=[OpenApiParameter("dry_run", bool, description="Only show what would be deleted.")],
+        responses={200: s.DeletePreviewSerializer, 202: s.DeletePreviewSerializer, **ERRORS},
+    )
     def destroy(self, request, pk=None):
         integration = self.get_object()
         if request.query_params.get("dry_run") in ("1", "true", "yes"):
@@ -162,15 +181,22 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
         preview = services.integration_delete_request(integration=integration, actor=request.user)
         return Response({"dry_run": False, "preview": preview}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary="Replace the credentials (write-only; never returned)", request=s.CredentialFields,
-                   responses={200: s.CredentialsResultSerializer, **ERRORS})
+    @extend_schema(
+        summary="Replace the credentials (write-only; never returned)",
+        request=s.CredentialFields,
+        responses={200: s.CredentialsResultSerializer, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def credentials(self, request, pk=None):
         integration = self.get_object()
         data = s.CredentialFields(data=request.data)
         data.is_valid(raise_exception=True)
-        services.credentials_update(integration=integration, auth_method=data.validated_data["auth_method"],
-                                    credentials=data.credentials(), actor=request.user)
+        services.credentials_update(
+            integration=integration,
+            auth_method=data.validated_data["auth_method"],
+            credentials=data.credentials(),
+            actor=request.user,
+        )
         integration.refresh_from_db()
         return Response(s.CredentialsResultSerializer(integration).data)
 
@@ -185,8 +211,10 @@ class NamespaceFilter(django_filters.FilterSet):
         fields = ["tenant", "parent", "managed", "integration"]
 
 
-@extend_schema_view(list=extend_schema(summary="List namespaces", responses={200: s.NamespaceSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="Get a namespace", responses={200: s.NamespaceSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="List namespaces", responses={200: s.NamespaceSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="Get a namespace", responses={200: s.NamespaceSerializer, **ERRORS}),
+)
 class NamespaceViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.NamespaceSerializer
     filterset_class = NamespaceFilter
@@ -194,11 +222,15 @@ class NamespaceViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveModel
 
     def get_queryset(self):
         qs = Namespace.objects.select_related("tenant").annotate(
-            children_count=Count("children", distinct=True), projects_count=Count("projects", distinct=True))
+            children_count=Count("children", distinct=True), projects_count=Count("projects", distinct=True)
+        )
         return self.visible(qs).order_by("tenant__name", "parent_id", "slug")
 
-    @extend_schema(summary="Create a namespace (not inside managed ones)", request=s.NamespaceWriteSerializer,
-                   responses={201: s.NamespaceSerializer, **ERRORS})
+    @extend_schema(
+        summary="Create a namespace (not inside managed ones)",
+        request=s.NamespaceWriteSerializer,
+        responses={201: s.NamespaceSerializer, **ERRORS},
+    )
     def create(self, request):
         data = s.NamespaceWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -209,21 +241,35 @@ class NamespaceViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveModel
             parent = Namespace.objects.filter(tenant=tenant, pk=values["parent"]).first()
             if parent is None:
                 raise ValidationError({"parent": [f"No namespace {values['parent']} in {tenant.slug}."]})
-        namespace = services.namespace_create(tenant=tenant, parent=parent, name=values.get("name", ""),
-                                              slug=values.get("slug", ""), description=values.get("description", ""),
-                                              actor=request.user)
-        return Response(s.NamespaceSerializer(self.get_queryset().get(pk=namespace.pk)).data,
-                        status=status.HTTP_201_CREATED)
+        namespace = services.namespace_create(
+            tenant=tenant,
+            parent=parent,
+            name=values.get("name", ""),
+            slug=values.get("slug", ""),
+            description=values.get("description", ""),
+            actor=request.user,
+        )
+        return Response(
+            s.NamespaceSerializer(self.get_queryset().get(pk=namespace.pk)).data, status=status.HTTP_201_CREATED
+        )
 
-    @extend_schema(summary="Rename or describe (not managed ones)", request=s.NamespaceWriteSerializer,
-                   responses={200: s.NamespaceSerializer, **ERRORS})
+    @extend_schema(
+        summary="Rename or describe (not managed ones)",
+        request=s.NamespaceWriteSerializer,
+        responses={200: s.NamespaceSerializer, **ERRORS},
+    )
     def partial_update(self, request, pk=None):
         namespace = self.get_object()
         data = s.NamespaceWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        services.namespace_update(namespace=namespace, actor=request.user, name=values.get("name"),
-                                  slug=values.get("slug"), description=values.get("description"))
+        services.namespace_update(
+            namespace=namespace,
+            actor=request.user,
+            name=values.get("name"),
+            slug=values.get("slug"),
+            description=values.get("description"),
+        )
         return Response(s.NamespaceSerializer(self.get_queryset().get(pk=namespace.pk)).data)
 
     @extend_schema(summary="Delete an empty, unmanaged namespace", responses={204: None, **ERRORS})
@@ -244,8 +290,10 @@ class ProjectFilter(django_filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(full_name__icontains=value))
 
 
-@extend_schema_view(list=extend_schema(summary="List projects (repositories)", responses={200: s.ProjectSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="Get a project", responses={200: s.ProjectSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="List projects (repositories)", responses={200: s.ProjectSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="Get a project", responses={200: s.ProjectSerializer, **ERRORS}),
+)
 class ProjectViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ProjectSerializer
     filterset_class = ProjectFilter
@@ -255,7 +303,8 @@ class ProjectViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         qs = Project.objects.select_related("namespace").prefetch_related(
-            Prefetch("references", queryset=Reference.objects.filter(is_default=True), to_attr="default_references"))
+            Prefetch("references", queryset=Reference.objects.filter(is_default=True), to_attr="default_references")
+        )
         return self.visible(qs).order_by("full_name", "id")
 
 
@@ -267,8 +316,10 @@ class ReferenceFilter(django_filters.FilterSet):
         fields = ["project", "kind", "is_default"]
 
 
-@extend_schema_view(list=extend_schema(summary="List references (tracked branches)", responses={200: s.ReferenceSerializer, **ERRORS}),
-                    retrieve=extend_schema(summary="Get a reference", responses={200: s.ReferenceSerializer, **ERRORS}))
+@extend_schema_view(
+    list=extend_schema(summary="List references (tracked branches)", responses={200: s.ReferenceSerializer, **ERRORS}),
+    retrieve=extend_schema(summary="Get a reference", responses={200: s.ReferenceSerializer, **ERRORS}),
+)
 class ReferenceViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ReferenceSerializer
     filterset_class = ReferenceFilter

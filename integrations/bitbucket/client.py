@@ -68,8 +68,9 @@ from integrations.models import AuthMethod
 from integrations.selectors import integration_get_credentials
 
 # Partial responses (fields=): only what the portal reads.
-REPOSITORY_FIELDS = ("uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,project.uuid,project.key,"
-                     "links.html.href")
+REPOSITORY_FIELDS = (
+    "uuid,slug,name,full_name,is_private,language,updated_on,mainbranch.name,project.uuid,project.key,links.html.href"
+)
 PROJECT_FIELDS = "uuid,key,name,description"
 MEMBER_FIELDS = "user.uuid,user.account_id,user.display_name,user.nickname"
 NO_COMMIT = "0" * 40
@@ -81,9 +82,17 @@ def _values(fields: str) -> str:
 
 
 class BitbucketClient:
-    def __init__(self, credentials: Credentials, *, api_url: str | None = None, web_url: str | None = None,
-                 timeout: tuple[float, float] | None = None, pool_size: int = 10,
-                 token_cache_scope: object = None, use_token_cache: bool = True) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        api_url: str | None = None,
+        web_url: str | None = None,
+        timeout: tuple[float, float] | None = None,
+        pool_size: int = 10,
+        token_cache_scope: object = None,
+        use_token_cache: bool = True,
+    ) -> None:
         """``token_cache_scope`` (an integration id) keeps OAuth tokens per integration;
         ``use_token_cache=False`` (verification) always asks Bitbucket, so a cached token
         can never stand in for checking the credentials."""
@@ -134,20 +143,32 @@ class BitbucketClient:
         url = f"{self.web_url}/site/oauth2/access_token"
         self.stats.add("oauth")
         try:
-            response = requests.post(url, data={"grant_type": "client_credentials"}, timeout=self.timeout,
-                                     auth=_basic(self.credentials.identity, self.credentials.secret),
-                                     headers={"User-Agent": USER_AGENT})
+            response = requests.post(
+                url,
+                data={"grant_type": "client_credentials"},
+                timeout=self.timeout,
+                auth=_basic(self.credentials.identity, self.credentials.secret),
+                headers={"User-Agent": USER_AGENT},
+            )
         except requests.RequestException as exc:
             raise self._transport_error(exc, "POST", url) from exc
         if response.status_code != 200:
             body = _json_or_none(response) or {}
             raise Unauthorized(
-                "Bitbucket refused the OAuth consumer key and secret.", status=response.status_code, method="POST",
-                path=urlsplit(url).path, remote_message=str(body.get("error_description") or body.get("error") or ""))
+                "Bitbucket refused the OAuth consumer key and secret.",
+                status=response.status_code,
+                method="POST",
+                path=urlsplit(url).path,
+                remote_message=str(body.get("error_description") or body.get("error") or ""),
+            )
         body = _json_or_none(response)
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise UnexpectedResponse("Bitbucket's OAuth token answer has no access token.", status=200,
-                                     method="POST", path=urlsplit(url).path)
+            raise UnexpectedResponse(
+                "Bitbucket's OAuth token answer has no access token.",
+                status=200,
+                method="POST",
+                path=urlsplit(url).path,
+            )
         expires_in = body.get("expires_in", 3600)
         expires_in = float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
         if self.use_token_cache:
@@ -157,8 +178,17 @@ class BitbucketClient:
         return body["access_token"]
 
     # The one request path.
-    def _request(self, method: str, url: str, *, params: dict | None = None, json: Any = None,
-                 kind: str = "rest", auth: Any = None, allow_statuses: tuple[int, ...] = ()) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        kind: str = "rest",
+        auth: Any = None,
+        allow_statuses: tuple[int, ...] = (),
+    ) -> requests.Response:
         if not url.startswith(("http://", "https://")):
             url = f"{self.api_url}/{url.lstrip('/')}"
         path = urlsplit(url).path
@@ -166,8 +196,9 @@ class BitbucketClient:
             self.before_request()
         self.stats.add(kind)
         try:
-            response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
-                                            auth=auth, allow_redirects=True)
+            response = self.session.request(
+                method, url, params=params, json=json, timeout=self.timeout, auth=auth, allow_redirects=True
+            )
         except requests.RequestException as exc:
             raise self._transport_error(exc, method, url) from exc
         if response.status_code == 401 and self.credentials.method == AuthMethod.OAUTH and kind == "rest":
@@ -175,8 +206,9 @@ class BitbucketClient:
             oauth_tokens.forget(self._token_key)
             self._private_token = None
             try:
-                response = self.session.request(method, url, params=params, json=json, timeout=self.timeout,
-                                                auth=auth, allow_redirects=True)
+                response = self.session.request(
+                    method, url, params=params, json=json, timeout=self.timeout, auth=auth, allow_redirects=True
+                )
             except requests.RequestException as exc:
                 raise self._transport_error(exc, method, url) from exc
         if response.status_code < 400 or response.status_code in allow_statuses:
@@ -195,22 +227,39 @@ class BitbucketClient:
         if isinstance(reason, MaxRetryError):
             reason = reason.reason
         if isinstance(exc, requests.exceptions.SSLError):
-            return CertificateError(f"The TLS certificate of {host} could not be verified.", method=method, path=path,
-                                    remote_message=_short(exc))
+            return CertificateError(
+                f"The TLS certificate of {host} could not be verified.",
+                method=method,
+                path=path,
+                remote_message=_short(exc),
+            )
         refused = isinstance(reason, (NewConnectionError, NameResolutionError))  # a ConnectTimeoutError subclass
-        if not refused and (isinstance(exc, requests.exceptions.Timeout)
-                            or isinstance(reason, (ReadTimeoutError, ConnectTimeoutError))):
-            return Timeout(f"{host} did not answer within {self.timeout[1]:.0f} seconds (after retries).",
-                           method=method, path=path)
+        if not refused and (
+            isinstance(exc, requests.exceptions.Timeout) or isinstance(reason, (ReadTimeoutError, ConnectTimeoutError))
+        ):
+            return Timeout(
+                f"{host} did not answer within {self.timeout[1]:.0f} seconds (after retries).", method=method, path=path
+            )
         if isinstance(exc, requests.exceptions.RetryError):
             return ServerError(f"{host} kept failing after retries.", method=method, path=path)
         if isinstance(exc, requests.exceptions.ChunkedEncodingError) or (
-                isinstance(reason, ProtocolError) or (isinstance(reason, OSError) and not refused)):
-            return ConnectionDropped(f"{host} dropped the connection (after retries).", method=method, path=path,
-                                     remote_message=_short(exc))
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.InvalidURL,
-                            requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-            return HostUnreachable(f"Could not connect to {host}.", method=method, path=path, remote_message=_short(exc))
+            isinstance(reason, ProtocolError) or (isinstance(reason, OSError) and not refused)
+        ):
+            return ConnectionDropped(
+                f"{host} dropped the connection (after retries).", method=method, path=path, remote_message=_short(exc)
+            )
+        if isinstance(
+            exc,
+            (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema,
+            ),
+        ):
+            return HostUnreachable(
+                f"Could not connect to {host}.", method=method, path=path, remote_message=_short(exc)
+            )
         return UnexpectedResponse(f"Request to {host} failed: {type(exc).__name__}.", method=method, path=path)
 
     def _status_error(self, response: requests.Response, method: str, path: str) -> BitbucketError:
@@ -228,14 +277,21 @@ class BitbucketClient:
             required = detail.get("required", []) if isinstance(detail, dict) else []
             granted = detail.get("granted", []) if isinstance(detail, dict) else []
             missing = [s for s in required if s not in granted]
-            return Forbidden("The credentials lack permission for this call.", missing_scopes=missing,
-                             granted_scopes=granted, **common)
+            return Forbidden(
+                "The credentials lack permission for this call.",
+                missing_scopes=missing,
+                granted_scopes=granted,
+                **common,
+            )
         if status == 404:
             return NotFound("Bitbucket answered 404: not found, or not visible to these credentials.", **common)
         if status == 429:
             retry_after = response.headers.get("Retry-After")
-            return RateLimited("Bitbucket's rate limit was reached.", retry_after=float(retry_after)
-                               if retry_after and retry_after.isdigit() else None, **common)
+            return RateLimited(
+                "Bitbucket's rate limit was reached.",
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                **common,
+            )
         if status >= 500:
             return ServerError(f"Bitbucket answered {status} after retries.", **common)
         return UnexpectedResponse(f"Bitbucket answered {status}.", **common)
@@ -264,8 +320,9 @@ class BitbucketClient:
         """A raw file body (``src/{commit}/{path}``)."""
         return self._request("GET", path, params=params or None).text
 
-    def paginate(self, path: str, *, fields: str | None = None, pagelen: int = 100, q: str | None = None,
-                 **params: Any) -> Iterator[dict]:
+    def paginate(
+        self, path: str, *, fields: str | None = None, pagelen: int = 100, q: str | None = None, **params: Any
+    ) -> Iterator[dict]:
         """Yield pages (the envelope) of a collection, following ``next`` verbatim."""
         first = {"pagelen": pagelen, **params}
         if fields:
@@ -298,12 +355,21 @@ class BitbucketClient:
 
     def repository_pages(self, workspace: str, project_key: str = "") -> Iterator[dict]:
         """The workspace's repositories (or one project's), 100 a page: the sync's listing."""
-        return self.paginate(f"repositories/{workspace}", fields=_values(REPOSITORY_FIELDS),
-                             q=f'project.key="{project_key}"' if project_key else None)
+        return self.paginate(
+            f"repositories/{workspace}",
+            fields=_values(REPOSITORY_FIELDS),
+            q=f'project.key="{project_key}"' if project_key else None,
+        )
 
     def repositories_first_page(self, workspace: str, project_key: str = "") -> dict:
-        return next(self.paginate(f"repositories/{workspace}", pagelen=1, fields="values.slug",
-                                  q=f'project.key="{project_key}"' if project_key else None))
+        return next(
+            self.paginate(
+                f"repositories/{workspace}",
+                pagelen=1,
+                fields="values.slug",
+                q=f'project.key="{project_key}"' if project_key else None,
+            )
+        )
 
     def repository(self, full_name: str) -> dict:
         """One repository by ``workspace/slug``, or by ``workspace/{uuid}`` (what a rename
@@ -328,14 +394,16 @@ class BitbucketClient:
 
     def default_reviewers_first(self, full_name: str) -> list[dict]:
         """At most one default reviewer: whether there are any."""
-        return next(self.paginate(f"repositories/{full_name}/default-reviewers", pagelen=1,
-                                  fields="values.uuid")).get("values", [])
+        return next(self.paginate(f"repositories/{full_name}/default-reviewers", pagelen=1, fields="values.uuid")).get(
+            "values", []
+        )
 
     def pull_requests_first_page(self, full_name: str) -> dict:
         return next(self.paginate(f"repositories/{full_name}/pullrequests", pagelen=1))
 
-    def source_listing(self, full_name: str, commit: str, folder: str = "", *,
-                       max_depth: int | None = None) -> Iterator[dict]:
+    def source_listing(
+        self, full_name: str, commit: str, folder: str = "", *, max_depth: int | None = None
+    ) -> Iterator[dict]:
         """Files and folders at ``commit`` under ``folder`` (paths and types)."""
         path = f"repositories/{full_name}/src/{commit}/{quote(folder) + '/' if folder else ''}"
         params = {"max_depth": max_depth} if max_depth is not None else {}
@@ -359,8 +427,9 @@ class BitbucketClient:
         return self.post(f"repositories/{full_name}/pullrequests/{pull_request_id}/comments", {"content": {"raw": raw}})
 
     def update_comment(self, full_name: str, pull_request_id: int, comment_id: int, raw: str) -> dict:
-        return self.put(f"repositories/{full_name}/pullrequests/{pull_request_id}/comments/{comment_id}",
-                        {"content": {"raw": raw}})
+        return self.put(
+            f"repositories/{full_name}/pullrequests/{pull_request_id}/comments/{comment_id}", {"content": {"raw": raw}}
+        )
 
     def workspace_hook(self, workspace: str, uid: str) -> dict:
         return self.get(f"workspaces/{workspace}/hooks/{uid}", fields="uuid")
@@ -399,21 +468,29 @@ class BitbucketClient:
         body = self.get(f"repositories/{full_name}/refs/branches/{quote(branch, safe='')}", fields="target.hash")
         head = (body.get("target") or {}).get("hash") if isinstance(body, dict) else None
         if not isinstance(head, str) or not head:
-            raise UnexpectedResponse("Bitbucket's branch answer has no head commit.", status=200, method="GET",
-                                     path=f"/repositories/{full_name}/refs/branches/…")
+            raise UnexpectedResponse(
+                "Bitbucket's branch answer has no head commit.",
+                status=200,
+                method="GET",
+                path=f"/repositories/{full_name}/refs/branches/…",
+            )
         return head
 
     def git_refs(self, workspace: str, slug: str) -> dict[str, str]:
         """Branch and tag heads from git's smart-HTTP ref advertisement (what
         ``git ls-remote`` reads): one request, counted against git's own limit."""
         url = f"{self.web_url}/{workspace}/{slug}.git/info/refs"
-        response = self._request("GET", url, params={"service": "git-upload-pack"}, kind="git",
-                                 auth=_basic(*self.git_auth()))
+        response = self._request(
+            "GET", url, params={"service": "git-upload-pack"}, kind="git", auth=_basic(*self.git_auth())
+        )
         return parse_ref_advertisement(response.content)
 
 
 def client_for(integration) -> BitbucketClient:
     """A client with the integration's (decrypted) credentials; its OAuth tokens are
     cached for this integration and these exact credentials only."""
-    return BitbucketClient(integration_get_credentials(integration=integration),
-                           pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY), token_cache_scope=integration.pk)
+    return BitbucketClient(
+        integration_get_credentials(integration=integration),
+        pool_size=max(10, settings.BITBUCKET_GIT_CONCURRENCY),
+        token_cache_scope=integration.pk,
+    )

@@ -31,20 +31,20 @@ APP_PASSWORD_REMOVED = (
 # What to do about a rejected credential or a missing scope, per auth method.
 SCOPE_HELP = {
     AuthMethod.API_TOKEN: "Create a new API token with these scopes (Atlassian account settings > Security > "
-                          "API tokens > Create API token with scopes > Bitbucket) and update the credentials.",
+    "API tokens > Create API token with scopes > Bitbucket) and update the credentials.",
     AuthMethod.ACCESS_TOKEN: "Create a new access token with these scopes (Workspace, project or repository "
-                             "settings > Access tokens) and update the credentials: a token's scopes cannot be "
-                             "changed after creation.",
+    "settings > Access tokens) and update the credentials: a token's scopes cannot be "
+    "changed after creation.",
     AuthMethod.OAUTH: "Add these permissions to the OAuth consumer (Workspace settings > OAuth consumers > Edit); "
-                      "the portal fetches a new token on the next scan.",
+    "the portal fetches a new token on the next scan.",
 }
 EXPIRED_HELP = {
     AuthMethod.API_TOKEN: "The API token is invalid, expired (they last at most a year) or revoked, or the email "
-                          "is not the account that created it. Create a new API token and update the credentials.",
+    "is not the account that created it. Create a new API token and update the credentials.",
     AuthMethod.ACCESS_TOKEN: "The access token is invalid, expired or revoked. Create a new one in the workspace, "
-                             "project or repository settings (Access tokens) and update the credentials.",
+    "project or repository settings (Access tokens) and update the credentials.",
     AuthMethod.OAUTH: "Bitbucket refused the OAuth consumer key and secret, or its token. Check that the consumer "
-                      "still exists, is private and has client credentials enabled, then update the credentials.",
+    "still exists, is private and has client credentials enabled, then update the credentials.",
 }
 
 
@@ -112,14 +112,15 @@ def clean_credentials(method: str, data: dict[str, str]) -> Credentials:
                 validate_email(values["email"])
             except ValidationError:
                 errors["email"] = (
-                    "Enter the Atlassian account email (API tokens use the email, not the "
-                    "Bitbucket username)."
+                    "Enter the Atlassian account email (API tokens use the email, not the Bitbucket username)."
                 )
     if method == AuthMethod.OAUTH and not values["key"]:
         errors["key"] = "Enter the OAuth consumer key."
     elif method == AuthMethod.OAUTH and not _token_text(values["key"]):
-        errors["key"] = ("The consumer key contains characters Bitbucket never uses (only ASCII letters, digits and "
-                         "punctuation); copy it again from the OAuth consumer's settings.")
+        errors["key"] = (
+            "The consumer key contains characters Bitbucket never uses (only ASCII letters, digits and "
+            "punctuation); copy it again from the OAuth consumer's settings."
+        )
 
     secret_field = "secret" if method == AuthMethod.OAUTH else "token"
     secret = values[secret_field]
@@ -129,8 +130,10 @@ def clean_credentials(method: str, data: dict[str, str]) -> Credentials:
     elif _whitespace.search(secret):
         errors[secret_field] = f"The {label} contains spaces or line breaks; paste it again without them."
     elif not _token_text(secret):
-        errors[secret_field] = (f"The {label} contains characters Bitbucket never puts in one (only ASCII letters, "
-                                "digits and punctuation); copy it again from Bitbucket.")
+        errors[secret_field] = (
+            f"The {label} contains characters Bitbucket never puts in one (only ASCII letters, "
+            "digits and punctuation); copy it again from Bitbucket."
+        )
     elif looks_like_app_password(secret):
         errors[secret_field] = APP_PASSWORD_REMOVED
     elif len(secret) < 8:

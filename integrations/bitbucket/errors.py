@@ -10,8 +10,16 @@ from typing import Any
 class BitbucketError(Exception):
     """A failed Bitbucket call. ``str()`` is safe to show and to log: no secrets."""
 
-    def __init__(self, message: str, *, status: int | None = None, method: str = "", path: str = "",
-                 remote_message: str = "", detail: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        path: str = "",
+        remote_message: str = "",
+        detail: Any = None,
+    ) -> None:
         super().__init__(message)
         self.message, self.status, self.method, self.path = message, status, method, path
         self.remote_message, self.detail = remote_message, detail
@@ -28,8 +36,14 @@ class AppPasswordRejected(Unauthorized):
 class Forbidden(BitbucketError):
     """403. ``missing_scopes`` names what the credential lacks, when Bitbucket says."""
 
-    def __init__(self, message: str, *, missing_scopes: list[str] | None = None,
-                 granted_scopes: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing_scopes: list[str] | None = None,
+        granted_scopes: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.missing_scopes = missing_scopes or []
         self.granted_scopes = granted_scopes or []

@@ -27,6 +27,7 @@ USER_AGENT = "bitbucket-portal/0.1 (+self-hosted)"
 
 # --- Retry policy ------------------------------------------------------------------------------
 
+
 class CappedRetry(Retry):
     """urllib3 ``Retry`` that will not sleep longer than ``max_retry_after``, and counts
     every retried request that reached Bitbucket.
@@ -57,8 +58,7 @@ class CappedRetry(Retry):
             retry_after = self.get_retry_after(response)
             if retry_after is not None and retry_after > self.max_retry_after:
                 # Too long to wait here: exhaust, so urllib3 hands the 429 back as is.
-                return Retry.increment(self.new(total=0, status=0), method, url, response, error, _pool,
-                                       _stacktrace)
+                return Retry.increment(self.new(total=0, status=0), method, url, response, error, _pool, _stacktrace)
         retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when exhausted
         if self.stats is not None and (response is not None or _is_read_error(error)):
             # The failed attempt reached Bitbucket (an answer, or a read that failed after
@@ -73,17 +73,25 @@ def _is_read_error(error: BaseException | None) -> bool:
 
 def build_retry(stats: "CallStats | None" = None) -> Retry:
     retry = CappedRetry(
-        total=settings.BITBUCKET_RETRIES, connect=settings.BITBUCKET_RETRIES, read=settings.BITBUCKET_RETRIES,
-        status=settings.BITBUCKET_RETRIES, other=0,  # other=0: TLS errors are never retried
-        status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
-        backoff_factor=settings.BITBUCKET_BACKOFF_FACTOR, backoff_max=settings.BITBUCKET_BACKOFF_MAX,
-        backoff_jitter=settings.BITBUCKET_BACKOFF_FACTOR, respect_retry_after_header=True, raise_on_status=False,
+        total=settings.BITBUCKET_RETRIES,
+        connect=settings.BITBUCKET_RETRIES,
+        read=settings.BITBUCKET_RETRIES,
+        status=settings.BITBUCKET_RETRIES,
+        other=0,  # other=0: TLS errors are never retried
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
+        backoff_factor=settings.BITBUCKET_BACKOFF_FACTOR,
+        backoff_max=settings.BITBUCKET_BACKOFF_MAX,
+        backoff_jitter=settings.BITBUCKET_BACKOFF_FACTOR,
+        respect_retry_after_header=True,
+        raise_on_status=False,
     )
     retry.max_retry_after, retry.stats = settings.BITBUCKET_MAX_RETRY_AFTER, stats
     return retry
 
 
 # --- Auth --------------------------------------------------------------------------------------
+
 
 class _OAuthTokenCache:
     """Client-credentials tokens, shared across clients in a process.
@@ -144,7 +152,6 @@ class Bearer(requests.auth.AuthBase):
         return request
 
 
-
 @dataclass
 class CallStats:
     rest: int = 0
@@ -163,13 +170,13 @@ def parse_ref_advertisement(body: bytes) -> dict[str, str]:
     pos = 0
     while pos + 4 <= len(body):
         try:
-            length = int(body[pos:pos + 4], 16)
+            length = int(body[pos : pos + 4], 16)
         except ValueError as exc:
             raise UnexpectedResponse("The git ref advertisement is malformed.") from exc
         if length == 0:
             pos += 4
             continue
-        line = body[pos + 4:pos + length].rstrip(b"\n").split(b"\0", 1)[0].decode("utf-8", "replace")
+        line = body[pos + 4 : pos + length].rstrip(b"\n").split(b"\0", 1)[0].decode("utf-8", "replace")
         pos += length
         if line.startswith("#"):
             continue
@@ -191,7 +198,10 @@ def _expect_json(response: requests.Response, method: str, path: str) -> Any:
     if body is None:
         raise UnexpectedResponse(
             "Bitbucket answered with something that is not JSON; is BITBUCKET_API_URL the API address?",
-            status=response.status_code, method=method, path=path)
+            status=response.status_code,
+            method=method,
+            path=path,
+        )
     return body
 
 

@@ -47,20 +47,28 @@ def clean_workspace(value: str, field: str = "workspace") -> str:
     if not workspace:
         raise ValidationError({field: "Enter the workspace ID (the part after bitbucket.org/ in its URL)."})
     if not WORKSPACE_RE.match(workspace):
-        raise ValidationError({field: (
-            f"'{value.strip()}' is not a Bitbucket workspace ID: use the workspace's URL slug "
-            "(lower-case letters, digits, '-' and '_'), not its display name."
-        )})
+        raise ValidationError(
+            {
+                field: (
+                    f"'{value.strip()}' is not a Bitbucket workspace ID: use the workspace's URL slug "
+                    "(lower-case letters, digits, '-' and '_'), not its display name."
+                )
+            }
+        )
     return workspace
 
 
 def clean_project_key(value: str, field: str = "project_key") -> str:
     key = (value or "").strip().upper()
     if key and not PROJECT_KEY_RE.match(key):
-        raise ValidationError({field: (
-            f"'{value.strip()}' is not a Bitbucket project key: keys start with a letter and "
-            "contain only letters, digits and '_' (for example PROJ)."
-        )})
+        raise ValidationError(
+            {
+                field: (
+                    f"'{value.strip()}' is not a Bitbucket project key: keys start with a letter and "
+                    "contain only letters, digits and '_' (for example PROJ)."
+                )
+            }
+        )
     return key
 
 
@@ -72,7 +80,9 @@ def parse_target(url: str = "", workspace: str = "", project_key: str = "") -> B
     """
     url = (url or "").strip()
     if url and (workspace or project_key):
-        raise ValidationError({"bitbucket_url": "Give either a Bitbucket URL, or a workspace and project key, not both."})
+        raise ValidationError(
+            {"bitbucket_url": "Give either a Bitbucket URL, or a workspace and project key, not both."}
+        )
     if not url:
         ws = clean_workspace(workspace)
         key = clean_project_key(project_key)
@@ -92,9 +102,13 @@ def _parse_url(url: str) -> BitbucketTarget:
             hint = " That is the API host; use the address you see in the browser."
         elif "/projects/" in parts.path and "/repos/" in parts.path:
             hint = " It looks like a Bitbucket Data Center URL; this integration is for Bitbucket Cloud."
-        raise ValidationError({"bitbucket_url": (
-            f"'{parts.netloc}' is not the Bitbucket Cloud host this portal uses ({base.netloc}).{hint}"
-        )})
+        raise ValidationError(
+            {
+                "bitbucket_url": (
+                    f"'{parts.netloc}' is not the Bitbucket Cloud host this portal uses ({base.netloc}).{hint}"
+                )
+            }
+        )
     if parts.query or parts.fragment:
         raise ValidationError({"bitbucket_url": "Remove the query string or '#' part from the URL."})
     segments = [s for s in parts.path.split("/") if s]
@@ -108,15 +122,23 @@ def _parse_url(url: str) -> BitbucketTarget:
         key = clean_project_key(segments[3], field="bitbucket_url")
         return BitbucketTarget(ws, key, target_url(ws, key))
     if len(segments) >= 2 and segments[1] not in ("workspace",):
-        raise ValidationError({"bitbucket_url": (
-            f"That is the URL of a repository ({segments[0]}/{segments[1]}). Connect its workspace "
-            f"({_web_base()}/{segments[0]}) or its project "
-            f"({_web_base()}/{segments[0]}/workspace/projects/KEY) instead."
-        )})
-    raise ValidationError({"bitbucket_url": (
-        f"Unrecognised Bitbucket URL. Use a workspace URL ({example}) or a project URL "
-        f"({example}/workspace/projects/KEY)."
-    )})
+        raise ValidationError(
+            {
+                "bitbucket_url": (
+                    f"That is the URL of a repository ({segments[0]}/{segments[1]}). Connect its workspace "
+                    f"({_web_base()}/{segments[0]}) or its project "
+                    f"({_web_base()}/{segments[0]}/workspace/projects/KEY) instead."
+                )
+            }
+        )
+    raise ValidationError(
+        {
+            "bitbucket_url": (
+                f"Unrecognised Bitbucket URL. Use a workspace URL ({example}) or a project URL "
+                f"({example}/workspace/projects/KEY)."
+            )
+        }
+    )
 
 
 def parse_repository_url(url: str) -> tuple[str, str]:
@@ -127,11 +149,12 @@ def parse_repository_url(url: str) -> tuple[str, str]:
     if not url:
         raise ValidationError({"url": "Enter the URL of a repository, e.g. https://bitbucket.org/acme/api."})
     if parts.netloc.lower() != base.netloc.lower():
-        raise ValidationError({"url": f"'{parts.netloc}' is not the Bitbucket Cloud host this portal uses ({base.netloc})."})
+        raise ValidationError(
+            {"url": f"'{parts.netloc}' is not the Bitbucket Cloud host this portal uses ({base.netloc})."}
+        )
     segments = [s for s in parts.path.split("/") if s]
     if len(segments) < 2 or segments[1] == "workspace":
-        raise ValidationError({"url": "That is not a repository URL: expected "
-                                      f"{_web_base()}/workspace/repository."})
+        raise ValidationError({"url": f"That is not a repository URL: expected {_web_base()}/workspace/repository."})
     workspace = clean_workspace(segments[0], field="url")
     slug = segments[1].removesuffix(".git").lower()
     if not re.match(r"^[a-z0-9._-]{1,128}$", slug):

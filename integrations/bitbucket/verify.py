@@ -48,8 +48,13 @@ class Check:
     error: bb.BitbucketError | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "ok": self.ok, "required": self.required, "message": self.message,
-                "missing_scopes": self.missing_scopes}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "required": self.required,
+            "message": self.message,
+            "missing_scopes": self.missing_scopes,
+        }
 
 
 @dataclass
@@ -96,8 +101,14 @@ def _failed(name: str, exc: bb.BitbucketError, method: str, *, required: bool, f
     return Check(name, False, exc.message, required, error=exc)
 
 
-def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scanners: list[str] | tuple = (),
-                      pr_enabled: bool = False, client: bb.BitbucketClient | None = None) -> VerificationReport:
+def verify_connection(
+    *,
+    target: BitbucketTarget,
+    credentials: Credentials,
+    scanners: list[str] | tuple = (),
+    pr_enabled: bool = False,
+    client: bb.BitbucketClient | None = None,
+) -> VerificationReport:
     client = client or bb.BitbucketClient(credentials, use_token_cache=False)  # a cached token proves nothing
     method = credentials.method
     report = VerificationReport()
@@ -107,19 +118,28 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
     try:
         if key:
             project = client.project(ws, key)
-            report.checks.append(Check("Project reachable", True, f"{ws}/{project.get('key', key)} ({project.get('name', '')})"))
+            report.checks.append(
+                Check("Project reachable", True, f"{ws}/{project.get('key', key)} ({project.get('name', '')})")
+            )
         else:
             page = client.projects_first_page(ws)
             report.checks.append(Check("Projects listable", True, f"{page.get('size', '?')} project(s) in {ws}"))
     except bb.NotFound as exc:
         what = f"project {key} in workspace {ws}" if key else f"workspace {ws}"
-        report.checks.append(Check("Workspace reachable", False, f"Bitbucket has no {what} visible to these "
-                                   "credentials. Check the URL, and that the credential belongs to that workspace.",
-                                   error=exc))
+        report.checks.append(
+            Check(
+                "Workspace reachable",
+                False,
+                f"Bitbucket has no {what} visible to these "
+                "credentials. Check the URL, and that the credential belongs to that workspace.",
+                error=exc,
+            )
+        )
         return report
     except bb.BitbucketError as exc:
-        report.checks.append(_failed("Project reachable" if key else "Projects listable", exc, method,
-                                     required=True, feature="projects"))
+        report.checks.append(
+            _failed("Project reachable" if key else "Projects listable", exc, method, required=True, feature="projects")
+        )
         if isinstance(exc, (bb.Unauthorized, bb.HostUnreachable, bb.CertificateError, bb.Timeout)):
             return report
 
@@ -153,13 +173,18 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
         # 5. What the selected scanners and pull-request scanning need (reads, then writes
         #    probed so that nothing changes).
         repo = f"{ws}/{first_repo}"
-        probes = [(f"{name.capitalize()} scanner", getattr(client, CATALOGUE[name].probe), name)
-                  for name in scanners if name in CATALOGUE and CATALOGUE[name].probe]
+        probes = [
+            (f"{name.capitalize()} scanner", getattr(client, CATALOGUE[name].probe), name)
+            for name in scanners
+            if name in CATALOGUE and CATALOGUE[name].probe
+        ]
         if pr_enabled:
-            probes += [("Pull-request scans", client.pull_requests_first_page, "pullrequests"),
-                       ("Webhook registration", client.may_manage_hooks, "webhooks"),
-                       ("Build statuses", client.may_post_build_statuses, "statuses"),
-                       ("Pull-request comments", client.may_comment, "comments")]
+            probes += [
+                ("Pull-request scans", client.pull_requests_first_page, "pullrequests"),
+                ("Webhook registration", client.may_manage_hooks, "webhooks"),
+                ("Build statuses", client.may_post_build_statuses, "statuses"),
+                ("Pull-request comments", client.may_comment, "comments"),
+            ]
         for name, call, feature in probes:
             try:
                 call(repo)
@@ -169,8 +194,16 @@ def verify_connection(*, target: BitbucketTarget, credentials: Credentials, scan
     return report
 
 
-def verify_draft(*, auth_method: str, credentials: dict, bitbucket_url: str = "", workspace: str = "",
-                 project_key: str = "", scanners: list[str] | tuple = (), pr_enabled: bool = False):
+def verify_draft(
+    *,
+    auth_method: str,
+    credentials: dict,
+    bitbucket_url: str = "",
+    workspace: str = "",
+    project_key: str = "",
+    scanners: list[str] | tuple = (),
+    pr_enabled: bool = False,
+):
     """Verify what a person typed before anything is saved (the Add page's Verify step).
 
     Raises ``ValidationError`` keyed by field for input that cannot be checked at all.

@@ -19,13 +19,11 @@ Actor = AbstractBaseUser | None
 SECRET_KEYS = ("token", "secret", "password", "credential", "authorization", "api_key")
 
 
-
 def _scrub(value: Any) -> Any:
     """Belt and braces: drop anything secret-looking from audit details."""
     if isinstance(value, dict):
         return {
-            k: ("[redacted]" if any(s in str(k).lower() for s in SECRET_KEYS) else _scrub(v))
-            for k, v in value.items()
+            k: ("[redacted]" if any(s in str(k).lower() for s in SECRET_KEYS) else _scrub(v)) for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
@@ -38,8 +36,15 @@ def actor_or_none(actor: Actor) -> AbstractBaseUser | None:
 
 
 def audit(
-    *, actor: Actor, action: str, target: models.Model | None, tenant: Tenant | None, details: dict | None = None,
-    target_type: str = "", target_id: str = "", target_repr: str = "",
+    *,
+    actor: Actor,
+    action: str,
+    target: models.Model | None,
+    tenant: Tenant | None,
+    details: dict | None = None,
+    target_type: str = "",
+    target_id: str = "",
+    target_repr: str = "",
 ) -> AuditEvent:
     """The one writer of audit events. ``target`` is the object acted on; for actions on
     many objects (a key rotation) pass ``target=None`` and describe it with ``target_*``."""

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 # --- Encryption keys -----------------------------------------------------------------
 
+
 def encryption_keys_rotate(*, batch_size: int | None = None, actor: Actor = None) -> dict[str, int]:
     """Re-encrypt every stored secret that is not under the newest key.
 
@@ -27,8 +28,12 @@ def encryption_keys_rotate(*, batch_size: int | None = None, actor: Actor = None
     for model, field in encrypted_fields():
         label = f"{model._meta.label}.{field.name}"
         rotated[label] = 0
-        stale = (model._base_manager.exclude(**{field.name: ""}).exclude(**{f"{field.name}__isnull": True})
-                 .exclude(**{f"{field.name}__startswith": ring.prefix}).order_by("pk"))
+        stale = (
+            model._base_manager.exclude(**{field.name: ""})
+            .exclude(**{f"{field.name}__isnull": True})
+            .exclude(**{f"{field.name}__startswith": ring.prefix})
+            .order_by("pk")
+        )
         last_pk = None
         while True:
             with transaction.atomic():
@@ -44,6 +49,14 @@ def encryption_keys_rotate(*, batch_size: int | None = None, actor: Actor = None
                 last_pk = rows[-1].pk
     if any(rotated.values()):
         logger.info("Re-encrypted secrets under key %s: %s", ring.primary_id, rotated)
-        audit(actor=actor, action="encryption.rotate", target=None, tenant=None, details={"rotated": rotated},
-              target_type="crypto.keyring", target_id=ring.primary_id, target_repr=f"key {ring.primary_id}")
+        audit(
+            actor=actor,
+            action="encryption.rotate",
+            target=None,
+            tenant=None,
+            details={"rotated": rotated},
+            target_type="crypto.keyring",
+            target_id=ring.primary_id,
+            target_repr=f"key {ring.primary_id}",
+        )
     return rotated

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # --- Integrations --------------------------------------------------------------------
 
+
 class VerificationFailed(ValidationError):
     """Verification against Bitbucket failed; ``report`` says which checks and why."""
 
@@ -46,10 +47,23 @@ class VerificationFailed(ValidationError):
 
 
 def integration_create(
-    *, tenant: Tenant, parent: Namespace, name: str, auth_method: str, credentials: dict[str, str],
-    actor: Actor, bitbucket_url: str = "", workspace: str = "", project_key: str = "",
-    scanners: Iterable[str] = (), pr_settings: dict | None = None, scan_interval: timedelta | None = None,
-    labels: Iterable[str] = (), description: str = "", tracked_branches: Iterable[str] = (), verify: bool = True,
+    *,
+    tenant: Tenant,
+    parent: Namespace,
+    name: str,
+    auth_method: str,
+    credentials: dict[str, str],
+    actor: Actor,
+    bitbucket_url: str = "",
+    workspace: str = "",
+    project_key: str = "",
+    scanners: Iterable[str] = (),
+    pr_settings: dict | None = None,
+    scan_interval: timedelta | None = None,
+    labels: Iterable[str] = (),
+    description: str = "",
+    tracked_branches: Iterable[str] = (),
+    verify: bool = True,
 ) -> Integration:
     """Connect a workspace (or one project) and create its root managed namespace
     under ``parent``. The Bitbucket URL is fixed from here on.
@@ -84,15 +98,21 @@ def integration_create(
         errors.update(exc.message_dict)
     try:
         cleaned = clean_settings(
-            scanners=scanners, pr_settings=pr_settings if pr_settings is not None else {},
-            scan_interval=scan_interval or timedelta(hours=24), labels=labels, tracked_branches=tracked_branches,
+            scanners=scanners,
+            pr_settings=pr_settings if pr_settings is not None else {},
+            scan_interval=scan_interval or timedelta(hours=24),
+            labels=labels,
+            tracked_branches=tracked_branches,
         )
     except ValidationError as exc:
         errors.update(exc.message_dict)
         cleaned = {}
-    if target is not None and Integration.objects.filter(
-        tenant=tenant, workspace=target.workspace, project_key=target.project_key
-    ).exclude(status=IntegrationStatus.DELETING).exists():
+    if (
+        target is not None
+        and Integration.objects.filter(tenant=tenant, workspace=target.workspace, project_key=target.project_key)
+        .exclude(status=IntegrationStatus.DELETING)
+        .exists()
+    ):
         errors["bitbucket_url"] = f"{target.url} is already connected in this organisation."
     if errors:
         raise ValidationError(errors)
@@ -100,29 +120,55 @@ def integration_create(
     if verify:
         # Outside any transaction: these are network calls.
 
-        report = verify_connection(target=target, credentials=creds, scanners=cleaned.get("scanners", []),
-                                   pr_enabled=bool(cleaned.get("pr_settings", {}).get("enabled")))
+        report = verify_connection(
+            target=target,
+            credentials=creds,
+            scanners=cleaned.get("scanners", []),
+            pr_enabled=bool(cleaned.get("pr_settings", {}).get("enabled")),
+        )
         if not report.ok:
             raise VerificationFailed(report)
 
     with transaction.atomic():
         integration = Integration.objects.create(
-            tenant=tenant, name=name, description=description.strip(),
-            bitbucket_url=target.url, workspace=target.workspace, project_key=target.project_key,
-            auth_method=auth_method, credential_identity=creds.identity, credentials=seal(creds.to_json()),
-            credentials_updated_at=timezone.now(), webhook_secret=seal(secrets.token_urlsafe(32)),
-            created_by=actor_or_none(actor), next_scan_at=timezone.now(), **cleaned,
+            tenant=tenant,
+            name=name,
+            description=description.strip(),
+            bitbucket_url=target.url,
+            workspace=target.workspace,
+            project_key=target.project_key,
+            auth_method=auth_method,
+            credential_identity=creds.identity,
+            credentials=seal(creds.to_json()),
+            credentials_updated_at=timezone.now(),
+            webhook_secret=seal(secrets.token_urlsafe(32)),
+            created_by=actor_or_none(actor),
+            next_scan_at=timezone.now(),
+            **cleaned,
         )
         root = Namespace.objects.create(
-            tenant=tenant, parent=parent, name=target.workspace, managed=True, integration=integration,
+            tenant=tenant,
+            parent=parent,
+            name=target.workspace,
+            managed=True,
+            integration=integration,
             slug=unique_slug(target.workspace, sibling_slugs(tenant, parent)),
         )
         integration.root_namespace = root
         integration.save(update_fields=["root_namespace"])
-        audit(actor=actor, action="integration.create", target=integration, tenant=tenant, details={
-            "bitbucket_url": target.url, "auth_method": auth_method, "parent": parent.pk, "root_namespace": root.pk,
-            "verified": verify,
-        })
+        audit(
+            actor=actor,
+            action="integration.create",
+            target=integration,
+            tenant=tenant,
+            details={
+                "bitbucket_url": target.url,
+                "auth_method": auth_method,
+                "parent": parent.pk,
+                "root_namespace": root.pk,
+                "verified": verify,
+            },
+        )
         actor_id = actor.pk if actor_or_none(actor) else None
         integration_id = integration.pk
         # The first scan starts at once (scanning owns scans; referenced by path only).
@@ -131,8 +177,16 @@ def integration_create(
 
 
 IMMUTABLE_FIELDS = ("bitbucket_url", "workspace", "project_key")
-EDITABLE_FIELDS = ("name", "description", "scanners", "pr_settings", "scan_interval", "labels", "status",
-                   "tracked_branches")
+EDITABLE_FIELDS = (
+    "name",
+    "description",
+    "scanners",
+    "pr_settings",
+    "scan_interval",
+    "labels",
+    "status",
+    "tracked_branches",
+)
 
 
 @transaction.atomic
@@ -141,18 +195,24 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     active/paused). They apply from the next scan."""
     immutable = [f for f in IMMUTABLE_FIELDS if f in changes and changes[f] != getattr(integration, f)]
     if immutable:
-        raise ValidationError({immutable[0]: (
-            "The Bitbucket URL of an integration cannot be changed. To connect a different workspace or "
-            "project, delete this integration and create a new one."
-        )})
+        raise ValidationError(
+            {
+                immutable[0]: (
+                    "The Bitbucket URL of an integration cannot be changed. To connect a different workspace or "
+                    "project, delete this integration and create a new one."
+                )
+            }
+        )
     unknown = sorted(set(changes) - set(EDITABLE_FIELDS) - set(IMMUTABLE_FIELDS))
     if unknown:
         raise ValidationError(f"These fields cannot be edited here: {', '.join(unknown)}.")
     if integration.status == IntegrationStatus.DELETING:
         raise ValidationError("This integration is being deleted.")
     cleaned = clean_settings(
-        scanners=changes.get("scanners"), pr_settings=changes.get("pr_settings"),
-        scan_interval=changes.get("scan_interval"), labels=changes.get("labels"),
+        scanners=changes.get("scanners"),
+        pr_settings=changes.get("pr_settings"),
+        scan_interval=changes.get("scan_interval"),
+        labels=changes.get("labels"),
         tracked_branches=changes.get("tracked_branches"),
     )
     errors: dict[str, str] = {}
@@ -160,8 +220,12 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
         name = (changes["name"] or "").strip()
         if not name:
             errors["name"] = "Enter a name for the integration."
-        elif Integration.objects.filter(tenant=integration.tenant, name=name).exclude(
-            pk=integration.pk).exclude(status=IntegrationStatus.DELETING).exists():
+        elif (
+            Integration.objects.filter(tenant=integration.tenant, name=name)
+            .exclude(pk=integration.pk)
+            .exclude(status=IntegrationStatus.DELETING)
+            .exists()
+        ):
             errors["name"] = f"An integration named '{name}' already exists in this organisation."
         cleaned["name"] = name
     if "description" in changes:
@@ -175,8 +239,7 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
     changed = sorted(f for f, v in cleaned.items() if getattr(integration, f) != v)
     if not changed:
         return integration
-    if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != integration.pr_config.get(
-            "enabled"):
+    if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != integration.pr_config.get("enabled"):
         integration_id = integration.pk
         transaction.on_commit(lambda: enqueue("scanning.tasks.webhooks_sync_task", integration_id))
     for field in changed:
@@ -186,14 +249,23 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
         # New settings may need what was refused before: ask Bitbucket again.
         integration.refused_features, refreshed = {}, ["refused_features"]
     integration.save(update_fields=[*changed, *refreshed, "updated_at"])
-    audit(actor=actor, action="integration.update", target=integration, tenant=integration.tenant,
-          details={"changed": changed})
+    audit(
+        actor=actor,
+        action="integration.update",
+        target=integration,
+        tenant=integration.tenant,
+        details={"changed": changed},
+    )
     return integration
 
 
 @transaction.atomic
 def credentials_update(
-    *, integration: Integration, auth_method: str, credentials: dict[str, str], actor: Actor,
+    *,
+    integration: Integration,
+    auth_method: str,
+    credentials: dict[str, str],
+    actor: Actor,
 ) -> Integration:
     """Replace the credentials (possibly switching method). The old secret is never
     read back or shown; the new one is encrypted before it leaves this function."""
@@ -206,12 +278,23 @@ def credentials_update(
     integration.credentials = seal(creds.to_json())
     integration.credentials_updated_at = timezone.now()
     integration.refused_features = {}  # new credentials may have what the old ones lacked
-    integration.save(update_fields=[
-        "auth_method", "credential_identity", "credentials", "credentials_updated_at", "refused_features",
-        "updated_at",
-    ])
-    audit(actor=actor, action="integration.credentials_update", target=integration, tenant=integration.tenant,
-          details={"auth_method": auth_method, "previous_auth_method": previous_method})
+    integration.save(
+        update_fields=[
+            "auth_method",
+            "credential_identity",
+            "credentials",
+            "credentials_updated_at",
+            "refused_features",
+            "updated_at",
+        ]
+    )
+    audit(
+        actor=actor,
+        action="integration.credentials_update",
+        target=integration,
+        tenant=integration.tenant,
+        details={"auth_method": auth_method, "previous_auth_method": previous_method},
+    )
     return integration
 
 
@@ -225,14 +308,25 @@ def webhook_secret_rotate(*, integration: Integration, actor: Actor) -> Integrat
     integration.webhook_secret_previous_until = now + timedelta(minutes=settings.WEBHOOK_SECRET_GRACE_MINUTES)
     integration.webhook_secret_rotated_at = now
     integration.webhook_secret = seal(secrets.token_urlsafe(32))
-    integration.save(update_fields=["webhook_secret", "webhook_secret_previous", "webhook_secret_previous_until",
-                                    "webhook_secret_rotated_at", "updated_at"])
-    audit(actor=actor, action="integration.webhook_secret_rotate", target=integration, tenant=integration.tenant,
-          details={"previous_accepted_until": integration.webhook_secret_previous_until.isoformat()})
+    integration.save(
+        update_fields=[
+            "webhook_secret",
+            "webhook_secret_previous",
+            "webhook_secret_previous_until",
+            "webhook_secret_rotated_at",
+            "updated_at",
+        ]
+    )
+    audit(
+        actor=actor,
+        action="integration.webhook_secret_rotate",
+        target=integration,
+        tenant=integration.tenant,
+        details={"previous_accepted_until": integration.webhook_secret_previous_until.isoformat()},
+    )
     integration_id = integration.pk
     transaction.on_commit(lambda: enqueue("scanning.tasks.webhooks_sync_task", integration_id))
     return integration
-
 
 
 @transaction.atomic
@@ -247,8 +341,13 @@ def integration_delete_request(*, integration: Integration, actor: Actor) -> dic
         integration.status = IntegrationStatus.DELETING
         integration.next_scan_at = None
         integration.save(update_fields=["status", "next_scan_at", "updated_at"])
-        audit(actor=actor, action="integration.delete", target=integration, tenant=integration.tenant,
-              details={"preview": preview})
+        audit(
+            actor=actor,
+            action="integration.delete",
+            target=integration,
+            tenant=integration.tenant,
+            details={"preview": preview},
+        )
     integration_id = integration.pk
     # Scanning removes the webhooks it registered in Bitbucket, then calls integration_purge.
     transaction.on_commit(lambda: enqueue("scanning.tasks.integration_teardown_task", integration_id))

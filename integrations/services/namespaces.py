@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 # --- Namespaces ----------------------------------------------------------------------
 
+
 def managed_refusal(namespace: Namespace, doing: str) -> ValidationError:
     owner = namespace.integration.name if namespace.integration_id else "an integration"
     return ValidationError(
@@ -39,15 +40,20 @@ def sibling_slugs(tenant: Tenant, parent: Namespace | None, exclude_pk: int | No
 def clean_slug(slug: str, field: str = "slug") -> str:
     slug = slug.strip()
     if not is_valid_slug(slug):
-        raise ValidationError({field: (
-            f"'{slug}' is not a valid slug: use only a-z, 0-9, '-' and '_', at most {MAX_LENGTH} characters."
-        )})
+        raise ValidationError(
+            {field: (f"'{slug}' is not a valid slug: use only a-z, 0-9, '-' and '_', at most {MAX_LENGTH} characters.")}
+        )
     return slug
 
 
 @transaction.atomic
 def namespace_create(
-    *, tenant: Tenant, name: str, parent: Namespace | None = None, slug: str = "", description: str = "",
+    *,
+    tenant: Tenant,
+    name: str,
+    parent: Namespace | None = None,
+    slug: str = "",
+    description: str = "",
     actor: Actor,
 ) -> Namespace:
     """A hand-made (unmanaged) namespace. Only a superuser may add one inside a
@@ -68,14 +74,23 @@ def namespace_create(
     else:
         slug = unique_slug(name, taken)
     namespace = Namespace.objects.create(tenant=tenant, parent=parent, name=name, slug=slug, description=description)
-    audit(actor=actor, action="namespace.create", target=namespace, tenant=tenant,
-          details={"slug": slug, "parent": parent.pk if parent else None})
+    audit(
+        actor=actor,
+        action="namespace.create",
+        target=namespace,
+        tenant=tenant,
+        details={"slug": slug, "parent": parent.pk if parent else None},
+    )
     return namespace
 
 
 @transaction.atomic
 def namespace_update(
-    *, namespace: Namespace, actor: Actor, name: str | None = None, slug: str | None = None,
+    *,
+    namespace: Namespace,
+    actor: Actor,
+    name: str | None = None,
+    slug: str | None = None,
     description: str | None = None,
 ) -> Namespace:
     if namespace.managed:
@@ -96,8 +111,13 @@ def namespace_update(
         for field, value in changes.items():
             setattr(namespace, field, value)
         namespace.save(update_fields=[*changes, "updated_at"])
-        audit(actor=actor, action="namespace.update", target=namespace, tenant=namespace.tenant,
-              details={"changed": sorted(changes)})
+        audit(
+            actor=actor,
+            action="namespace.update",
+            target=namespace,
+            tenant=namespace.tenant,
+            details={"changed": sorted(changes)},
+        )
     return namespace
 
 
@@ -114,6 +134,11 @@ def namespace_delete(*, namespace: Namespace, actor: Actor) -> None:
             "Move or delete what is inside it first; if it holds an integration, delete the integration.",
             code="not_empty",
         )
-    audit(actor=actor, action="namespace.delete", target=namespace, tenant=namespace.tenant,
-          details={"slug": namespace.slug})
+    audit(
+        actor=actor,
+        action="namespace.delete",
+        target=namespace,
+        tenant=namespace.tenant,
+        details={"slug": namespace.slug},
+    )
     namespace.delete()

@@ -27,10 +27,19 @@ logger = logging.getLogger(__name__)
 
 # --- Projects added by hand ----------------------------------------------------------
 
+
 @transaction.atomic
 def project_create(
-    *, namespace: Namespace, name: str, actor: Actor, slug: str = "", full_name: str = "",
-    integration: Integration | None = None, remote_uuid: str = "", is_private: bool = True, web_url: str = "",
+    *,
+    namespace: Namespace,
+    name: str,
+    actor: Actor,
+    slug: str = "",
+    full_name: str = "",
+    integration: Integration | None = None,
+    remote_uuid: str = "",
+    is_private: bool = True,
+    web_url: str = "",
 ) -> Project:
     """A project added by a person (not by a scan). Refused inside managed namespaces."""
     if namespace.managed and not (actor is not None and actor.is_superuser):
@@ -42,18 +51,27 @@ def project_create(
     if slug in taken:
         raise ValidationError({"slug": f"A project with slug '{slug}' already exists in this namespace."})
     project = Project.objects.create(
-        namespace=namespace, name=name.strip(), slug=slug, full_name=full_name, integration=integration,
-        remote_uuid=remote_uuid, is_private=is_private, web_url=web_url,
+        namespace=namespace,
+        name=name.strip(),
+        slug=slug,
+        full_name=full_name,
+        integration=integration,
+        remote_uuid=remote_uuid,
+        is_private=is_private,
+        web_url=web_url,
     )
-    audit(actor=actor, action="project.create", target=project, tenant=namespace.tenant,
-          details={"namespace": namespace.pk, "full_name": full_name})
+    audit(
+        actor=actor,
+        action="project.create",
+        target=project,
+        tenant=namespace.tenant,
+        details={"namespace": namespace.pk, "full_name": full_name},
+    )
     return project
 
 
-
-
 def project_import(*, namespace: Namespace, integration: Integration, url: str, actor: Actor) -> Project:
-    """"Scan More Repositories": add one repository by URL to an unmanaged namespace,
+    """ "Scan More Repositories": add one repository by URL to an unmanaged namespace,
     read with the chosen integration's credentials (repository, then its main branch head)."""
     if namespace.managed:
         raise managed_refusal(namespace, "given new projects")
@@ -64,11 +82,14 @@ def project_import(*, namespace: Namespace, integration: Integration, url: str, 
     try:
         repo = client.repository(f"{workspace}/{slug}")
     except bb.NotFound:
-        raise ValidationError({"url": f"{workspace}/{slug} was not found, or is not visible with the credentials of "
-                                      f"'{integration}'."}) from None
+        raise ValidationError(
+            {"url": f"{workspace}/{slug} was not found, or is not visible with the credentials of '{integration}'."}
+        ) from None
     except bb.BitbucketError as exc:
         raise ValidationError({"url": f"Bitbucket refused: {exc}"}) from None
-    existing = Project.objects.filter(integration=integration, remote_uuid=repo["uuid"]).select_related("namespace").first()
+    existing = (
+        Project.objects.filter(integration=integration, remote_uuid=repo["uuid"]).select_related("namespace").first()
+    )
     if existing:
         raise ValidationError({"url": f"{repo['full_name']} is already in the inventory, in '{existing.namespace}'."})
     main = (repo.get("mainbranch") or {}).get("name") or ""
@@ -79,10 +100,17 @@ def project_import(*, namespace: Namespace, integration: Integration, url: str, 
         except bb.BitbucketError:
             head = ""  # the next scan of the project fills it in
     with transaction.atomic():
-        project = project_create(namespace=namespace, name=repo.get("name") or slug, actor=actor, slug="",
-                                 full_name=repo["full_name"], integration=integration, remote_uuid=repo["uuid"],
-                                 is_private=bool(repo.get("is_private")),
-                                 web_url=((repo.get("links") or {}).get("html") or {}).get("href", ""))
+        project = project_create(
+            namespace=namespace,
+            name=repo.get("name") or slug,
+            actor=actor,
+            slug="",
+            full_name=repo["full_name"],
+            integration=integration,
+            remote_uuid=repo["uuid"],
+            is_private=bool(repo.get("is_private")),
+            web_url=((repo.get("links") or {}).get("html") or {}).get("href", ""),
+        )
         Project.objects.filter(pk=project.pk).update(language=repo.get("language") or "", main_branch=main)
         if main:
             Reference.objects.create(project=project, name=main, head_commit=head, is_default=True)
@@ -95,23 +123,35 @@ def project_delete(*, project: Project, actor: Actor) -> None:
     namespace = project.namespace
     if namespace.managed:
         raise managed_refusal(namespace, "have projects deleted by hand")
-    audit(actor=actor, action="project.delete", target=project, tenant=namespace.tenant,
-          details={"full_name": project.full_name})
+    audit(
+        actor=actor,
+        action="project.delete",
+        target=project,
+        tenant=namespace.tenant,
+        details={"full_name": project.full_name},
+    )
     projects_purge(project_ids=[project.pk])
 
 
 # --- References --------------------------------------------------------------------------
 # Written here and by the sync's bulk upsert (scanning/sync.py), which compares first.
 
+
 def reference_move(project: Project, name: str, head: str) -> bool:
     """Point a tracked branch's reference at ``head`` (a push, a merge); True when
     something changed."""
-    if Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH, name=name).exclude(
-            head_commit=head).update(head_commit=head):
+    if (
+        Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH, name=name)
+        .exclude(head_commit=head)
+        .update(head_commit=head)
+    ):
         return True
     _, created = Reference.objects.get_or_create(
-        project=project, kind=ReferenceKind.BRANCH, name=name,
-        defaults={"head_commit": head, "is_default": name == project.main_branch})
+        project=project,
+        kind=ReferenceKind.BRANCH,
+        name=name,
+        defaults={"head_commit": head, "is_default": name == project.main_branch},
+    )
     return created
 
 
@@ -119,8 +159,9 @@ def references_remove(*, project: Project, names: list[str]) -> int:
     """Remove references (branches gone from Bitbucket) with what hangs off them."""
     removed = 0
     with transaction.atomic():
-        for qs in cascade_querysets(Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH,
-                                                             name__in=names)):
+        for qs in cascade_querysets(
+            Reference.objects.filter(project=project, kind=ReferenceKind.BRANCH, name__in=names)
+        ):
             count, _ = qs.delete()
             removed = count
     return removed

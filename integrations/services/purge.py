@@ -39,8 +39,13 @@ def integration_purge(*, integration_id: int, chunk_size: int | None = None) -> 
             key = str(qs.model._meta.verbose_name_plural)
             removed[key] = removed.get(key, 0) + removed_here
     AuditEvent.objects.create(
-        tenant=tenant, actor=None, actor_repr="system", action="integration.purged",
-        target_type=Integration._meta.label_lower, target_id=str(integration_id), target_repr=label,
+        tenant=tenant,
+        actor=None,
+        actor_repr="system",
+        action="integration.purged",
+        target_type=Integration._meta.label_lower,
+        target_id=str(integration_id),
+        target_repr=label,
         details={"removed": removed},
     )
     logger.info("Purged integration %s (%s): %s", integration_id, label, removed)

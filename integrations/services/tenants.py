@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 # --- Tenants and memberships ---------------------------------------------------------
 
+
 @transaction.atomic
 def tenant_create(*, name: str, slug: str = "", actor: Actor) -> Tenant:
     name = name.strip()
@@ -40,6 +41,11 @@ def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: 
     if role not in Role.values:
         raise ValidationError({"role": f"Role must be one of: {', '.join(Role.values)}."})
     membership, created = Membership.objects.update_or_create(user=user, tenant=tenant, defaults={"role": role})
-    audit(actor=actor, action="membership.set", target=membership, tenant=tenant,
-          details={"user": user.get_username(), "role": role, "created": created})
+    audit(
+        actor=actor,
+        action="membership.set",
+        target=membership,
+        tenant=tenant,
+        details={"user": user.get_username(), "role": role, "created": created},
+    )
     return membership

@@ -14,14 +14,20 @@ logger = logging.getLogger(__name__)
 
 # --- API tokens ------------------------------------------------------------------------
 
+
 @transaction.atomic
 def api_token_create(*, user: AbstractBaseUser, actor: Actor) -> str:
     """Replace the user's API token with a new one. Returns the token, the only time it
     exists in clear: the database keeps a SHA-512 digest (django-rest-knox)."""
     removed, _ = AuthToken.objects.filter(user=user).delete()
     instance, token = AuthToken.objects.create(user=user, expiry=None)
-    audit(actor=actor, action="api_token.create", target=user, tenant=None,
-          details={"replaced": bool(removed), "prefix": instance.token_key[:8]})
+    audit(
+        actor=actor,
+        action="api_token.create",
+        target=user,
+        tenant=None,
+        details={"replaced": bool(removed), "prefix": instance.token_key[:8]},
+    )
     return token
 
 

@@ -21,19 +21,27 @@ MAX_SCAN_INTERVAL = timedelta(days=30)
 
 def _pr_settings_problem(pr: dict) -> str:
     """What is wrong with pull-request settings (types, deny list entries), or ''."""
-    for key in ("enabled", "post_build_status", "post_summary_comment", "status_per_scanner",
-                "require_lockfile_update"):
+    for key in (
+        "enabled",
+        "post_build_status",
+        "post_summary_comment",
+        "status_per_scanner",
+        "require_lockfile_update",
+    ):
         if not isinstance(pr[key], bool):
             return f"pr_settings.{key} must be true or false."
-    if not isinstance(pr["target_branches"], list) or not all(isinstance(p, str) and p.strip()
-                                                               for p in pr["target_branches"]):
+    if not isinstance(pr["target_branches"], list) or not all(
+        isinstance(p, str) and p.strip() for p in pr["target_branches"]
+    ):
         return "pr_settings.target_branches must be a list of branch patterns such as main or release/*."
     if not isinstance(pr["deny_packages"], list):
         return "pr_settings.deny_packages must be a list of {name, range} objects."
     for number, entry in enumerate(pr["deny_packages"], start=1):
         if not isinstance(entry, dict) or not str(entry.get("name", "")).strip() or set(entry) - {"name", "range"}:
-            return f"pr_settings.deny_packages[{number}]: give a package name and an optional range, e.g. " \
-                   '{"name": "lodash", "range": "<4.17.21"}.'
+            return (
+                f"pr_settings.deny_packages[{number}]: give a package name and an optional range, e.g. "
+                '{"name": "lodash", "range": "<4.17.21"}.'
+            )
         try:
             version_range(str(entry.get("range") or ""))
         except ValueError as exc:
@@ -42,8 +50,11 @@ def _pr_settings_problem(pr: dict) -> str:
 
 
 def clean_settings(
-    *, scanners: Iterable[str] | None = None, pr_settings: dict | None = None,
-    scan_interval: timedelta | None = None, labels: Iterable[str] | None = None,
+    *,
+    scanners: Iterable[str] | None = None,
+    pr_settings: dict | None = None,
+    scan_interval: timedelta | None = None,
+    labels: Iterable[str] | None = None,
     tracked_branches: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Validate the editable settings; returns only those given."""

@@ -28,12 +28,34 @@ def world(db):
     run = ScanRun.objects.create(integration=integration, trigger="manual", status="succeeded")
     log = SyncLog.objects.create(integration=integration, category="rate_limited", operation="sync", message="slow")
     free_ns = NamespaceFactory(tenant=a, name="Free")
-    pr = PullRequest.objects.create(project=project, remote_id=4, title="Add left-pad", source_branch="feature/pad",
-                                    destination_branch="main", source_commit="c" * 12)
-    pr_scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="c" * 12,
-                                             status="passed", description="No policy violations")
-    return {"a": a, "b": b, "users": users, "integration": integration, "project": project, "run": run, "log": log,
-            "reference": project.references.get(), "namespace": free_ns, "pr": pr, "pr_scan": pr_scan}
+    pr = PullRequest.objects.create(
+        project=project,
+        remote_id=4,
+        title="Add left-pad",
+        source_branch="feature/pad",
+        destination_branch="main",
+        source_commit="c" * 12,
+    )
+    pr_scan = PullRequestScan.objects.create(
+        pull_request=pr,
+        trigger="pullrequest:created",
+        source_commit="c" * 12,
+        status="passed",
+        description="No policy violations",
+    )
+    return {
+        "a": a,
+        "b": b,
+        "users": users,
+        "integration": integration,
+        "project": project,
+        "run": run,
+        "log": log,
+        "reference": project.references.get(),
+        "namespace": free_ns,
+        "pr": pr,
+        "pr_scan": pr_scan,
+    }
 
 
 def client_for(user) -> APIClient:
@@ -140,8 +162,12 @@ def test_writes_need_admin(world, role):
     i = world["integration"].pk
     assert_error(c.patch(f"/api/v1/integrations/{i}/", {"description": "x"}, format="json"), 403)
     assert_error(c.delete(f"/api/v1/integrations/{i}/"), 403)
-    assert_error(c.post(f"/api/v1/integrations/{i}/credentials/", {"auth_method": "access_token", "token": "x" * 20},
-                        format="json"), 403)
+    assert_error(
+        c.post(
+            f"/api/v1/integrations/{i}/credentials/", {"auth_method": "access_token", "token": "x" * 20}, format="json"
+        ),
+        403,
+    )
     assert_error(c.post(f"/api/v1/integrations/{i}/verify/"), 403)
     assert_error(c.post("/api/v1/namespaces/", {"name": "n"}, format="json"), 403)
     assert_error(c.delete(f"/api/v1/namespaces/{world['namespace'].pk}/"), 403)
@@ -151,13 +177,19 @@ def test_writes_need_admin(world, role):
 def test_admin_edits_settings_and_the_url_stays(world):
     c = client_for(world["users"]["admin"])
     i = world["integration"].pk
-    ok = c.patch(f"/api/v1/integrations/{i}/", {"scanners": ["posture"], "scan_interval_hours": 6,
-                                                "labels": ["prod"], "status": "paused"}, format="json")
+    ok = c.patch(
+        f"/api/v1/integrations/{i}/",
+        {"scanners": ["posture"], "scan_interval_hours": 6, "labels": ["prod"], "status": "paused"},
+        format="json",
+    )
     assert ok.status_code == 200
     assert ok.json()["scan_interval_hours"] == 6
     assert ok.json()["status"] == "paused"
-    err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"bitbucket_url": "https://bitbucket.org/other"},
-                               format="json"), 400, "invalid")
+    err = assert_error(
+        c.patch(f"/api/v1/integrations/{i}/", {"bitbucket_url": "https://bitbucket.org/other"}, format="json"),
+        400,
+        "invalid",
+    )
     assert "delete this integration and create a new one" in err["fields"]["bitbucket_url"][0]
     err = assert_error(c.patch(f"/api/v1/integrations/{i}/", {"scan_interval_hours": 0}, format="json"), 400)
     assert "scan_interval_hours" in err["fields"]
@@ -168,17 +200,25 @@ def test_admin_edits_settings_and_the_url_stays(world):
 def test_credentials_are_write_only(world):
     c = client_for(world["users"]["owner"])
     i = world["integration"].pk
-    response = c.post(f"/api/v1/integrations/{i}/credentials/",
-                      {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"},
-                      format="json")
+    response = c.post(
+        f"/api/v1/integrations/{i}/credentials/",
+        {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"},
+        format="json",
+    )
     assert response.status_code == 200
     assert "ATATT3xBrandNewSecret9" not in response.content.decode()
     assert response.json()["auth_method"] == "api_token"
     assert response.json()["credential_identity"] == "ops@example.com"
     detail = c.get(f"/api/v1/integrations/{i}/").content.decode()
     assert "ATATT3xBrandNewSecret9" not in detail
-    err = assert_error(c.post(f"/api/v1/integrations/{i}/credentials/", {"auth_method": "api_token",
-                                                                         "token": "ATBB" + "x" * 28}, format="json"), 400)
+    err = assert_error(
+        c.post(
+            f"/api/v1/integrations/{i}/credentials/",
+            {"auth_method": "api_token", "token": "ATBB" + "x" * 28},
+            format="json",
+        ),
+        400,
+    )
     assert "2026-07-28" in err["fields"]["token"][0]
     assert "email" in err["fields"]
 
@@ -216,16 +256,26 @@ def test_namespaces_crud_and_managed_refusals(world):
 
 def test_create_verifies_and_reports_missing_scopes(world, bitbucket, django_capture_on_commit_callbacks):
     c = client_for(world["users"]["admin"])
-    body = {"tenant": "alpha", "parent": world["namespace"].pk, "name": "Second", "workspace": "demo",
-            "project_key": next(iter(bitbucket.sandbox.world.workspaces["demo"].projects)),
-            "auth_method": "api_token", "email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN_NO_ADMIN,
-            "scanners": ["posture"]}
+    body = {
+        "tenant": "alpha",
+        "parent": world["namespace"].pk,
+        "name": "Second",
+        "workspace": "demo",
+        "project_key": next(iter(bitbucket.sandbox.world.workspaces["demo"].projects)),
+        "auth_method": "api_token",
+        "email": SANDBOX_EMAIL,
+        "token": SANDBOX_API_TOKEN_NO_ADMIN,
+        "scanners": ["posture"],
+    }
     err = assert_error(c.post("/api/v1/integrations/", body, format="json"), 400, "verification_failed")
     assert "admin:repository:bitbucket" in err["verification"]["missing_scopes"]
     assert SANDBOX_API_TOKEN_NO_ADMIN not in str(err)
     with django_capture_on_commit_callbacks(execute=True):
-        ok = c.post("/api/v1/integrations/", {**body, "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN,
-                                              "email": ""}, format="json")
+        ok = c.post(
+            "/api/v1/integrations/",
+            {**body, "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN, "email": ""},
+            format="json",
+        )
     assert ok.status_code == 201, ok.content
     created = Integration.objects.get(pk=ok.json()["id"])
     assert created.scope == "project"
@@ -240,6 +290,7 @@ def test_create_verifies_and_reports_missing_scopes(world, bitbucket, django_cap
 
 
 # --- Tenancy: every route, as a user of another tenant -----------------------------------------
+
 
 def _detail_routes():
     """Every /api/v1/ route that takes an object id, with the methods it answers."""
@@ -259,11 +310,18 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
     from scanning.models import PostureFinding
 
     finding = PostureFinding.objects.create(project=world["project"], rule="public_repository")
-    ids = {"integration": world["integration"].pk, "namespace": world["integration"].root_namespace_id,
-           "posturefinding": finding.pk,
-           "project": world["project"].pk, "reference": world["reference"].pk, "scan": world["run"].pk,
-           "synclog": world["log"].pk, "pullrequest": world["pr"].pk, "pullrequestscan": world["pr_scan"].pk,
-           "tenant": world["a"].pk}
+    ids = {
+        "integration": world["integration"].pk,
+        "namespace": world["integration"].root_namespace_id,
+        "posturefinding": finding.pk,
+        "project": world["project"].pk,
+        "reference": world["reference"].pk,
+        "scan": world["run"].pk,
+        "synclog": world["log"].pk,
+        "pullrequest": world["pr"].pk,
+        "pullrequestscan": world["pr_scan"].pk,
+        "tenant": world["a"].pk,
+    }
     checked = 0
     for sub in _detail_routes():
         name = sub.name or ""
@@ -278,8 +336,16 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
             assert_error(response, 404, "not_found")
             checked += 1
     assert checked >= 15
-    for path in ("integrations", "namespaces", "projects", "references", "scans", "sync-logs", "pull-requests",
-                 "pull-request-scans"):
+    for path in (
+        "integrations",
+        "namespaces",
+        "projects",
+        "references",
+        "scans",
+        "sync-logs",
+        "pull-requests",
+        "pull-request-scans",
+    ):
         assert outsider.get(f"/api/v1/{path}/?days=0").json()["count"] == 0, path
     assert Integration.objects.get(pk=world["integration"].pk).status == IntegrationStatus.ACTIVE
 
@@ -290,8 +356,20 @@ def test_staff_see_every_tenant(world, superuser):
     assert c.get(f"/api/v1/integrations/{world['integration'].pk}/").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["integrations", "namespaces", "projects", "references", "scans", "sync-logs",
-                                  "tenants", "pull-requests", "pull-request-scans"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "integrations",
+        "namespaces",
+        "projects",
+        "references",
+        "scans",
+        "sync-logs",
+        "tenants",
+        "pull-requests",
+        "pull-request-scans",
+    ],
+)
 def test_list_endpoints_run_a_constant_number_of_queries(world, path):
     c = client_for(world["users"]["viewer"])
 
@@ -316,8 +394,11 @@ def test_pull_requests_and_their_scans(world):
     viewer = client_for(world["users"]["viewer"])
     listing = viewer.get(f"/api/v1/pull-requests/?project={world['project'].pk}&state=OPEN").json()
     assert listing["count"] == 1
-    assert listing["results"][0]["latest_scan"] == {"id": world["pr_scan"].pk, "status": "passed",
-                                                    "description": "No policy violations"}
+    assert listing["results"][0]["latest_scan"] == {
+        "id": world["pr_scan"].pk,
+        "status": "passed",
+        "description": "No policy violations",
+    }
     scan = viewer.get(f"/api/v1/pull-request-scans/{world['pr_scan'].pk}/").json()
     assert scan["pull_request"] == world["pr"].pk
     assert scan["page_url"].endswith(f"/pull-request-scans/{world['pr_scan'].pk}/")
@@ -344,7 +425,9 @@ def test_pr_settings_are_validated(world):
     assert "npm's ^ and ~ are not accepted" in assert_error(bad, 400)["fields"]["pr_settings"][0]
     bad = admin.patch(url, {"pr_settings": {"enabled": "yes"}}, format="json")
     assert "enabled must be true or false" in assert_error(bad, 400)["fields"]["pr_settings"][0]
-    good = admin.patch(url, {"pr_settings": {"deny_packages": [{"name": "lodash", "range": "<4.17.21"}]}}, format="json")
+    good = admin.patch(
+        url, {"pr_settings": {"deny_packages": [{"name": "lodash", "range": "<4.17.21"}]}}, format="json"
+    )
     assert good.status_code == 200
     assert good.json()["pr_settings"]["deny_packages"][0]["range"] == "<4.17.21"
 

@@ -49,5 +49,7 @@ def test_api_conforms_to_its_schema(case, api_token):
     from schemathesis.checks import negative_data_rejection
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    case.call_and_validate(headers={"Authorization": f"Token {api_token}"},
-                           excluded_checks=[negative_data_rejection, positive_data_acceptance])
+    case.call_and_validate(
+        headers={"Authorization": f"Token {api_token}"},
+        excluded_checks=[negative_data_rejection, positive_data_acceptance],
+    )

@@ -56,6 +56,7 @@ def list_all(session: requests.Session, url: str, **params) -> tuple[list[dict],
 
 # --- Generator and fixtures ---------------------------------------------------------------
 
+
 def test_generator_is_deterministic_and_realistic():
     a, b = generate(seed=3, repos=60, projects=8), generate(seed=3, repos=60, projects=8)
     assert a.to_json() == b.to_json()
@@ -102,6 +103,7 @@ def test_only_loopback():
 
 # --- Pagination, fields, q -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def sandbox_world():
     return generate(seed=7, workspaces=2, projects=3, repos=250, branches=3)
@@ -128,7 +130,9 @@ def test_pull_requests_page_at_most_50(sandbox):
 def test_fields_shrink_and_reshape_responses(sandbox):
     session = bearer()
     url = f"{sandbox.api_url}/repositories/demo"
-    slim = session.get(url, params={"fields": "next,values.uuid,values.slug,values.mainbranch.name", "pagelen": 5}).json()
+    slim = session.get(
+        url, params={"fields": "next,values.uuid,values.slug,values.mainbranch.name", "pagelen": 5}
+    ).json()
     assert set(slim) == {"next", "values"}
     assert set(slim["values"][0]) == {"uuid", "slug", "mainbranch"} and set(slim["values"][0]["mainbranch"]) == {"name"}
     no_links = session.get(url, params={"fields": "-values.links", "pagelen": 1}).json()["values"][0]
@@ -162,14 +166,18 @@ def test_q_filters_by_project_and_updated_on(sandbox):
 
 
 def test_src_lists_directories_to_a_depth_and_serves_files(sandbox):
-    repo = next(r for r in sandbox.sandbox.world.workspaces["demo"].repos.values()
-                if any("/" in p for p in next(iter(r.commits.values())).files))
+    repo = next(
+        r
+        for r in sandbox.sandbox.world.workspaces["demo"].repos.values()
+        if any("/" in p for p in next(iter(r.commits.values())).files)
+    )
     session = bearer()
     head = repo.branches[repo.mainbranch]
     top = session.get(f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{head}/").json()["values"]
     assert all("/" not in v["path"] for v in top)
-    deep, _ = list_all(session, f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{repo.mainbranch}/",
-                       max_depth=5, pagelen=100)
+    deep, _ = list_all(
+        session, f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{repo.mainbranch}/", max_depth=5, pagelen=100
+    )
     files = [v["path"] for v in deep if v["type"] == "commit_file"]
     assert set(files) == set(repo.commits[head].files)
     raw = session.get(f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{head}/{files[0]}")
@@ -180,6 +188,7 @@ def test_src_lists_directories_to_a_depth_and_serves_files(sandbox):
 
 
 # --- Auth -------------------------------------------------------------------------------------------
+
 
 def test_each_auth_mode(sandbox):
     url = f"{sandbox.api_url}/repositories/demo"
@@ -201,8 +210,9 @@ def test_oauth_client_credentials_tokens_work_and_expire(sandbox):
     token_url = f"{sandbox.web_url}/site/oauth2/access_token"
     bad = requests.post(token_url, data={"grant_type": "client_credentials"}, auth=(SANDBOX_OAUTH_KEY, "wrong"))
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_client"
-    issued = requests.post(token_url, data={"grant_type": "client_credentials"},
-                           auth=(SANDBOX_OAUTH_KEY, SANDBOX_OAUTH_SECRET)).json()
+    issued = requests.post(
+        token_url, data={"grant_type": "client_credentials"}, auth=(SANDBOX_OAUTH_KEY, SANDBOX_OAUTH_SECRET)
+    ).json()
     assert issued["token_type"] == "bearer" and issued["expires_in"] == 1 and "repository" in issued["scopes"]
     url = f"{sandbox.api_url}/repositories/demo"
     assert bearer(issued["access_token"]).get(url).status_code == 200
@@ -232,7 +242,9 @@ def test_project_and_repository_tokens_reach_only_their_scope(sandbox):
     assert token.get(f"{sandbox.api_url}/repositories/demo/{outside.slug}").status_code == 404
     listed, _ = list_all(token, f"{sandbox.api_url}/repositories/demo", pagelen=100)
     assert {v["project"]["key"] for v in listed} == {project_key}
-    assert [p["key"] for p in token.get(f"{sandbox.api_url}/workspaces/demo/projects").json()["values"]] == [project_key]
+    assert [p["key"] for p in token.get(f"{sandbox.api_url}/workspaces/demo/projects").json()["values"]] == [
+        project_key
+    ]
     repo_token = bearer(SANDBOX_REPO_TOKEN)
     listed, _ = list_all(repo_token, f"{sandbox.api_url}/repositories/demo", pagelen=100)
     assert len(listed) == 1
@@ -246,6 +258,7 @@ def test_removed_endpoints_answer_410(sandbox):
 
 
 # --- Rate limits and faults ------------------------------------------------------------------------
+
 
 def test_rate_limit_per_credential_over_a_rolling_window(sandbox):
     sandbox.sandbox.rate_limit, sandbox.sandbox.rate_window = 5, 1.0
@@ -290,17 +303,21 @@ def test_control_endpoint_expires_tokens_revokes_scopes_and_moves_repositories(s
     requests.post(f"{control}/credentials/restore", json={"secret": SANDBOX_WORKSPACE_TOKEN})
     readonly = bearer(SANDBOX_READONLY_WORKSPACE_TOKEN)
     assert readonly.get(url).status_code == 200
-    revoked = requests.post(f"{control}/credentials/revoke-scope",
-                            json={"secret": SANDBOX_READONLY_WORKSPACE_TOKEN, "scope": "repository"}).json()
+    revoked = requests.post(
+        f"{control}/credentials/revoke-scope", json={"secret": SANDBOX_READONLY_WORKSPACE_TOKEN, "scope": "repository"}
+    ).json()
     assert revoked["scopes"] == ["project"]
     assert readonly.get(url).status_code == 403
-    requests.post(f"{control}/credentials/grant-scope", json={"secret": SANDBOX_READONLY_WORKSPACE_TOKEN,
-                                                              "scope": "repository"})
+    requests.post(
+        f"{control}/credentials/grant-scope", json={"secret": SANDBOX_READONLY_WORKSPACE_TOKEN, "scope": "repository"}
+    )
     assert readonly.get(url).status_code == 200
     ws = sandbox.sandbox.world.workspaces["demo"]
     other_key = list(ws.projects)[1]
-    moved = requests.post(f"{control}/repos/rename", json={"workspace": "demo", "slug": "api", "new_slug": "api-v2",
-                                                           "name": "API v2", "project_key": other_key}).json()
+    moved = requests.post(
+        f"{control}/repos/rename",
+        json={"workspace": "demo", "slug": "api", "new_slug": "api-v2", "name": "API v2", "project_key": other_key},
+    ).json()
     assert moved == {"full_name": "demo/api-v2", "project_key": other_key}
     assert bearer().get(f"{url}/api").status_code == 404
     assert bearer().get(f"{url}/api-v2").json()["project"]["key"] == other_key
@@ -316,7 +333,9 @@ def test_every_request_is_recorded_without_secrets(sandbox):
     api_token_session().get(f"{sandbox.api_url}/workspaces/demo")
     recorded = requests.get(f"{sandbox.web_url}/_sandbox/requests").json()
     assert [(r["method"], r["path"], r["kind"]) for r in recorded] == [
-        ("GET", "/2.0/repositories/demo", "rest"), ("GET", "/2.0/workspaces/demo", "rest")]
+        ("GET", "/2.0/repositories/demo", "rest"),
+        ("GET", "/2.0/workspaces/demo", "rest"),
+    ]
     assert recorded[0]["query"] == "pagelen=5" and "Workspace access token" in recorded[0]["credential"]
     text = json.dumps(recorded)
     assert SANDBOX_WORKSPACE_TOKEN not in text and SANDBOX_API_TOKEN not in text
@@ -332,6 +351,7 @@ def test_tls_mode_serves_a_self_signed_certificate():
 
 
 # --- Webhooks ----------------------------------------------------------------------------------------
+
 
 class Receiver:
     """A local webhook receiver that fails the first ``fail_first`` deliveries with 500."""
@@ -366,9 +386,16 @@ def test_webhooks_are_signed_and_retried_after_a_5xx(sandbox):
     receiver = Receiver(fail_first=1)
     try:
         session = bearer()
-        created = session.post(f"{sandbox.api_url}/repositories/demo/api/hooks", json={
-            "description": "portal", "url": receiver.url, "active": True, "secret": "s3cret-value",
-            "events": ["repo:push", "pullrequest:created"]})
+        created = session.post(
+            f"{sandbox.api_url}/repositories/demo/api/hooks",
+            json={
+                "description": "portal",
+                "url": receiver.url,
+                "active": True,
+                "secret": "s3cret-value",
+                "events": ["repo:push", "pullrequest:created"],
+            },
+        )
         assert created.status_code == 201 and created.json()["secret_set"] is True
         assert "s3cret-value" not in created.text
         commit = sandbox.sandbox.push("demo", "api", "feature/x", files={"package.json": "{}"})
@@ -383,8 +410,10 @@ def test_webhooks_are_signed_and_retried_after_a_5xx(sandbox):
         assert payload["push"]["changes"][0]["new"]["target"]["hash"] == commit
         assert payload["repository"]["full_name"] == "demo/api"
         # Workspace hooks get events from every repository.
-        ws_hook = session.post(f"{sandbox.api_url}/workspaces/demo/hooks", json={
-            "url": receiver.url, "events": ["pullrequest:created"], "secret": "other"})
+        ws_hook = session.post(
+            f"{sandbox.api_url}/workspaces/demo/hooks",
+            json={"url": receiver.url, "events": ["pullrequest:created"], "secret": "other"},
+        )
         assert ws_hook.status_code == 201
         sandbox.sandbox.open_pullrequest("demo", "api", source="feature/x")
         events = [h["X-Event-Key"] for h, _ in receiver.received[2:]]
@@ -405,14 +434,19 @@ def test_project_tokens_cannot_manage_workspace_hooks(sandbox):
 
 # --- Statuses, comments, diffstat ---------------------------------------------------------------------
 
+
 def test_build_statuses_comments_and_diffstat(sandbox):
     session = bearer()
     base = f"{sandbox.api_url}/repositories/demo/api"
-    head = sandbox.sandbox.push("demo", "api", "feature/deps", files={"requirements.txt": "django==5.2\n"},
-                                fire=False)
+    head = sandbox.sandbox.push("demo", "api", "feature/deps", files={"requirements.txt": "django==5.2\n"}, fire=False)
     pr_id = sandbox.sandbox.open_pullrequest("demo", "api", source="feature/deps")
-    status = {"key": "PORTAL", "state": "INPROGRESS", "name": "Portal", "url": "http://portal/pr/1",
-              "description": "Scanning"}
+    status = {
+        "key": "PORTAL",
+        "state": "INPROGRESS",
+        "name": "Portal",
+        "url": "http://portal/pr/1",
+        "description": "Scanning",
+    }
     assert session.post(f"{base}/commit/{head}/statuses/build", json=status).status_code == 201
     done = session.post(f"{base}/commit/{head}/statuses/build", json={**status, "state": "FAILED"})
     assert done.json()["state"] == "FAILED"
@@ -421,16 +455,19 @@ def test_build_statuses_comments_and_diffstat(sandbox):
     invalid = session.post(f"{base}/commit/{head}/statuses/build", json={"key": "K", "state": "BROKEN"})
     assert invalid.status_code == 400
     comment = session.post(f"{base}/pullrequests/{pr_id}/comments", json={"content": {"raw": "Found 1 issue"}}).json()
-    edited = session.put(f"{base}/pullrequests/{pr_id}/comments/{comment['id']}",
-                         json={"content": {"raw": "Found 0 issues"}}).json()
+    edited = session.put(
+        f"{base}/pullrequests/{pr_id}/comments/{comment['id']}", json={"content": {"raw": "Found 0 issues"}}
+    ).json()
     assert edited["id"] == comment["id"] and edited["content"]["raw"] == "Found 0 issues"
     assert len(session.get(f"{base}/pullrequests/{pr_id}/comments").json()["values"]) == 1
     diffstat = session.get(f"{base}/pullrequests/{pr_id}/diffstat").json()["values"]
     assert [(d["status"], (d.get("new") or d.get("old"))["path"]) for d in diffstat] == [
-        ("modified" if any(d.get("old") for d in diffstat) else "added", "requirements.txt")]
+        ("modified" if any(d.get("old") for d in diffstat) else "added", "requirements.txt")
+    ]
 
 
 # --- git ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_real_git_ls_remote_reads_branch_heads(sandbox):
@@ -438,9 +475,13 @@ def test_real_git_ls_remote_reads_branch_heads(sandbox):
     host = sandbox.web_url.split("://")[1]
 
     def ls_remote(user: str, secret: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "ls-remote", f"http://{user}:{secret}@{host}/demo/api.git"],
-                              capture_output=True, text=True, timeout=30,
-                              env={"GIT_TERMINAL_PROMPT": "0", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"})
+        return subprocess.run(
+            ["git", "ls-remote", f"http://{user}:{secret}@{host}/demo/api.git"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"GIT_TERMINAL_PROMPT": "0", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+        )
 
     result = ls_remote("x-token-auth", SANDBOX_WORKSPACE_TOKEN)
     assert result.returncode == 0, result.stderr
@@ -459,7 +500,10 @@ def test_git_reads_count_against_their_own_limit(sandbox):
     session = bearer()
     assert session.get(f"{sandbox.api_url}/repositories/demo").status_code == 200
     assert session.get(f"{sandbox.api_url}/repositories/demo").status_code == 429
-    refs = requests.get(f"{sandbox.web_url}/demo/api.git/info/refs", params={"service": "git-upload-pack"},
-                        auth=("x-token-auth", SANDBOX_WORKSPACE_TOKEN))
+    refs = requests.get(
+        f"{sandbox.web_url}/demo/api.git/info/refs",
+        params={"service": "git-upload-pack"},
+        auth=("x-token-auth", SANDBOX_WORKSPACE_TOKEN),
+    )
     assert refs.status_code == 200 and refs.headers["X-RateLimit-Resource"] == "git"
     assert refs.content.startswith(b"001e# service=git-upload-pack\n0000")

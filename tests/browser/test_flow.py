@@ -28,10 +28,14 @@ CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [
-    pytest.mark.skipif(not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists(),
-                       reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists(),
+        reason=f"no chromium at {CHROMIUM} (apt-get install chromium)",
+    ),
     pytest.mark.browser,
 ]
+
+
 @pytest.fixture
 def browser_page(monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
@@ -39,9 +43,18 @@ def browser_page(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(20000)
         page.on("dialog", lambda dialog: dialog.accept())  # confirm() prompts: yes
@@ -204,13 +217,23 @@ def test_pull_request_scans_in_the_browser(live_server, bitbucket, browser_page,
     owner.save()
     services.membership_set(tenant=tenant, user=owner, role=Role.OWNER, actor=None)
     integration = services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Demo workspace", workspace="demo",
-        auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None,
-        scanners=["dependencies"], verify=False)
-    scans.scan_run_execute(scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual",
-                                                                actor=None).pk)
+        tenant=tenant,
+        parent=NamespaceFactory(tenant=tenant),
+        name="Demo workspace",
+        workspace="demo",
+        auth_method="access_token",
+        credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+        actor=None,
+        scanners=["dependencies"],
+        verify=False,
+    )
+    scans.scan_run_execute(
+        scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual", actor=None).pk
+    )
     ws = sb.world.workspaces["demo"]
-    slug, repo = next((s, r) for s, r in ws.repos.items() if "package.json" in r.commits[r.branches[r.mainbranch]].files)
+    slug, repo = next(
+        (s, r) for s, r in ws.repos.items() if "package.json" in r.commits[r.branches[r.mainbranch]].files
+    )
 
     page.goto(f"{base}/")
     page.fill("#id_username", "olivia")

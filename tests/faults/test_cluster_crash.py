@@ -75,35 +75,71 @@ def stack(transactional_db, tmp_path):
         pytest.skip("needs Redis at 127.0.0.1:6379 (the production path)")
     port = _free_port()
     db = connection.settings_dict
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "true",
-           "SECRET_KEY": "fault-injection-secret-key-0123456789abcdef",
-           "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-           "REDIS_URL": REDIS, "BITBUCKET_API_URL": f"http://127.0.0.1:{port}/2.0",
-           "BITBUCKET_WEB_URL": f"http://127.0.0.1:{port}", "SCAN_STALE_SECONDS": "6", "SCAN_HEARTBEAT_SECONDS": "1",
-           "Q_WORKERS": "2", "CONN_MAX_AGE": "0", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "true",
+        "SECRET_KEY": "fault-injection-secret-key-0123456789abcdef",
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": REDIS,
+        "BITBUCKET_API_URL": f"http://127.0.0.1:{port}/2.0",
+        "BITBUCKET_WEB_URL": f"http://127.0.0.1:{port}",
+        "SCAN_STALE_SECONDS": "6",
+        "SCAN_HEARTBEAT_SECONDS": "1",
+        "Q_WORKERS": "2",
+        "CONN_MAX_AGE": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     subprocess.run([sys.executable, "-c", "import redis; redis.Redis.from_url('%s').flushdb()" % REDIS], check=True)
-    sandbox = subprocess.Popen([sys.executable, "manage.py", "bitbucket_sandbox", "--port", str(port), "--repos",
-                                str(REPOS), "--projects", "20", "--rate-limit", "1000000"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "bitbucket_sandbox",
+            "--port",
+            str(port),
+            "--repos",
+            str(REPOS),
+            "--projects",
+            "20",
+            "--rate-limit",
+            "1000000",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     _wait(lambda: _get_ok(f"{base}/_sandbox/credentials"), 60, "the sandbox")
     clusters: list[subprocess.Popen] = []
 
     def cluster() -> subprocess.Popen:
         log = open(tmp_path / f"cluster-{len(clusters)}.log", "w")
-        process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         clusters.append(process)
         return process
 
     def manage(*args: str) -> str:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        ).stdout
 
     def slow_listing(pages: int = 100) -> None:
-        requests.post(f"{base}/_sandbox/faults", json={"delay": 0.3, "count": pages,
-                                                       "path": "^/2.0/repositories/demo$"}, timeout=5)
+        requests.post(
+            f"{base}/_sandbox/faults",
+            json={"delay": 0.3, "count": pages, "path": "^/2.0/repositories/demo$"},
+            timeout=5,
+        )
 
     yield {"cluster": cluster, "manage": manage, "slow_listing": slow_listing}
     for process in [*clusters, sandbox]:
@@ -123,23 +159,36 @@ def _get_ok(url: str) -> bool:
 def _group_alive(process: subprocess.Popen) -> bool:
     process.poll()
     out = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout
-    return any(line.split()[0] == str(process.pid) and not line.split()[1].startswith("Z")
-               for line in out.splitlines() if line.strip())
+    return any(
+        line.split()[0] == str(process.pid) and not line.split()[1].startswith("Z")
+        for line in out.splitlines()
+        if line.strip()
+    )
 
 
 def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     tenant = TenantFactory()
     with mock.patch("integrations.services.lifecycle.enqueue"):  # the clusters below run the scans, not this process
         integration = services.integration_create(
-            tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="Crash", workspace="demo",
-            auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None, verify=False)
+            tenant=tenant,
+            parent=NamespaceFactory(tenant=tenant),
+            name="Crash",
+            workspace="demo",
+            auth_method="access_token",
+            credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+            actor=None,
+            verify=False,
+        )
 
     # 1. SIGTERM to the whole process group (what systemd sends) during a scan.
     stack["slow_listing"]()
     first = stack["cluster"]()
     stack["manage"]("rescan_org", str(integration.pk))
-    running = _wait(lambda: (r := _latest(integration.pk)) and r.status == "running" and r.progress_done > 0 and r,
-                    120, "the first scan to be running")
+    running = _wait(
+        lambda: (r := _latest(integration.pk)) and r.status == "running" and r.progress_done > 0 and r,
+        120,
+        "the first scan to be running",
+    )
     sent = time.monotonic()
     os.killpg(first.pid, signal.SIGTERM)
     _wait(lambda: not _group_alive(first), 30, "the cluster to stop after SIGTERM")
@@ -154,8 +203,11 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     # 2. A new cluster takes the queued scan; kill -9 of its whole group mid-scan.
     stack["slow_listing"]()
     second = stack["cluster"]()
-    _wait(lambda: (r := _latest(integration.pk)) and r.pk == resume.pk and r.status == "running"
-          and r.progress_done > 0, 120, "the resumed scan to run")
+    _wait(
+        lambda: (r := _latest(integration.pk)) and r.pk == resume.pk and r.status == "running" and r.progress_done > 0,
+        120,
+        "the resumed scan to run",
+    )
     os.killpg(second.pid, signal.SIGKILL)
     killed = time.monotonic()
     second.wait(10)
@@ -163,17 +215,22 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     # 3. A fresh cluster; the dispatcher (run here every few seconds instead of every minute)
     #    ends the silent scan and starts the next.
     stack["cluster"]()
+
     def new_scan_started():
         stack["manage"]("shell", "-c", "from scanning.tasks import dispatch_due_scans_task as d; d()")
         latest = _latest(integration.pk)
         return latest.pk != resume.pk and latest.status in ("running", "succeeded", "partial") and latest
+
     final = _wait(new_scan_started, 120, "a new scan after kill -9")
     restart_seconds = time.monotonic() - killed
     resume.refresh_from_db()
     assert resume.status == "failed"
     assert "no sign of life" in resume.summary
-    final = _wait(lambda: (r := ScanRun.objects.get(pk=final.pk)).status in ("succeeded", "partial") and r, 180,
-                  "the last scan to finish")
+    final = _wait(
+        lambda: (r := ScanRun.objects.get(pk=final.pk)).status in ("succeeded", "partial") and r,
+        180,
+        "the last scan to finish",
+    )
 
     # Nothing lost, nothing twice.
     projects = Project.objects.filter(integration=integration)
@@ -182,6 +239,8 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
     assert Reference.objects.filter(project__integration=integration, is_default=True).count() == REPOS
     assert ScanRun.objects.filter(integration=integration, status__in=["queued", "running"]).count() == 0
     with capsys.disabled():
-        print(f"\n[fault injection] SIGTERM to stopped: {sigterm_seconds:.1f} s; kill -9 to new scan running: "
-              f"{restart_seconds:.1f} s (SCAN_STALE_SECONDS=6, dispatcher every ~2 s)")
+        print(
+            f"\n[fault injection] SIGTERM to stopped: {sigterm_seconds:.1f} s; kill -9 to new scan running: "
+            f"{restart_seconds:.1f} s (SCAN_STALE_SECONDS=6, dispatcher every ~2 s)"
+        )
     assert sigterm_seconds < 15

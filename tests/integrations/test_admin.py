@@ -57,14 +57,17 @@ def test_every_admin_page_renders_and_shows_no_secret(staff_client, populated):
         assert populated.credentials.ciphertext not in body, url
 
 
-@pytest.mark.parametrize("model_name,make", [
-    ("integration", lambda t, i: make_integration(tenant=t)),
-    ("namespace", lambda t, i: NamespaceFactory(tenant=t)),
-    ("project", lambda t, i: ProjectFactory(namespace=i.root_namespace, integration=i)),
-    ("reference", lambda t, i: ReferenceFactory(project=ProjectFactory(namespace=i.root_namespace, integration=i))),
-    ("membership", None),
-    ("auditevent", None),
-])
+@pytest.mark.parametrize(
+    "model_name,make",
+    [
+        ("integration", lambda t, i: make_integration(tenant=t)),
+        ("namespace", lambda t, i: NamespaceFactory(tenant=t)),
+        ("project", lambda t, i: ProjectFactory(namespace=i.root_namespace, integration=i)),
+        ("reference", lambda t, i: ReferenceFactory(project=ProjectFactory(namespace=i.root_namespace, integration=i))),
+        ("membership", None),
+        ("auditevent", None),
+    ],
+)
 def test_changelist_queries_do_not_grow_with_rows(staff_client, tenant, populated, model_name, make):
     app = "integrations"
     url = reverse(f"admin:{app}_{model_name}_changelist")
@@ -80,6 +83,7 @@ def test_changelist_queries_do_not_grow_with_rows(staff_client, tenant, populate
                 make(tenant, populated)
             else:
                 from tests.factories import member
+
                 member(tenant)
 
     add_rows(2)
@@ -88,8 +92,9 @@ def test_changelist_queries_do_not_grow_with_rows(staff_client, tenant, populate
     assert count() == small
 
 
-@pytest.mark.parametrize("url_name,model", [("scanning_scanrun_changelist", ScanRun),
-                                            ("synclogs_synclog_changelist", SyncLog)])
+@pytest.mark.parametrize(
+    "url_name,model", [("scanning_scanrun_changelist", ScanRun), ("synclogs_synclog_changelist", SyncLog)]
+)
 def test_log_changelists_are_constant_too(staff_client, populated, url_name, model):
     url = reverse(f"admin:{url_name}")
 
@@ -112,9 +117,18 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
 
     parent = NamespaceFactory(tenant=tenant)
     url = reverse("admin:integrations_integration_add")
-    bad = staff_client.post(url, {"name": "", "bitbucket_url": f"{bitbucket.web_url}/acme/repo",
-                                  "parent": parent.pk, "auth_method": "api_token", "email": "x",
-                                  "token": TOKEN, "scan_interval_hours": 24})
+    bad = staff_client.post(
+        url,
+        {
+            "name": "",
+            "bitbucket_url": f"{bitbucket.web_url}/acme/repo",
+            "parent": parent.pk,
+            "auth_method": "api_token",
+            "email": "x",
+            "token": TOKEN,
+            "scan_interval_hours": 24,
+        },
+    )
     assert bad.status_code == 200
     body = bad.content.decode()
     assert "URL of a repository" in body
@@ -123,10 +137,19 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
     assert Integration.objects.count() == 0
 
     # Verification against Bitbucket: a token without a scope the posture scanner needs.
-    refused = staff_client.post(url, {"name": "Acme", "workspace": "demo", "parent": parent.pk,
-                                      "auth_method": "api_token", "email": SANDBOX_EMAIL,
-                                      "token": SANDBOX_API_TOKEN_NO_ADMIN, "scan_interval_hours": 12,
-                                      "scanners": ["posture"]})
+    refused = staff_client.post(
+        url,
+        {
+            "name": "Acme",
+            "workspace": "demo",
+            "parent": parent.pk,
+            "auth_method": "api_token",
+            "email": SANDBOX_EMAIL,
+            "token": SANDBOX_API_TOKEN_NO_ADMIN,
+            "scan_interval_hours": 12,
+            "scanners": ["posture"],
+        },
+    )
     body = refused.content.decode()
     assert refused.status_code == 200
     assert "verification failed" in body
@@ -134,10 +157,20 @@ def test_add_integration_through_the_admin(staff_client, tenant, bitbucket):
     assert SANDBOX_API_TOKEN_NO_ADMIN not in body
     assert Integration.objects.count() == 0
 
-    ok = staff_client.post(url, {"name": "Acme", "workspace": "demo", "parent": parent.pk,
-                                 "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN,
-                                 "scan_interval_hours": 12, "scanners": ["posture"], "labels": "prod, eu",
-                                 "pr_target_branches": "main"})
+    ok = staff_client.post(
+        url,
+        {
+            "name": "Acme",
+            "workspace": "demo",
+            "parent": parent.pk,
+            "auth_method": "access_token",
+            "token": SANDBOX_WORKSPACE_TOKEN,
+            "scan_interval_hours": 12,
+            "scanners": ["posture"],
+            "labels": "prod, eu",
+            "pr_target_branches": "main",
+        },
+    )
     assert ok.status_code == 302
     integration = Integration.objects.get()
     assert integration.root_namespace.parent == parent
@@ -150,19 +183,30 @@ def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, 
     page = staff_client.get(change).content.decode()
     assert populated.bitbucket_url in page
     assert "delete this integration and create a new one" in page
-    response = staff_client.post(change, {"name": "Acme", "status": "paused", "scan_interval_hours": 48,
-                                          "scanners": ["dependencies"], "pr_target_branches": "*",
-                                          "pr_deny_packages": "lodash <4.17.21\nevent-stream"})
+    response = staff_client.post(
+        change,
+        {
+            "name": "Acme",
+            "status": "paused",
+            "scan_interval_hours": 48,
+            "scanners": ["dependencies"],
+            "pr_target_branches": "*",
+            "pr_deny_packages": "lodash <4.17.21\nevent-stream",
+        },
+    )
     assert response.status_code == 302
     populated.refresh_from_db()
     assert populated.status == "paused"
     assert populated.scan_interval.total_seconds() == 48 * 3600
-    assert populated.pr_settings["deny_packages"] == [{"name": "lodash", "range": "<4.17.21"},
-                                                      {"name": "event-stream", "range": ""}]
+    assert populated.pr_settings["deny_packages"] == [
+        {"name": "lodash", "range": "<4.17.21"},
+        {"name": "event-stream", "range": ""},
+    ]
 
     creds = reverse("admin:integrations_integration_credentials", args=[populated.pk])
-    response = staff_client.post(creds, {"auth_method": "api_token", "email": "ops@example.com",
-                                         "token": "ATATT3xReplacement77"})
+    response = staff_client.post(
+        creds, {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xReplacement77"}
+    )
     assert response.status_code == 302
     populated.refresh_from_db()
     assert populated.auth_method == "api_token"
@@ -192,12 +236,16 @@ def test_managed_namespace_is_read_only_in_the_admin(staff_client, populated):
     page = staff_client.get(reverse("admin:integrations_namespace_change", args=[root.pk])).content.decode()
     assert "managed by integration" in page
     assert 'name="name"' not in page
-    response = staff_client.post(reverse("admin:integrations_namespace_delete", args=[root.pk]), {"post": "yes"},
-                                 follow=True)
+    response = staff_client.post(
+        reverse("admin:integrations_namespace_delete", args=[root.pk]), {"post": "yes"}, follow=True
+    )
     assert "cannot be deleted" in response.content.decode()
     assert Namespace.objects.filter(pk=root.pk).exists()
     # The bulk action refuses with the reason.
-    response = staff_client.post(reverse("admin:integrations_namespace_changelist"),
-                                 {"action": "delete_namespaces", "_selected_action": [root.pk]}, follow=True)
+    response = staff_client.post(
+        reverse("admin:integrations_namespace_changelist"),
+        {"action": "delete_namespaces", "_selected_action": [root.pk]},
+        follow=True,
+    )
     assert "managed by integration" in response.content.decode()
     assert Namespace.objects.filter(pk=root.pk).exists()

@@ -62,15 +62,20 @@ def test_oauth_token_is_fetched_cached_and_refreshed_before_expiry():
     bb.oauth_tokens.put(client._token_key, "tok-old", 0.01)
     client._private_token = None
     time.sleep(0.02)
-    responses.replace(responses.POST, f"{WEB}/site/oauth2/access_token", json={"access_token": "tok-2", "expires_in": 7200})
+    responses.replace(
+        responses.POST, f"{WEB}/site/oauth2/access_token", json={"access_token": "tok-2", "expires_in": 7200}
+    )
     client.get("user")
     assert responses.calls[-1].request.headers["Authorization"] == "Bearer tok-2"
 
 
 @responses.activate
 def test_oauth_rejected_consumer_is_unauthorized():
-    responses.post(f"{WEB}/site/oauth2/access_token", status=400, json={"error": "invalid_client",
-                                                                         "error_description": "Bad secret"})
+    responses.post(
+        f"{WEB}/site/oauth2/access_token",
+        status=400,
+        json={"error": "invalid_client", "error_description": "Bad secret"},
+    )
     with pytest.raises(bb.Unauthorized) as excinfo:
         BitbucketClient(Credentials("oauth", "k", "consumer-secret-value")).get("user")
     assert excinfo.value.remote_message == "Bad secret"
@@ -79,7 +84,10 @@ def test_oauth_rejected_consumer_is_unauthorized():
 
 @responses.activate
 def test_pagination_follows_next_verbatim_and_asks_for_what_it_needs():
-    responses.get(f"{API}/repositories/acme", json={"values": [{"slug": "a"}], "next": "https://elsewhere.example/opaque?cursor=xyz"})
+    responses.get(
+        f"{API}/repositories/acme",
+        json={"values": [{"slug": "a"}], "next": "https://elsewhere.example/opaque?cursor=xyz"},
+    )
     responses.get("https://elsewhere.example/opaque", json={"values": [{"slug": "b"}]})
     slugs = [v["slug"] for v in access().iterate("repositories/acme", fields="values.slug", q='project.key="P"')]
     assert slugs == ["a", "b"]
@@ -91,12 +99,15 @@ def test_pagination_follows_next_verbatim_and_asks_for_what_it_needs():
 
 
 @responses.activate
-@pytest.mark.parametrize("status,body,exc_type", [
-    (401, error("Token is invalid"), bb.Unauthorized),
-    (401, error("App passwords are no longer supported"), bb.AppPasswordRejected),
-    (404, error("Repository not found"), bb.NotFound),
-    (400, error("Bad request"), bb.UnexpectedResponse),
-])
+@pytest.mark.parametrize(
+    "status,body,exc_type",
+    [
+        (401, error("Token is invalid"), bb.Unauthorized),
+        (401, error("App passwords are no longer supported"), bb.AppPasswordRejected),
+        (404, error("Repository not found"), bb.NotFound),
+        (400, error("Bad request"), bb.UnexpectedResponse),
+    ],
+)
 def test_statuses_become_typed_errors_and_are_not_retried(status, body, exc_type):
     responses.get(f"{API}/repositories/acme/r", status=status, json=body)
     with pytest.raises(exc_type) as excinfo:
@@ -111,9 +122,14 @@ def test_statuses_become_typed_errors_and_are_not_retried(status, body, exc_type
 
 @responses.activate
 def test_forbidden_names_the_missing_scopes():
-    responses.get(f"{API}/repositories/acme/r/branch-restrictions", status=403, json=error(
-        "Your credentials lack one or more required privilege scopes.",
-        {"required": ["repository:admin"], "granted": ["repository", "account"]}))
+    responses.get(
+        f"{API}/repositories/acme/r/branch-restrictions",
+        status=403,
+        json=error(
+            "Your credentials lack one or more required privilege scopes.",
+            {"required": ["repository:admin"], "granted": ["repository", "account"]},
+        ),
+    )
     with pytest.raises(bb.Forbidden) as excinfo:
         access().get("repositories/acme/r/branch-restrictions")
     assert excinfo.value.missing_scopes == ["repository:admin"]
@@ -172,10 +188,15 @@ def test_git_refs_use_git_credentials_and_count_separately():
     def pkt(line: bytes) -> bytes:
         return f"{len(line) + 4:04x}".encode() + line
 
-    body = (pkt(b"# service=git-upload-pack\n") + b"0000"
-            + pkt(b"a" * 40 + b" HEAD\0multi_ack symref=HEAD:refs/heads/main agent=git/2\n")
-            + pkt(b"a" * 40 + b" refs/heads/main\n") + pkt(b"b" * 40 + b" refs/tags/v1\n")
-            + pkt(b"c" * 40 + b" refs/tags/v1^{}\n") + b"0000")
+    body = (
+        pkt(b"# service=git-upload-pack\n")
+        + b"0000"
+        + pkt(b"a" * 40 + b" HEAD\0multi_ack symref=HEAD:refs/heads/main agent=git/2\n")
+        + pkt(b"a" * 40 + b" refs/heads/main\n")
+        + pkt(b"b" * 40 + b" refs/tags/v1\n")
+        + pkt(b"c" * 40 + b" refs/tags/v1^{}\n")
+        + b"0000"
+    )
     responses.get(f"{WEB}/acme/api.git/info/refs", body=body)
     client = BitbucketClient(Credentials("api_token", "dev@example.com", "ATATT3xTok"))
     refs = client.git_refs("acme", "api")

@@ -44,8 +44,11 @@ def test_a_wrong_secret_for_a_known_consumer_key_never_gets_the_cached_token():
     # ...and with the same integration id but another secret.
     with pytest.raises(bb.Unauthorized):
         BitbucketClient(Credentials("oauth", "shared-key", "wrong-secret-of-b"), token_cache_scope=1).get("user")
-    assert not any(c.request.headers.get("Authorization") == "Bearer token-of-a"
-                   for c in responses.calls[3:] if c.request.url.startswith(API))
+    assert not any(
+        c.request.headers.get("Authorization") == "Bearer token-of-a"
+        for c in responses.calls[3:]
+        if c.request.url.startswith(API)
+    )
 
 
 @responses.activate
@@ -57,14 +60,16 @@ def test_verification_never_trusts_a_cached_token():
     responses.get(f"{API}/user", json={})
     BitbucketClient(Credentials("oauth", "shared-key", "tenant-a-secret")).get("user")  # cached, no scope
     token_calls = len([c for c in responses.calls if "access_token" in c.request.url])
-    report = verify_connection(target=parse_target(workspace="acme"),
-                               credentials=Credentials("oauth", "shared-key", "tenant-a-secret"))
+    report = verify_connection(
+        target=parse_target(workspace="acme"), credentials=Credentials("oauth", "shared-key", "tenant-a-secret")
+    )
     # The right secret still asks Bitbucket (one token for the whole run), and verification
     # itself leaves nothing in the shared cache.
     assert len([c for c in responses.calls if "access_token" in c.request.url]) == token_calls + 1
     assert report.checks  # it went on to check the workspace with that fresh token
-    bad = verify_connection(target=parse_target(workspace="acme"),
-                            credentials=Credentials("oauth", "shared-key", "not-the-secret"))
+    bad = verify_connection(
+        target=parse_target(workspace="acme"), credentials=Credentials("oauth", "shared-key", "not-the-secret")
+    )
     assert not bad.ok
     assert bad.checks[0].error is not None
     assert isinstance(bad.checks[0].error, bb.Unauthorized)
@@ -113,8 +118,9 @@ def test_timeouts_and_dropped_connections_are_unavailable_not_invalid_host(setti
     url, stop = _server(behaviour)
     settings.BITBUCKET_RETRIES = 1
     try:
-        client = BitbucketClient(Credentials("access_token", "", "ATCTT3xToken123"), api_url=f"{url}/2.0",
-                                 web_url=url, timeout=(1, 0.3))
+        client = BitbucketClient(
+            Credentials("access_token", "", "ATCTT3xToken123"), api_url=f"{url}/2.0", web_url=url, timeout=(1, 0.3)
+        )
         with pytest.raises(error_type) as excinfo:
             client.get("repositories/acme", pagelen=100, fields="values.slug")
     finally:

@@ -79,7 +79,9 @@ def test_old_keys_still_decrypt_and_rotation_moves_everything_to_the_newest(db, 
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
     # Old ciphertext still reads under the new ring.
     for i, integration in enumerate(integrations):
-        assert integration_get_credentials(integration=Integration.objects.get(pk=integration.pk)).secret == f"{TOKEN}{i}"
+        assert (
+            integration_get_credentials(integration=Integration.objects.get(pk=integration.pk)).secret == f"{TOKEN}{i}"
+        )
     assert secrets_under_old_keys()["integrations.Integration.credentials"] == 5
     with pytest.raises(CommandError):
         call_command("rotate_encryption_keys", "--check")

@@ -5,7 +5,14 @@ from django.db import DataError, IntegrityError, transaction
 
 from integrations.models import Integration, IntegrationStatus, Membership, Namespace, Reference
 from scanning.models import ScanRun
-from tests.factories import NamespaceFactory, ProjectFactory, ReferenceFactory, TenantFactory, UserFactory, make_integration
+from tests.factories import (
+    NamespaceFactory,
+    ProjectFactory,
+    ReferenceFactory,
+    TenantFactory,
+    UserFactory,
+    make_integration,
+)
 
 
 def _violates(fn):
@@ -67,10 +74,16 @@ def test_integration_constraints(tenant):
     _violates(lambda: Integration.objects.filter(pk=integration.pk).update(auth_method="app_password"))
     _violates(lambda: Integration.objects.filter(pk=integration.pk).update(status="sleeping"))
     from datetime import timedelta
+
     _violates(lambda: Integration.objects.filter(pk=integration.pk).update(scan_interval=timedelta(minutes=5)))
     # Name and scope are unique per tenant, except for integrations being deleted.
-    clone = Integration(tenant=tenant, name="Main", workspace="other", auth_method="access_token",
-                        bitbucket_url="https://bitbucket.org/other")
+    clone = Integration(
+        tenant=tenant,
+        name="Main",
+        workspace="other",
+        auth_method="access_token",
+        bitbucket_url="https://bitbucket.org/other",
+    )
     _violates(clone.save)
     Integration.objects.filter(pk=integration.pk).update(status=IntegrationStatus.DELETING)
     clone.pk = None

@@ -16,29 +16,53 @@ CHILDREN, REPOS_PER_CHILD = 24, 50  # 1,200 projects, 2,400 references, thousand
 def build_tree(tenant, superuser):
     integration = make_integration(tenant=tenant, name="Big")
     root = integration.root_namespace
-    children = Namespace.objects.bulk_create([
-        Namespace(tenant=tenant, parent=root, name=f"Project {i}", slug=f"p-{i}", managed=True,
-                  integration=integration, remote_uuid=f"{{p{i}}}")
-        for i in range(CHILDREN)
-    ])
+    children = Namespace.objects.bulk_create(
+        [
+            Namespace(
+                tenant=tenant,
+                parent=root,
+                name=f"Project {i}",
+                slug=f"p-{i}",
+                managed=True,
+                integration=integration,
+                remote_uuid=f"{{p{i}}}",
+            )
+            for i in range(CHILDREN)
+        ]
+    )
     # Hand-made namespaces under managed ones, two levels deep, with a project.
     hand = services.namespace_create(tenant=tenant, parent=children[0], name="Hand made", actor=superuser)
     deeper = services.namespace_create(tenant=tenant, parent=hand, name="Deeper", actor=superuser)
-    projects = Project.objects.bulk_create([
-        Project(namespace=child, integration=integration, name=f"r{c}-{r}", slug=f"r{c}-{r}",
-                full_name=f"big/r{c}-{r}", remote_uuid=f"{{r{c}-{r}}}")
-        for c, child in enumerate(children) for r in range(REPOS_PER_CHILD)
-    ])
+    projects = Project.objects.bulk_create(
+        [
+            Project(
+                namespace=child,
+                integration=integration,
+                name=f"r{c}-{r}",
+                slug=f"r{c}-{r}",
+                full_name=f"big/r{c}-{r}",
+                remote_uuid=f"{{r{c}-{r}}}",
+            )
+            for c, child in enumerate(children)
+            for r in range(REPOS_PER_CHILD)
+        ]
+    )
     projects.append(ProjectFactory(namespace=deeper, integration=None))
-    Reference.objects.bulk_create([
-        Reference(project=p, name=name, is_default=(name == "main"), head_commit="a" * 40)
-        for p in projects for name in ("main", "develop")
-    ])
-    runs = ScanRun.objects.bulk_create([ScanRun(integration=integration, trigger="schedule", status="succeeded")
-                                        for _ in range(3)])
+    Reference.objects.bulk_create(
+        [
+            Reference(project=p, name=name, is_default=(name == "main"), head_commit="a" * 40)
+            for p in projects
+            for name in ("main", "develop")
+        ]
+    )
+    runs = ScanRun.objects.bulk_create(
+        [ScanRun(integration=integration, trigger="schedule", status="succeeded") for _ in range(3)]
+    )
     SyncLog.objects.bulk_create(
-        [SyncLog(integration=integration, project=projects[i], category="unexpected", operation="sync", message="x")
-         for i in range(10)]
+        [
+            SyncLog(integration=integration, project=projects[i], category="unexpected", operation="sync", message="x")
+            for i in range(10)
+        ]
         + [SyncLog(integration=integration, category="rate_limited", operation="sync", message="y")]
     )
     return integration, runs
@@ -57,23 +81,30 @@ def _counts():
 
 
 @pytest.mark.slow
-def test_preview_then_chunked_purge_removes_everything_and_nothing_else(tenant, superuser, bystander,
-                                                                        django_capture_on_commit_callbacks):
+def test_preview_then_chunked_purge_removes_everything_and_nothing_else(
+    tenant, superuser, bystander, django_capture_on_commit_callbacks
+):
     integration, _ = build_tree(tenant, superuser)
     outside = ProjectFactory(namespace=NamespaceFactory(tenant=tenant), integration=integration)
     before = _counts()
 
     preview = selectors.integration_delete_preview(integration=integration)
     core = {
-        "namespaces": 1 + CHILDREN + 2, "projects": CHILDREN * REPOS_PER_CHILD + 1,
-        "references": 2 * (CHILDREN * REPOS_PER_CHILD + 1), "scan runs": 3, "sync logs": 11,
+        "namespaces": 1 + CHILDREN + 2,
+        "projects": CHILDREN * REPOS_PER_CHILD + 1,
+        "references": 2 * (CHILDREN * REPOS_PER_CHILD + 1),
+        "scan runs": 3,
+        "sync logs": 11,
     }
     assert {k: preview[k] for k in core} == core
     # Every other table hanging off the integration (members, scanner results, webhooks...) is listed, empty here.
     assert {"members", "dependency packages", "posture findings"} <= set(preview)
     assert all(n == 0 for kind, n in preview.items() if kind not in core)
 
-    with mock.patch("integrations.services.lifecycle.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("integrations.services.lifecycle.enqueue") as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         services.integration_delete_request(integration=integration, actor=superuser)
     enqueue.assert_called_once_with("scanning.tasks.integration_teardown_task", integration.pk)
     integration.refresh_from_db()
@@ -87,7 +118,8 @@ def test_preview_then_chunked_purge_removes_everything_and_nothing_else(tenant, 
         "Namespace": before["Namespace"] - preview["namespaces"],
         "Project": before["Project"] - preview["projects"],
         "Reference": before["Reference"] - preview["references"],
-        "ScanRun": before["ScanRun"] - 3, "SyncLog": before["SyncLog"] - 11,
+        "ScanRun": before["ScanRun"] - 3,
+        "SyncLog": before["SyncLog"] - 11,
         "Integration": before["Integration"] - 1,
     }
     # The project outside the subtree outlives the integration that it borrowed.

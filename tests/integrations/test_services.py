@@ -18,9 +18,16 @@ def actor(db):
 def test_create_makes_a_managed_root_under_the_chosen_parent(tenant, actor):
     parent = NamespaceFactory(tenant=tenant)
     integration = services.integration_create(
-        tenant=tenant, parent=parent, name="Acme", bitbucket_url="https://bitbucket.org/acme",
-        auth_method="access_token", credentials={"token": TOKEN}, actor=actor, scanners=["posture"],
-        labels=["prod", "prod", " team-a "], verify=False,
+        tenant=tenant,
+        parent=parent,
+        name="Acme",
+        bitbucket_url="https://bitbucket.org/acme",
+        auth_method="access_token",
+        credentials={"token": TOKEN},
+        actor=actor,
+        scanners=["posture"],
+        labels=["prod", "prod", " team-a "],
+        verify=False,
     )
     root = integration.root_namespace
     assert root.parent == parent
@@ -53,11 +60,26 @@ def test_create_reports_every_bad_field_and_saves_nothing(tenant):
     managed_parent = make_integration(tenant=tenant).root_namespace
     with pytest.raises(ValidationError) as e:
         services.integration_create(
-            tenant=tenant, parent=managed_parent, name=" ", bitbucket_url="https://github.com/acme",
-            auth_method="api_token", credentials={"email": "nope", "token": ""}, actor=None,
-            scanners=["nonsense"], scan_interval=timedelta(minutes=1), verify=False,
+            tenant=tenant,
+            parent=managed_parent,
+            name=" ",
+            bitbucket_url="https://github.com/acme",
+            auth_method="api_token",
+            credentials={"email": "nope", "token": ""},
+            actor=None,
+            scanners=["nonsense"],
+            scan_interval=timedelta(minutes=1),
+            verify=False,
         )
-    assert set(e.value.message_dict) >= {"name", "parent", "bitbucket_url", "email", "token", "scanners", "scan_interval"}
+    assert set(e.value.message_dict) >= {
+        "name",
+        "parent",
+        "bitbucket_url",
+        "email",
+        "token",
+        "scanners",
+        "scan_interval",
+    }
     assert Integration.objects.count() == 1
 
 
@@ -81,9 +103,14 @@ def test_bitbucket_url_cannot_change(tenant, actor):
 
 def test_update_settings_records_what_changed(tenant, actor):
     integration = make_integration(tenant=tenant)
-    services.integration_update(integration=integration, actor=actor, scanners=["dependencies"],
-                                scan_interval=timedelta(hours=6), status="paused",
-                                pr_settings={"enabled": True, "deny_packages": [{"name": "lodash", "range": "<4.17.21"}]})
+    services.integration_update(
+        integration=integration,
+        actor=actor,
+        scanners=["dependencies"],
+        scan_interval=timedelta(hours=6),
+        status="paused",
+        pr_settings={"enabled": True, "deny_packages": [{"name": "lodash", "range": "<4.17.21"}]},
+    )
     integration.refresh_from_db()
     assert integration.scanners == ["dependencies"]
     assert integration.status == "paused"
@@ -99,8 +126,12 @@ def test_update_settings_records_what_changed(tenant, actor):
 
 def test_credentials_update_switches_method_and_never_logs_the_secret(tenant, actor):
     integration = make_integration(tenant=tenant)
-    services.credentials_update(integration=integration, auth_method="api_token", actor=actor,
-                                credentials={"email": "ops@example.com", "token": "ATATT3xNEWSECRET99"})
+    services.credentials_update(
+        integration=integration,
+        auth_method="api_token",
+        actor=actor,
+        credentials={"email": "ops@example.com", "token": "ATATT3xNEWSECRET99"},
+    )
     loaded = Integration.objects.get(pk=integration.pk)
     assert loaded.auth_method == "api_token"
     assert loaded.credential_identity == "ops@example.com"
@@ -119,13 +150,19 @@ def test_webhook_secret_rotates(tenant, actor):
 
 
 def test_audit_scrubs_secret_looking_keys(tenant):
-    event = services.audit(actor=None, action="x", target=tenant, tenant=tenant,
-                           details={"token": "abc", "nested": {"client_secret": "def"}, "ok": 1})
+    event = services.audit(
+        actor=None,
+        action="x",
+        target=tenant,
+        tenant=tenant,
+        details={"token": "abc", "nested": {"client_secret": "def"}, "ok": 1},
+    )
     assert event.details == {"token": "[redacted]", "nested": {"client_secret": "[redacted]"}, "ok": 1}
     assert event.actor_repr == "system"
 
 
 # --- Managed namespaces ---------------------------------------------------------------
+
 
 def test_managed_namespaces_cannot_be_renamed_deleted_or_added_to(tenant, actor):
     integration = make_integration(tenant=tenant, name="Acme BB")

@@ -3,15 +3,18 @@ import pytest
 from integrations.slugs import MAX_LENGTH, assign_slugs, is_valid_slug, slugify_name, unique_slug
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("Backend Services", "backend-services"),
-    ("Café Über-Team", "cafe-uber-team"),
-    ("  --Weird__Name!!  ", "weird__name"),
-    ("R&D / Platform (v2)", "r-d-platform-v2"),
-    ("api.gateway", "api-gateway"),
-    ("ÅNGSTRÖM", "angstrom"),
-    ("snake_case_ok", "snake_case_ok"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("Backend Services", "backend-services"),
+        ("Café Über-Team", "cafe-uber-team"),
+        ("  --Weird__Name!!  ", "weird__name"),
+        ("R&D / Platform (v2)", "r-d-platform-v2"),
+        ("api.gateway", "api-gateway"),
+        ("ÅNGSTRÖM", "angstrom"),
+        ("snake_case_ok", "snake_case_ok"),
+    ],
+)
 def test_slugify_folds_unicode_and_punctuation(name, expected):
     assert slugify_name(name) == expected
 
@@ -53,7 +56,9 @@ def test_assign_slugs_respects_already_taken():
     assert assign_slugs([("1", "ops")], taken={"ops"}) == {"1": "ops-2"}
 
 
-@pytest.mark.parametrize("value,ok", [("abc", True), ("a-b_c9", True), ("", False), ("A", False),
-                                      ("a b", False), ("a" * 65, False), ("a.b", False)])
+@pytest.mark.parametrize(
+    "value,ok",
+    [("abc", True), ("a-b_c9", True), ("", False), ("A", False), ("a b", False), ("a" * 65, False), ("a.b", False)],
+)
 def test_slug_validation(value, ok):
     assert is_valid_slug(value) is ok

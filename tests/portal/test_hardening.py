@@ -24,13 +24,22 @@ def world(db):
     a, b = TenantFactory(slug="alpha"), TenantFactory(slug="beta")
     owner = member(a, Role.OWNER, username="owner-a")
     integration = make_integration(tenant=a, name="Alpha BB", workspace="demo")
-    project = ProjectFactory(namespace=integration.root_namespace, integration=integration, name="api",
-                             full_name="demo/api")
+    project = ProjectFactory(
+        namespace=integration.root_namespace, integration=integration, name="api", full_name="demo/api"
+    )
     reference = ReferenceFactory(project=project)
     other = make_integration(tenant=b, name="Beta BB", workspace="beta")
     other_project = ProjectFactory(namespace=other.root_namespace, integration=other)
-    return {"a": a, "b": b, "owner": owner, "integration": integration, "project": project, "reference": reference,
-            "other": other, "other_project": other_project}
+    return {
+        "a": a,
+        "b": b,
+        "owner": owner,
+        "integration": integration,
+        "project": project,
+        "reference": reference,
+        "other": other,
+        "other_project": other_project,
+    }
 
 
 def api(user) -> APIClient:
@@ -40,6 +49,7 @@ def api(user) -> APIClient:
 
 
 # --- Sign-in and API throttling ------------------------------------------------------------------
+
 
 def test_sign_in_locks_out_after_repeated_wrong_passwords_even_for_the_right_one(client, db, settings):
     settings.AXES_FAILURE_LIMIT = 5
@@ -126,8 +136,11 @@ def test_plaintext_tokens_from_before_are_moved_to_hashes(transactional_db):
 
 # --- Small leaks ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)",
-                                    "https:/evil.example"])
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)", "https:/evil.example"],
+)
 def test_the_tenant_switch_never_redirects_off_site(client, world, target):
     client.force_login(world["owner"])
     response = client.post(reverse("portal:tenant_switch"), {"tenant": world["a"].pk, "next": target})
@@ -143,11 +156,17 @@ def test_the_tenant_switch_answers_a_bad_tenant_id_with_400_or_404(client, world
     assert client.post(reverse("portal:tenant_switch"), {"tenant": tenant}).status_code in (400, 404)
 
 
-@pytest.mark.parametrize("path, param, own", [
-    ("/api/v1/references/", "project", "project"), ("/api/v1/scans/", "integration", "integration"),
-    ("/api/v1/sync-logs/", "integration", "integration"), ("/api/v1/pull-requests/", "project", "project"),
-    ("/api/v1/pull-request-scans/", "project", "project"), ("/api/v1/namespaces/", "parent", None),
-])
+@pytest.mark.parametrize(
+    "path, param, own",
+    [
+        ("/api/v1/references/", "project", "project"),
+        ("/api/v1/scans/", "integration", "integration"),
+        ("/api/v1/sync-logs/", "integration", "integration"),
+        ("/api/v1/pull-requests/", "project", "project"),
+        ("/api/v1/pull-request-scans/", "project", "project"),
+        ("/api/v1/namespaces/", "parent", None),
+    ],
+)
 def test_a_filter_by_another_tenants_id_answers_like_a_missing_one(world, path, param, own):
     client = api(world["owner"])
     foreign = world["other_project"].pk if param == "project" else world["other"].pk
@@ -162,15 +181,20 @@ def test_a_filter_by_another_tenants_id_answers_like_a_missing_one(world, path, 
 
 
 def test_csv_cells_that_look_like_formulas_are_neutralised(client, world):
-    DependencyPackage.objects.create(reference=world["reference"], ecosystem="npm", name='=HYPERLINK("http://x")',
-                                     version="@SUM(1)", manifest_path="+cmd|package.json")
+    DependencyPackage.objects.create(
+        reference=world["reference"],
+        ecosystem="npm",
+        name='=HYPERLINK("http://x")',
+        version="@SUM(1)",
+        manifest_path="+cmd|package.json",
+    )
     client.force_login(world["owner"])
     response = client.get(reverse("portal:packages"), {"name": '=HYPERLINK("http://x")', "format": "csv"})
     body = b"".join(response.streaming_content).decode()
     assert "'=HYPERLINK" in body
     assert "'@SUM(1)" in body
     assert "'+cmd|package.json" in body
-    assert ',=HYPERLINK' not in body
+    assert ",=HYPERLINK" not in body
     assert '"=HYPERLINK' not in body
 
 
@@ -196,8 +220,10 @@ def test_rows_of_an_integration_being_deleted_leave_the_api_at_once(world):
 
 # --- Bad input ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", ["/sync-logs/?days=1000000000", "/sync-logs/?days=" + "9" * 5000,
-                                 "/sync-logs/?days=%C2%B2"])
+
+@pytest.mark.parametrize(
+    "url", ["/sync-logs/?days=1000000000", "/sync-logs/?days=" + "9" * 5000, "/sync-logs/?days=%C2%B2"]
+)
 def test_sync_log_page_days_out_of_range_is_400(client, world, url):
     client.force_login(world["owner"])
     assert client.get(url).status_code == 400
@@ -210,14 +236,23 @@ def test_sync_log_api_days_out_of_range_is_400(world, query):
     assert response.json()["error"]["code"] == "invalid"
 
 
-@pytest.mark.parametrize("url", ["/projects/?search=a%00b", "/packages/?name=lo%00dash", "/packages/?name=x%00&format=csv",
-                                 "/sync-logs/?category=%00"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/projects/?search=a%00b",
+        "/packages/?name=lo%00dash",
+        "/packages/?name=x%00&format=csv",
+        "/sync-logs/?category=%00",
+    ],
+)
 def test_nul_in_a_page_query_is_400(client, world, url):
     client.force_login(world["owner"])
     assert client.get(url).status_code == 400
 
 
-@pytest.mark.parametrize("url", ["/api/v1/projects/?search=a%00b", "/api/v1/packages/?name=a%00", "/api/v1/integrations/?tenant=%00"])
+@pytest.mark.parametrize(
+    "url", ["/api/v1/projects/?search=a%00b", "/api/v1/packages/?name=a%00", "/api/v1/integrations/?tenant=%00"]
+)
 def test_nul_in_an_api_query_is_400(world, url):
     assert api(world["owner"]).get(url).status_code == 400
 
@@ -238,17 +273,34 @@ def test_deep_json_and_nul_in_json_are_400(world):
 
 @pytest.mark.parametrize("token", ["ATCTT3x€uro-token-42", "ATCTT3x-token-\u4e2d\u6587-42", "ATCTT3x\x07bell-token"])
 def test_tokens_with_characters_bitbucket_never_uses_are_refused_clearly(world, token):
-    response = api(world["owner"]).post("/api/v1/integrations/", {
-        "tenant": "alpha", "name": "Odd", "bitbucket_url": "https://bitbucket.org/odd", "parent": world["integration"]
-        .root_namespace.parent_id, "auth_method": "access_token", "token": token}, format="json")
+    response = api(world["owner"]).post(
+        "/api/v1/integrations/",
+        {
+            "tenant": "alpha",
+            "name": "Odd",
+            "bitbucket_url": "https://bitbucket.org/odd",
+            "parent": world["integration"].root_namespace.parent_id,
+            "auth_method": "access_token",
+            "token": token,
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert "token" in response.json()["error"]["fields"]
 
 
 def test_app_passwords_through_the_api_get_the_guidance(world):
-    response = api(world["owner"]).post("/api/v1/integrations/", {
-        "tenant": "alpha", "name": "Old", "bitbucket_url": "https://bitbucket.org/old", "auth_method": "app_password",
-        "token": "ATBBsomething123"}, format="json")
+    response = api(world["owner"]).post(
+        "/api/v1/integrations/",
+        {
+            "tenant": "alpha",
+            "name": "Old",
+            "bitbucket_url": "https://bitbucket.org/old",
+            "auth_method": "app_password",
+            "token": "ATBBsomething123",
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert "removed on 2026-07-28" in response.json()["error"]["fields"]["auth_method"][0]
 
@@ -258,9 +310,14 @@ def test_a_nul_byte_in_a_signed_webhook_body_is_400(client, world):
 
     def deliver(raw: bytes):
         signature = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
-        return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
-                           HTTP_X_EVENT_KEY="repo:push", HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
-                           HTTP_X_HUB_SIGNATURE=signature)
+        return client.post(
+            f"/webhooks/bitbucket/{integration.uuid}/",
+            raw,
+            content_type="application/json",
+            HTTP_X_EVENT_KEY="repo:push",
+            HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
+            HTTP_X_HUB_SIGNATURE=signature,
+        )
 
     response = deliver(b'{"repository": {"uuid": "{x}"}, "x": "a\x00b"}')
     assert response.status_code == 400
@@ -277,8 +334,10 @@ def test_a_nul_byte_in_a_signed_webhook_body_is_400(client, world):
     assert WebhookDelivery.objects.get(pk=accepted.json()["delivery"]).state == "rejected"
 
 
-@pytest.mark.parametrize("path", ["/projects/99999999999999999999999/", "/scans/99999999999999999999/",
-                                  "/api/v1/projects/99999999999999999999999/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/projects/99999999999999999999999/", "/scans/99999999999999999999/", "/api/v1/projects/99999999999999999999999/"],
+)
 def test_huge_ids_in_paths_are_not_500(client, world, path):
     client.force_login(world["owner"])
     assert client.get(path).status_code in (400, 404)

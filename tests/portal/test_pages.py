@@ -23,20 +23,55 @@ def site(db):
     users["outsider"] = member(b, Role.OWNER, username="owner-b")
     parent = NamespaceFactory(tenant=a, name="Engineering", slug="engineering")
     integration = make_integration(tenant=a, parent=parent, name="Alpha BB", workspace="demo")
-    project = ProjectFactory(namespace=integration.root_namespace, integration=integration, name="api", full_name="demo/api")
+    project = ProjectFactory(
+        namespace=integration.root_namespace, integration=integration, name="api", full_name="demo/api"
+    )
     ReferenceFactory(project=project)
     run = ScanRun.objects.create(integration=integration, trigger="manual", status="failed")
-    pr = PullRequest.objects.create(project=project, remote_id=7, title="Bump lodash", source_branch="feature/x",
-                                    destination_branch="main", source_commit="a" * 12)
-    pr_scan = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="a" * 12,
-                                             status="failed", description="1 policy violation(s): lodash 4.17.20",
-                                             violations=[{"check": "dependencies", "rule": "deny_list",
-                                                          "message": "lodash 4.17.20 is denied.", "path": "package.json"}])
-    SyncLog.objects.create(integration=integration, category="invalid_credentials", operation="sync",
-                           message="Bitbucket rejected the credentials", status_code=401, method="GET",
-                           path="/2.0/workspaces/demo/projects", hint="Create a new access token")
-    return {"a": a, "b": b, "users": users, "integration": integration, "project": project, "parent": parent,
-            "run": run, "pr": pr, "pr_scan": pr_scan}
+    pr = PullRequest.objects.create(
+        project=project,
+        remote_id=7,
+        title="Bump lodash",
+        source_branch="feature/x",
+        destination_branch="main",
+        source_commit="a" * 12,
+    )
+    pr_scan = PullRequestScan.objects.create(
+        pull_request=pr,
+        trigger="pullrequest:created",
+        source_commit="a" * 12,
+        status="failed",
+        description="1 policy violation(s): lodash 4.17.20",
+        violations=[
+            {
+                "check": "dependencies",
+                "rule": "deny_list",
+                "message": "lodash 4.17.20 is denied.",
+                "path": "package.json",
+            }
+        ],
+    )
+    SyncLog.objects.create(
+        integration=integration,
+        category="invalid_credentials",
+        operation="sync",
+        message="Bitbucket rejected the credentials",
+        status_code=401,
+        method="GET",
+        path="/2.0/workspaces/demo/projects",
+        hint="Create a new access token",
+    )
+    return {
+        "a": a,
+        "b": b,
+        "users": users,
+        "integration": integration,
+        "project": project,
+        "parent": parent,
+        "run": run,
+        "pr": pr,
+        "pr_scan": pr_scan,
+    }
 
 
 def login(client, user):
@@ -65,9 +100,17 @@ def test_every_page_needs_a_login(client, site):
 
 def test_every_page_answers_404_for_another_tenants_ids(client, site):
     login(client, site["users"]["outsider"])
-    ids = {"bitbucket": site["integration"].pk, "rescan": site["integration"].pk, "sync_log": site["integration"].pk,
-           "scan_detail": site["run"].pk, "namespace_delete": site["parent"].pk, "project_detail": site["project"].pk,
-           "reference": site["project"].references.get().pk, "pr_scan": site["pr_scan"].pk, "pr_rescan": site["pr"].pk}
+    ids = {
+        "bitbucket": site["integration"].pk,
+        "rescan": site["integration"].pk,
+        "sync_log": site["integration"].pk,
+        "scan_detail": site["run"].pk,
+        "namespace_delete": site["parent"].pk,
+        "project_detail": site["project"].pk,
+        "reference": site["project"].references.get().pk,
+        "pr_scan": site["pr_scan"].pk,
+        "pr_rescan": site["pr"].pk,
+    }
     checked = 0
     for name, takes_pk in portal_routes():
         if not takes_pk:
@@ -129,9 +172,21 @@ def test_viewer_sees_everything_read_only(client, site):
 def test_manage_page_columns_and_menu(client, site):
     login(client, site["users"]["owner"])
     page = client.get(reverse("portal:bitbucket_manage")).content.decode()
-    for text in ("Alpha BB", "workspace", "demo", "Access token", "Active", "failed", "Update Credentials",
-                 "Edit Integration", "View Sync Log", "Delete Integration", "Add integration", "Rescan Org",
-                 "Scan More Repositories"):
+    for text in (
+        "Alpha BB",
+        "workspace",
+        "demo",
+        "Access token",
+        "Active",
+        "failed",
+        "Update Credentials",
+        "Edit Integration",
+        "View Sync Log",
+        "Delete Integration",
+        "Add integration",
+        "Rescan Org",
+        "Scan More Repositories",
+    ):
         assert text in page, text
     assert '?state=open">1</a>' in page  # one open error, linked to the sync log
 
@@ -158,9 +213,19 @@ def test_list_pages_run_a_constant_number_of_queries(client, site, name):
 def test_add_rejects_bad_input_next_to_fields_and_never_echoes_secrets(client, site, bitbucket):
     login(client, site["users"]["admin"])
     url = reverse("portal:bitbucket_add")
-    response = client.post(url, {"action": "create", "name": "", "bitbucket_url": f"{bitbucket.web_url}/demo/api",
-                                 "parent": site["parent"].pk, "auth_method": "api_token", "email": "nope",
-                                 "token": "ATBB" + "x" * 28, "scan_interval_hours": 24})
+    response = client.post(
+        url,
+        {
+            "action": "create",
+            "name": "",
+            "bitbucket_url": f"{bitbucket.web_url}/demo/api",
+            "parent": site["parent"].pk,
+            "auth_method": "api_token",
+            "email": "nope",
+            "token": "ATBB" + "x" * 28,
+            "scan_interval_hours": 24,
+        },
+    )
     page = response.content.decode()
     assert page.count('class="field-error"') >= 3
     assert "URL of a repository" in page
@@ -169,17 +234,34 @@ def test_add_rejects_bad_input_next_to_fields_and_never_echoes_secrets(client, s
     assert Integration.objects.filter(tenant=site["a"]).count() == 1
 
 
-def test_verify_then_start_scanning_without_retyping_the_token(client, site, bitbucket, django_capture_on_commit_callbacks):
+def test_verify_then_start_scanning_without_retyping_the_token(
+    client, site, bitbucket, django_capture_on_commit_callbacks
+):
     login(client, site["users"]["admin"])
     url = reverse("portal:bitbucket_add")
-    base = {"name": "Second", "workspace": "demo", "project_key": next(iter(bitbucket.sandbox.world.workspaces["demo"].projects)),
-            "parent": site["parent"].pk, "scan_interval_hours": 24, "scanners": ["posture"]}
-    missing = client.post(url, {**base, "action": "verify", "auth_method": "api_token", "email": SANDBOX_EMAIL,
-                                "token": SANDBOX_API_TOKEN_NO_ADMIN}).content.decode()
+    base = {
+        "name": "Second",
+        "workspace": "demo",
+        "project_key": next(iter(bitbucket.sandbox.world.workspaces["demo"].projects)),
+        "parent": site["parent"].pk,
+        "scan_interval_hours": 24,
+        "scanners": ["posture"],
+    }
+    missing = client.post(
+        url,
+        {
+            **base,
+            "action": "verify",
+            "auth_method": "api_token",
+            "email": SANDBOX_EMAIL,
+            "token": SANDBOX_API_TOKEN_NO_ADMIN,
+        },
+    ).content.decode()
     assert "Missing scopes: admin:repository:bitbucket" in missing
     assert SANDBOX_API_TOKEN_NO_ADMIN not in missing
-    verified = client.post(url, {**base, "action": "verify", "auth_method": "access_token",
-                                 "token": SANDBOX_WORKSPACE_TOKEN}).content.decode()
+    verified = client.post(
+        url, {**base, "action": "verify", "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN}
+    ).content.decode()
     assert "all required checks passed" in verified
     assert SANDBOX_WORKSPACE_TOKEN not in verified
     assert "kept (encrypted) for this form" in verified
@@ -214,22 +296,40 @@ def test_edit_page_saves_settings(client, site):
     assert "apply from the next scan" in client.get(url).content.decode()
     bad = client.post(url, {"name": "Alpha BB", "status": "active", "scan_interval_hours": 0}).content.decode()
     assert "field-error" in bad
-    client.post(url, {"name": "Alpha BB", "status": "paused", "scan_interval_hours": 12, "scanners": ["dependencies"],
-                      "tracked_branches": "release/*, develop", "pr_enabled": "on", "pr_target_branches": "main",
-                      "pr_deny_packages": "lodash <4.17.21"})
+    client.post(
+        url,
+        {
+            "name": "Alpha BB",
+            "status": "paused",
+            "scan_interval_hours": 12,
+            "scanners": ["dependencies"],
+            "tracked_branches": "release/*, develop",
+            "pr_enabled": "on",
+            "pr_target_branches": "main",
+            "pr_deny_packages": "lodash <4.17.21",
+        },
+    )
     integration = Integration.objects.get(pk=site["integration"].pk)
     assert integration.status == "paused"
     assert integration.tracked_branches == ["develop", "release/*"]
     assert integration.pr_settings["enabled"]
     assert integration.pr_settings["deny_packages"][0]["name"] == "lodash"
     # A range the policy cannot read is refused with the line and the reason; nothing is lost.
-    bad = client.post(url, {"name": "Alpha BB", "status": "paused", "scan_interval_hours": 12,
-                            "pr_deny_packages": "lodash <4.17.21\nminimist ^1.2"}).content.decode()
+    bad = client.post(
+        url,
+        {
+            "name": "Alpha BB",
+            "status": "paused",
+            "scan_interval_hours": 12,
+            "pr_deny_packages": "lodash <4.17.21\nminimist ^1.2",
+        },
+    ).content.decode()
     assert "Line 2 (minimist)" in bad
     assert "^ and ~ are not accepted" in bad
     assert "lodash &lt;4.17.21" in bad
-    assert Integration.objects.get(pk=integration.pk).pr_settings["deny_packages"] == [{"name": "lodash",
-                                                                                       "range": "<4.17.21"}]
+    assert Integration.objects.get(pk=integration.pk).pr_settings["deny_packages"] == [
+        {"name": "lodash", "range": "<4.17.21"}
+    ]
 
 
 def test_delete_page_previews_and_needs_the_name(client, site, django_capture_on_commit_callbacks):
@@ -249,15 +349,31 @@ def test_sync_log_page_filters_and_chart(client, site):
     login(client, site["users"]["viewer"])
     url = reverse("portal:sync_log", kwargs={"pk": site["integration"].pk})
     page = client.get(url).content.decode()
-    for text in ("Bitbucket rejected the credentials", "401", "GET /2.0/workspaces/demo/projects",
-                 "Create a new access token", "open", "Scans per day"):
+    for text in (
+        "Bitbucket rejected the credentials",
+        "401",
+        "GET /2.0/workspaces/demo/projects",
+        "Create a new access token",
+        "open",
+        "Scans per day",
+    ):
         assert text in page, text
     assert "Bitbucket rejected" not in client.get(url + "?state=resolved").content.decode()
     assert "Bitbucket rejected" not in client.get(url + "?category=rate_limited").content.decode()
     assert "Bitbucket rejected" in client.get(reverse("portal:sync_logs")).content.decode()
     progress = client.get(reverse("portal:scan_progress")).json()["scans"]
-    assert progress == [{"integration": site["integration"].pk, "scan": site["run"].pk, "status": "failed",
-                         "active": False, "done": 0, "total": 0, "finished_at": None, "summary": ""}]
+    assert progress == [
+        {
+            "integration": site["integration"].pk,
+            "scan": site["run"].pk,
+            "status": "failed",
+            "active": False,
+            "done": 0,
+            "total": 0,
+            "finished_at": None,
+            "summary": "",
+        }
+    ]
 
 
 def test_namespaces_tree_add_and_delete(client, site):
@@ -271,8 +387,9 @@ def test_namespaces_tree_add_and_delete(client, site):
     client.post(url, {"name": "Team X", "parent": site["parent"].pk})
     created = Namespace.objects.get(name="Team X")
     assert created.parent == site["parent"]
-    refused = client.post(reverse("portal:namespace_delete", kwargs={"pk": site["integration"].root_namespace_id}),
-                          follow=True)
+    refused = client.post(
+        reverse("portal:namespace_delete", kwargs={"pk": site["integration"].root_namespace_id}), follow=True
+    )
     assert refused.status_code == 404 or "managed" in refused.content.decode()
     client.post(reverse("portal:namespace_delete", kwargs={"pk": created.pk}))
     assert not Namespace.objects.filter(pk=created.pk).exists()
@@ -293,19 +410,35 @@ def test_scan_more_repositories(client, site, bitbucket):
     free = NamespaceFactory(tenant=site["a"], name="Hand picked", slug="hand-picked")
     from integrations import services
 
-    refused = client.post(url, {"url": f"{bitbucket.web_url}/demo/web", "namespace": free.pk,
-                                "integration": site["integration"].pk}).content.decode()
+    refused = client.post(
+        url, {"url": f"{bitbucket.web_url}/demo/web", "namespace": free.pk, "integration": site["integration"].pk}
+    ).content.decode()
     assert "Bitbucket refused" in refused  # the factory's token means nothing to Bitbucket
-    services.credentials_update(integration=site["integration"], auth_method="access_token",
-                                credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
-    bad = client.post(url, {"url": f"{bitbucket.web_url}/demo/no-such-repo", "namespace": free.pk,
-                            "integration": site["integration"].pk}).content.decode()
+    services.credentials_update(
+        integration=site["integration"],
+        auth_method="access_token",
+        credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+        actor=None,
+    )
+    bad = client.post(
+        url,
+        {"url": f"{bitbucket.web_url}/demo/no-such-repo", "namespace": free.pk, "integration": site["integration"].pk},
+    ).content.decode()
     assert "was not found" in bad
-    managed = client.post(url, {"url": f"{bitbucket.web_url}/demo/web", "namespace": site["integration"].root_namespace_id,
-                                "integration": site["integration"].pk}).content.decode()
+    managed = client.post(
+        url,
+        {
+            "url": f"{bitbucket.web_url}/demo/web",
+            "namespace": site["integration"].root_namespace_id,
+            "integration": site["integration"].pk,
+        },
+    ).content.decode()
     assert "field-error" in managed  # managed namespaces are not offered
-    done = client.post(url, {"url": f"{bitbucket.web_url}/demo/web", "namespace": free.pk,
-                             "integration": site["integration"].pk}, follow=True)
+    done = client.post(
+        url,
+        {"url": f"{bitbucket.web_url}/demo/web", "namespace": free.pk, "integration": site["integration"].pk},
+        follow=True,
+    )
     assert "Added demo/web" in done.content.decode()
     project = Project.objects.get(namespace=free)
     repo = bitbucket.sandbox.world.workspaces["demo"].repos["web"]

@@ -19,8 +19,9 @@ def sandbox_world():
 
 
 def connect(token=SANDBOX_WORKSPACE_TOKEN, project_key="", pr=True):
-    return helpers.connect(name="PR", project_key=project_key, credentials={"token": token},
-                           pr_settings={"enabled": pr})
+    return helpers.connect(
+        name="PR", project_key=project_key, credentials={"token": token}, pr_settings={"enabled": pr}
+    )
 
 
 scan = helpers.scan
@@ -53,8 +54,9 @@ def test_workspace_hook_registered_with_secret_and_removed(bitbucket, settings, 
     assert not WebhookRegistration.objects.exists()
 
 
-def test_per_repository_hooks_when_the_credential_cannot_use_workspace_hooks(bitbucket, settings,
-                                                                             django_capture_on_commit_callbacks):
+def test_per_repository_hooks_when_the_credential_cannot_use_workspace_hooks(
+    bitbucket, settings, django_capture_on_commit_callbacks
+):
     settings.PORTAL_BASE_URL = "https://portal.example.com"
     key = next(iter(bitbucket.sandbox.world.workspaces["demo"].projects))
     integration = connect(token=SANDBOX_PROJECT_TOKEN, project_key=key)
@@ -88,7 +90,8 @@ def test_nothing_happens_without_pull_request_scans(bitbucket, settings):
 
 
 def test_rotating_the_secret_updates_the_hook_in_bitbucket_and_the_old_secret_has_a_grace_period(
-        bitbucket, settings, client, django_capture_on_commit_callbacks):
+    bitbucket, settings, client, django_capture_on_commit_callbacks
+):
     import hashlib
     import hmac
     import json
@@ -116,14 +119,20 @@ def test_rotating_the_secret_updates_the_hook_in_bitbucket_and_the_old_secret_ha
 
     def deliver(secret):
         raw = json.dumps({"repository": {"uuid": "{x}"}}).encode()
-        return client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
-                           HTTP_X_EVENT_KEY="repo:fork", HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
-                           HTTP_X_HUB_SIGNATURE="sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest())
+        return client.post(
+            f"/webhooks/bitbucket/{integration.uuid}/",
+            raw,
+            content_type="application/json",
+            HTTP_X_EVENT_KEY="repo:fork",
+            HTTP_X_REQUEST_UUID=str(uuid.uuid4()),
+            HTTP_X_HUB_SIGNATURE="sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
+        )
 
     assert deliver(new).status_code == 202
     assert deliver(old).status_code == 202, "a delivery Bitbucket signed before the update is still accepted"
-    Integration.objects.filter(pk=integration.pk).update(webhook_secret_previous_until=timezone.now() - timedelta(
-        seconds=1))
+    Integration.objects.filter(pk=integration.pk).update(
+        webhook_secret_previous_until=timezone.now() - timedelta(seconds=1)
+    )
     assert deliver(old).status_code == 401, "after the grace period only the new secret counts"
     # The address moves (PORTAL_BASE_URL changed): the next scan updates the hook in place.
     settings.PORTAL_BASE_URL = "https://new-portal.example.com"
@@ -148,8 +157,8 @@ def test_repository_hooks_are_updated_on_rotation_too(bitbucket, settings, djang
 
 
 def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, settings):
-    from integrations.models import Integration
     from bitbucket_sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
+    from integrations.models import Integration
 
     settings.PORTAL_BASE_URL = "https://portal.example.com"
     integration = connect(token=SANDBOX_NO_WEBHOOK_TOKEN)
@@ -165,28 +174,31 @@ def test_a_credential_that_may_not_manage_hooks_is_asked_once(bitbucket, setting
     assert not [r for r in calls if "/hooks" in r.path]
     assert run.rest_requests == len(calls) == 3  # projects, repositories, members: nothing per repository
     # New credentials: asked again.
-    services.credentials_update(integration=integration, auth_method="access_token",
-                                credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
+    services.credentials_update(
+        integration=integration, auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None
+    )
     scan(Integration.objects.get(pk=integration.pk))
     assert len(bitbucket.sandbox.world.workspaces["demo"].hooks) == 1
 
 
 def test_verification_names_the_write_scopes_pull_request_scans_need(bitbucket):
+    from bitbucket_sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
     from integrations.bitbucket.credentials import Credentials
     from integrations.bitbucket.urls import parse_target
     from integrations.bitbucket.verify import verify_connection
-    from bitbucket_sandbox.data import SANDBOX_NO_WEBHOOK_TOKEN
 
     target = parse_target(workspace="demo")
-    report = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_NO_WEBHOOK_TOKEN),
-                               pr_enabled=True)
+    report = verify_connection(
+        target=target, credentials=Credentials("access_token", "", SANDBOX_NO_WEBHOOK_TOKEN), pr_enabled=True
+    )
     assert not report.ok
     failed = {c.name: c for c in report.failures()}
     assert set(failed) == {"Webhook registration"}
     assert "webhook" in failed["Webhook registration"].missing_scopes
     assert report.checks
     assert {c.name for c in report.checks} >= {"Build statuses", "Pull-request comments"}
-    full = verify_connection(target=target, credentials=Credentials("access_token", "", SANDBOX_WORKSPACE_TOKEN),
-                             pr_enabled=True)
+    full = verify_connection(
+        target=target, credentials=Credentials("access_token", "", SANDBOX_WORKSPACE_TOKEN), pr_enabled=True
+    )
     assert full.ok, full.summary_lines()
     assert not bitbucket.sandbox.world.workspaces["demo"].hooks, "probes change nothing"

@@ -14,8 +14,13 @@ def by_name(packages):
 
 
 def test_package_json_ranges_and_dev():
-    text = json.dumps({"name": "web", "dependencies": {"lodash": "^4.17.20", "react": "18.2.0"},
-                       "devDependencies": {"jest": "~29.7.0"}})
+    text = json.dumps(
+        {
+            "name": "web",
+            "dependencies": {"lodash": "^4.17.20", "react": "18.2.0"},
+            "devDependencies": {"jest": "~29.7.0"},
+        }
+    )
     pkgs = by_name(parse_manifest("package.json", text))
     assert pkgs["lodash"] == Package("npm", "lodash", "^4.17.20", True, False)
     assert pkgs["jest"].dev
@@ -23,13 +28,19 @@ def test_package_json_ranges_and_dev():
 
 
 def test_package_lock_v3_direct_transitive_and_dev():
-    text = json.dumps({"lockfileVersion": 3, "packages": {
-        "": {"name": "web", "dependencies": {"express": "^4"}, "devDependencies": {"jest": "^29"}},
-        "node_modules/express": {"version": "4.18.2"},
-        "node_modules/ms": {"version": "2.1.3"},
-        "node_modules/jest": {"version": "29.7.0", "dev": True},
-        "node_modules/express/node_modules/debug": {"version": "2.6.9"},
-        "node_modules/local": {"link": True}}})
+    text = json.dumps(
+        {
+            "lockfileVersion": 3,
+            "packages": {
+                "": {"name": "web", "dependencies": {"express": "^4"}, "devDependencies": {"jest": "^29"}},
+                "node_modules/express": {"version": "4.18.2"},
+                "node_modules/ms": {"version": "2.1.3"},
+                "node_modules/jest": {"version": "29.7.0", "dev": True},
+                "node_modules/express/node_modules/debug": {"version": "2.6.9"},
+                "node_modules/local": {"link": True},
+            },
+        }
+    )
     pkgs = by_name(parse_manifest("package-lock.json", text))
     assert pkgs["express"].direct
     assert not pkgs["ms"].direct
@@ -40,9 +51,15 @@ def test_package_lock_v3_direct_transitive_and_dev():
 
 
 def test_package_lock_v1():
-    text = json.dumps({"lockfileVersion": 1, "dependencies": {
-        "lodash": {"version": "4.17.20", "dependencies": {"inner": {"version": "1.0.0"}}},
-        "jest": {"version": "29.0.0", "dev": True}}})
+    text = json.dumps(
+        {
+            "lockfileVersion": 1,
+            "dependencies": {
+                "lodash": {"version": "4.17.20", "dependencies": {"inner": {"version": "1.0.0"}}},
+                "jest": {"version": "29.0.0", "dev": True},
+            },
+        }
+    )
     pkgs = by_name(parse_manifest("package-lock.json", text))
     assert pkgs["lodash"].version == "4.17.20"
     assert pkgs["inner"].direct is False
@@ -50,7 +67,7 @@ def test_package_lock_v1():
 
 
 def test_yarn_lock_v1_and_berry():
-    v1 = '''# yarn lockfile v1
+    v1 = """# yarn lockfile v1
 
 "@babel/core@^7.0.0", "@babel/core@^7.1.0":
   version "7.23.6"
@@ -58,22 +75,22 @@ def test_yarn_lock_v1_and_berry():
 
 lodash@^4.17.20:
   version "4.17.21"
-'''
+"""
     pkgs = by_name(parse_manifest("yarn.lock", v1))
     assert pkgs["@babel/core"].version == "7.23.6"
     assert pkgs["lodash"].version == "4.17.21"
-    berry = '''__metadata:
+    berry = """__metadata:
   version: 6
 
 "lodash@npm:^4.17.0":
   version: 4.17.21
   resolution: "lodash@npm:4.17.21"
-'''
+"""
     assert by_name(parse_manifest("yarn.lock", berry))["lodash@npm:^4.17.0".rsplit("@", 1)[0]].version == "4.17.21"
 
 
 def test_pnpm_lock_v6_and_v9():
-    v6 = '''lockfileVersion: '6.0'
+    v6 = """lockfileVersion: '6.0'
 dependencies:
   axios:
     specifier: ^1.6.0
@@ -90,12 +107,12 @@ packages:
     dev: true
   /follow-redirects@1.15.3:
     dev: false
-'''
+"""
     pkgs = by_name(parse_manifest("pnpm-lock.yaml", v6))
     assert pkgs["axios"].direct
     assert pkgs["typescript"].dev
     assert not pkgs["follow-redirects"].direct
-    v9 = '''lockfileVersion: '9.0'
+    v9 = """lockfileVersion: '9.0'
 importers:
   .:
     dependencies:
@@ -105,8 +122,10 @@ importers:
 packages:
   '@scope/pkg@2.0.1':
     resolution: {integrity: sha512-y}
-'''
-    assert by_name(parse_manifest("pnpm-lock.yaml", v9))["@scope/pkg"] == Package("npm", "@scope/pkg", "2.0.1", True, False)
+"""
+    assert by_name(parse_manifest("pnpm-lock.yaml", v9))["@scope/pkg"] == Package(
+        "npm", "@scope/pkg", "2.0.1", True, False
+    )
 
 
 def test_requirements_files():
@@ -129,11 +148,13 @@ PyYAML[extra]===6.0.1 ; python_version >= "3.8"
 
 
 def test_pipfile_poetry_and_pyproject():
-    pipfile = json.dumps({"default": {"requests": {"version": "==2.31.0"}}, "develop": {"pytest": {"version": "==7.4.3"}}})
+    pipfile = json.dumps(
+        {"default": {"requests": {"version": "==2.31.0"}}, "develop": {"pytest": {"version": "==7.4.3"}}}
+    )
     pkgs = by_name(parse_manifest("Pipfile.lock", pipfile))
     assert pkgs["requests"].version == "2.31.0"
     assert pkgs["pytest"].dev
-    poetry = '''[[package]]
+    poetry = """[[package]]
 name = "Django"
 version = "4.2.8"
 groups = ["main"]
@@ -142,12 +163,12 @@ groups = ["main"]
 name = "pytest"
 version = "7.4.3"
 category = "dev"
-'''
+"""
     pkgs = by_name(parse_manifest("poetry.lock", poetry))
     assert pkgs["django"].version == "4.2.8"
     assert not pkgs["django"].dev
     assert pkgs["pytest"].dev
-    pyproject = '''[project]
+    pyproject = """[project]
 name = "svc"
 dependencies = ["httpx>=0.25", "pydantic==2.5.2"]
 [project.optional-dependencies]
@@ -157,7 +178,7 @@ python = "^3.11"
 fastapi = "^0.104"
 [tool.poetry.group.test.dependencies]
 pytest = {version = "^7"}
-'''
+"""
     pkgs = by_name(parse_manifest("pyproject.toml", pyproject))
     assert pkgs["pydantic"].version == "2.5.2"
     assert pkgs["httpx"].version == ">=0.25"
@@ -170,7 +191,7 @@ pytest = {version = "^7"}
 
 
 def test_pom_with_properties_and_scopes():
-    pom = '''<?xml version="1.0"?>
+    pom = """<?xml version="1.0"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <version>1.2.0</version>
   <properties><jackson.version>2.16.0</jackson.version></properties>
@@ -180,7 +201,7 @@ def test_pom_with_properties_and_scopes():
     <dependency><groupId>junit</groupId><artifactId>junit</artifactId><version>4.13.2</version><scope>test</scope></dependency>
     <dependency><groupId>org.example</groupId><artifactId>sibling</artifactId><version>${project.version}</version></dependency>
   </dependencies>
-</project>'''
+</project>"""
     pkgs = by_name(parse_manifest("pom.xml", pom))
     assert pkgs["com.fasterxml.jackson.core:jackson-databind"].version == "2.16.0"
     assert pkgs["junit:junit"].dev
@@ -188,14 +209,14 @@ def test_pom_with_properties_and_scopes():
 
 
 def test_pom_rejects_entity_expansion():
-    bomb = '''<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>
-<project><dependencies><dependency><groupId>&lol2;</groupId><artifactId>a</artifactId></dependency></dependencies></project>'''
+    bomb = """<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>
+<project><dependencies><dependency><groupId>&lol2;</groupId><artifactId>a</artifactId></dependency></dependencies></project>"""
     with pytest.raises(ManifestError, match="unsafe"):
         parse_manifest("pom.xml", bomb)
 
 
 def test_go_mod_and_sum():
-    mod = '''module example.com/svc
+    mod = """module example.com/svc
 
 go 1.21
 
@@ -204,7 +225,7 @@ require (
 \tgolang.org/x/crypto v0.17.0 // indirect
 \tgithub.com/stretchr/testify v1.8.4
 )
-'''
+"""
     pkgs = by_name(parse_manifest("go.mod", mod))
     assert pkgs["github.com/gin-gonic/gin"].direct
     assert not pkgs["golang.org/x/crypto"].direct
@@ -215,7 +236,7 @@ require (
 
 
 def test_cargo_gemfile_composer_nuget():
-    cargo = '''version = 3
+    cargo = """version = 3
 [[package]]
 name = "serde"
 version = "1.0.193"
@@ -223,9 +244,9 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
 [[package]]
 name = "my-crate"
 version = "0.1.0"
-'''
+"""
     assert parse_manifest("Cargo.lock", cargo) == [Package("cargo", "serde", "1.0.193", False, False)]
-    gemfile = '''GEM
+    gemfile = """GEM
   remote: https://rubygems.org/
   specs:
     rack (3.0.8)
@@ -237,41 +258,59 @@ PLATFORMS
 
 DEPENDENCIES
   rails!
-'''
+"""
     pkgs = by_name(parse_manifest("Gemfile.lock", gemfile))
     assert pkgs["rails"].direct
     assert not pkgs["rack"].direct
     assert pkgs["rack"].version == "3.0.8"
-    composer = json.dumps({"packages": [{"name": "monolog/monolog", "version": "v3.5.0"}],
-                           "packages-dev": [{"name": "phpunit/phpunit", "version": "10.5.3"}]})
+    composer = json.dumps(
+        {
+            "packages": [{"name": "monolog/monolog", "version": "v3.5.0"}],
+            "packages-dev": [{"name": "phpunit/phpunit", "version": "10.5.3"}],
+        }
+    )
     pkgs = by_name(parse_manifest("composer.lock", composer))
     assert pkgs["monolog/monolog"].version == "3.5.0"
     assert pkgs["phpunit/phpunit"].dev
-    nuget = json.dumps({"version": 1, "dependencies": {"net8.0": {
-        "Newtonsoft.Json": {"type": "Direct", "requested": "[13.0.3, )", "resolved": "13.0.3"},
-        "System.Memory": {"type": "Transitive", "resolved": "4.5.5"},
-        "MyLib": {"type": "Project"}}}})
+    nuget = json.dumps(
+        {
+            "version": 1,
+            "dependencies": {
+                "net8.0": {
+                    "Newtonsoft.Json": {"type": "Direct", "requested": "[13.0.3, )", "resolved": "13.0.3"},
+                    "System.Memory": {"type": "Transitive", "resolved": "4.5.5"},
+                    "MyLib": {"type": "Project"},
+                }
+            },
+        }
+    )
     pkgs = by_name(parse_manifest("packages.lock.json", nuget))
     assert pkgs["Newtonsoft.Json"].direct
     assert not pkgs["System.Memory"].direct
     assert "MyLib" not in pkgs
 
 
-@pytest.mark.parametrize("path,text,message", [
-    ("package.json", "{not json", "not valid JSON"),
-    ("package.json", json.dumps({"dependencies": ["lodash"]}), "should be an object"),
-    ("package-lock.json", json.dumps({"name": "x"}), "neither"),
-    ("yarn.lock", "lodash@^4\n  version", "yarn.lock line 1"),
-    ("yarn.lock", "# yarn lockfile v1\n", "no entries"),
-    ("pnpm-lock.yaml", "a: [unclosed", "not valid YAML"),
-    ("poetry.lock", "[[package]]\nname = 'x'\n", "lacks name or version"),
-    ("pom.xml", "<project><dependencies><dependency><artifactId>a</artifactId></dependency></dependencies></project>",
-     "lacks groupId"),
-    ("pom.xml", "<project>", "not valid"),
-    ("go.mod", "require (\n  onlyname\n)\n", "go.mod line 2"),
-    ("Gemfile.lock", "nothing here", "no GEM section"),
-    ("packages.lock.json", json.dumps({"dependencies": []}), "should map"),
-])
+@pytest.mark.parametrize(
+    "path,text,message",
+    [
+        ("package.json", "{not json", "not valid JSON"),
+        ("package.json", json.dumps({"dependencies": ["lodash"]}), "should be an object"),
+        ("package-lock.json", json.dumps({"name": "x"}), "neither"),
+        ("yarn.lock", "lodash@^4\n  version", "yarn.lock line 1"),
+        ("yarn.lock", "# yarn lockfile v1\n", "no entries"),
+        ("pnpm-lock.yaml", "a: [unclosed", "not valid YAML"),
+        ("poetry.lock", "[[package]]\nname = 'x'\n", "lacks name or version"),
+        (
+            "pom.xml",
+            "<project><dependencies><dependency><artifactId>a</artifactId></dependency></dependencies></project>",
+            "lacks groupId",
+        ),
+        ("pom.xml", "<project>", "not valid"),
+        ("go.mod", "require (\n  onlyname\n)\n", "go.mod line 2"),
+        ("Gemfile.lock", "nothing here", "no GEM section"),
+        ("packages.lock.json", json.dumps({"dependencies": []}), "should map"),
+    ],
+)
 def test_malformed_files_say_what_is_wrong(path, text, message):
     with pytest.raises(ManifestError, match=message):
         parse_manifest(path, text)

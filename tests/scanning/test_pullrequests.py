@@ -29,9 +29,15 @@ def sandbox_world():
 def npm(deps: dict[str, str]) -> dict[str, str]:
     """package.json and a matching package-lock.json (lockfileVersion 3)."""
     manifest = {"name": "service", "version": "1.0.0", "dependencies": {k: f"^{v}" for k, v in deps.items()}}
-    lock = {"name": "service", "version": "1.0.0", "lockfileVersion": 3,
-            "packages": {"": {"name": "service", "version": "1.0.0", "dependencies": manifest["dependencies"]},
-                         **{f"node_modules/{k}": {"version": v} for k, v in deps.items()}}}
+    lock = {
+        "name": "service",
+        "version": "1.0.0",
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "service", "version": "1.0.0", "dependencies": manifest["dependencies"]},
+            **{f"node_modules/{k}": {"version": v} for k, v in deps.items()},
+        },
+    }
     return {"package.json": json.dumps(manifest, indent=2), "package-lock.json": json.dumps(lock, indent=2)}
 
 
@@ -45,12 +51,25 @@ def portal(live_server, bitbucket, transactional_db, settings):
     settings.PORTAL_BASE_URL = live_server.url
     tenant = TenantFactory()
     integration = services.integration_create(
-        tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="PRs", workspace="demo",
-        auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None,
-        scanners=["dependencies"], verify=False,
-        pr_settings={"enabled": True, "target_branches": ["master", "main"], "post_build_status": True,
-                     "post_summary_comment": True, "status_per_scanner": False, "deny_packages": DENY,
-                     "require_lockfile_update": True})
+        tenant=tenant,
+        parent=NamespaceFactory(tenant=tenant),
+        name="PRs",
+        workspace="demo",
+        auth_method="access_token",
+        credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+        actor=None,
+        scanners=["dependencies"],
+        verify=False,
+        pr_settings={
+            "enabled": True,
+            "target_branches": ["master", "main"],
+            "post_build_status": True,
+            "post_summary_comment": True,
+            "status_per_scanner": False,
+            "deny_packages": DENY,
+            "require_lockfile_update": True,
+        },
+    )
     run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
     scans.scan_run_execute(scan_run_id=run.pk)
     assert WebhookRegistration.objects.filter(integration=integration, subject="workspace").exists()
@@ -143,7 +162,9 @@ def test_manifest_changed_without_its_lock_file_fails_the_lockfile_check(portal,
     portal.pr_settings = {**portal.pr_settings, "status_per_scanner": True}
     portal.save()
     sb = bitbucket.sandbox
-    head = sb.push("demo", "web", "feature/nolock", files={"package.json": npm({**BASE, "ms": "2.1.3"})["package.json"]})
+    head = sb.push(
+        "demo", "web", "feature/nolock", files={"package.json": npm({**BASE, "ms": "2.1.3"})["package.json"]}
+    )
     sb.open_pullrequest("demo", "web", source="feature/nolock")
     scan = PullRequestScan.objects.get(pull_request__source_branch="feature/nolock")
     assert scan.status == "failed"
@@ -172,21 +193,38 @@ def test_untargeted_branches_and_disabled_scans_do_nothing_and_failures_never_st
     assert SyncLog.objects.filter(integration=portal, operation="pr_scan").exists()
 
 
-@pytest.mark.parametrize("rule,before,after,denied", [
-    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.19"], ["4.17.20"], True),
-    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.21"], False),
-    ({"name": "lodash", "range": ">=1.0,<2.0"}, [], ["1.5.0"], True),
-    ({"name": "lodash", "range": "4.17.20"}, [], ["4.17.20"], True),            # a bare version: exactly it
-    ({"name": "lodash", "range": ""}, [], ["9.9.9"], True),                     # no range: every version
-    ({"name": "lodash", "range": "<4.17.21"}, [], ["github:lodash/lodash"], True),  # unreadable: treated as affected
-    ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.20", "4.17.22"], False),  # only what is new
-    ({"name": "Django", "range": "<5"}, [], ["4.2.0"], True),                   # names compare case-insensitively
-])
+@pytest.mark.parametrize(
+    "rule,before,after,denied",
+    [
+        ({"name": "lodash", "range": "<4.17.21"}, ["4.17.19"], ["4.17.20"], True),
+        ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.21"], False),
+        ({"name": "lodash", "range": ">=1.0,<2.0"}, [], ["1.5.0"], True),
+        ({"name": "lodash", "range": "4.17.20"}, [], ["4.17.20"], True),  # a bare version: exactly it
+        ({"name": "lodash", "range": ""}, [], ["9.9.9"], True),  # no range: every version
+        (
+            {"name": "lodash", "range": "<4.17.21"},
+            [],
+            ["github:lodash/lodash"],
+            True,
+        ),  # unreadable: treated as affected
+        ({"name": "lodash", "range": "<4.17.21"}, ["4.17.20"], ["4.17.20", "4.17.22"], False),  # only what is new
+        ({"name": "Django", "range": "<5"}, [], ["4.2.0"], True),  # names compare case-insensitively
+    ],
+)
 def test_deny_list_matching(rule, before, after, denied):
     from scanning.pullrequests import Review, _check_denied
 
-    review = Review(changed=[{"ecosystem": "npm", "name": rule["name"].lower(), "before": before, "after": after,
-                              "manifests": ["package-lock.json"]}])
+    review = Review(
+        changed=[
+            {
+                "ecosystem": "npm",
+                "name": rule["name"].lower(),
+                "before": before,
+                "after": after,
+                "manifests": ["package-lock.json"],
+            }
+        ]
+    )
     _check_denied(review, [rule])
     assert bool(review.violations) is denied
 

@@ -6,12 +6,10 @@ import pytest
 from django.test import Client
 
 from bitbucket_sandbox import generate
-from bitbucket_sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from bitbucket_sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL
 from integrations import services
 from integrations.models import Project, Reference
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState, ScanStatus
-from bitbucket_sandbox import generate
-from bitbucket_sandbox.data import SANDBOX_API_TOKEN, SANDBOX_EMAIL
 from synclogs.models import Category, SyncLog
 from tests import helpers
 
@@ -22,8 +20,12 @@ def sandbox_world():
 
 
 def connect(scanners, **credentials):
-    return helpers.connect(name="Scanned", auth_method="api_token" if "email" in credentials else "access_token",
-                           credentials=credentials or None, scanners=scanners)
+    return helpers.connect(
+        name="Scanned",
+        auth_method="api_token" if "email" in credentials else "access_token",
+        credentials=credentials or None,
+        scanners=scanners,
+    )
 
 
 scan = helpers.scan
@@ -78,13 +80,15 @@ def test_unchanged_heads_scan_nothing_and_a_push_rescans_one_repository(bitbucke
     assert "dependencies scanner" not in run.counts
     assert not [r for r in list(bitbucket.sandbox.requests)[before:] if "/src/" in r.path]
     repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
-    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"requirements.txt": "django==5.2.1\nrequests>=2\n"},
-                           fire=False)
+    bitbucket.sandbox.push(
+        "demo", "api", repo.mainbranch, files={"requirements.txt": "django==5.2.1\nrequests>=2\n"}, fire=False
+    )
     run = scan(integration)
     assert run.counts["dependencies scanner"]["references"] == 1
     ref = Reference.objects.get(project__remote_uuid=repo.uuid, is_default=True)
-    assert set(DependencyPackage.objects.filter(reference=ref, manifest_path="requirements.txt")
-               .values_list("name", "version")) == {("django", "5.2.1"), ("requests", ">=2")}
+    assert set(
+        DependencyPackage.objects.filter(reference=ref, manifest_path="requirements.txt").values_list("name", "version")
+    ) == {("django", "5.2.1"), ("requests", ">=2")}
 
 
 def test_malformed_manifest_is_a_warning_with_its_path(bitbucket):
@@ -105,8 +109,9 @@ def test_posture_findings_open_and_resolve(bitbucket, settings):
     ws = bitbucket.sandbox.world.workspaces["demo"]
     for repo in ws.repos.values():
         project = Project.objects.get(remote_uuid=repo.uuid)
-        open_rules = set(PostureFinding.objects.filter(project=project, resolved_at__isnull=True)
-                         .values_list("rule", flat=True))
+        open_rules = set(
+            PostureFinding.objects.filter(project=project, resolved_at__isnull=True).values_list("rule", flat=True)
+        )
         kinds = {r["kind"] for r in repo.restrictions}
         assert (PostureRule.FORCE_PUSH in open_rules) == ("force" not in kinds), repo.slug
         assert (PostureRule.PUBLIC in open_rules) == (not repo.is_private), repo.slug
@@ -128,8 +133,9 @@ def test_missing_scope_is_a_warning_per_project_and_the_scan_goes_on(bitbucket):
     run = scan(integration)
     assert run.status == ScanStatus.SUCCEEDED
     assert Project.objects.filter(integration=integration).count() == 8
-    warnings = SyncLog.objects.filter(integration=integration, level="warning",
-                                      category=Category.INSUFFICIENT_PERMISSIONS, project__isnull=False)
+    warnings = SyncLog.objects.filter(
+        integration=integration, level="warning", category=Category.INSUFFICIENT_PERMISSIONS, project__isnull=False
+    )
     assert warnings.count() == 8
     assert "admin:repository:bitbucket" in warnings.first().hint
     assert not ScannerState.objects.filter(ok=True).exists()
@@ -166,17 +172,33 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
 
     integration = connect(["dependencies", "posture"])
     repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
-    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"package-lock.json": json.dumps({
-        "lockfileVersion": 3, "packages": {"": {"dependencies": {"lodash": "^4"}},
-                                           "node_modules/lodash": {"version": "4.17.20"}}})}, fire=False)
+    bitbucket.sandbox.push(
+        "demo",
+        "api",
+        repo.mainbranch,
+        files={
+            "package-lock.json": json.dumps(
+                {
+                    "lockfileVersion": 3,
+                    "packages": {"": {"dependencies": {"lodash": "^4"}}, "node_modules/lodash": {"version": "4.17.20"}},
+                }
+            )
+        },
+        fire=False,
+    )
     scan(integration)
     viewer = member(integration.tenant, Role.VIEWER, username="reader")
     client.force_login(viewer)
     page = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21"}).content.decode()
     assert "demo/api" in page
     assert "4.17.20" in page
-    assert "demo/api" not in client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.0.0"}).content.decode()
-    assert "not a version" in client.get(reverse("portal:packages"), {"name": "lodash", "below": "latest"}).content.decode()
+    assert (
+        "demo/api" not in client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.0.0"}).content.decode()
+    )
+    assert (
+        "not a version"
+        in client.get(reverse("portal:packages"), {"name": "lodash", "below": "latest"}).content.decode()
+    )
     exported = client.get(reverse("portal:packages"), {"name": "lodash", "below": "4.17.21", "format": "csv"})
     rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
     assert rows[0][:4] == ["repository", "branch", "ecosystem", "package"]

@@ -44,8 +44,15 @@ def actor(db):
 
 
 def connect(tenant=None, *, auth_method="access_token", project_key="", scanners=(), verify=True, **extra):
-    return helpers.connect(tenant=tenant, name=extra.pop("name", f"Demo {auth_method} {project_key}"),
-                           auth_method=auth_method, project_key=project_key, scanners=scanners, verify=verify, **extra)
+    return helpers.connect(
+        tenant=tenant,
+        name=extra.pop("name", f"Demo {auth_method} {project_key}"),
+        auth_method=auth_method,
+        project_key=project_key,
+        scanners=scanners,
+        verify=verify,
+        **extra,
+    )
 
 
 scan = helpers.scan
@@ -98,8 +105,12 @@ def test_unchanged_rescan_costs_the_pagination_minimum_and_writes_nothing(bitbuc
     assert run.status == ScanStatus.SUCCEEDED
     assert writes.rows == 0, writes.statements
     calls = rest_calls(bitbucket, before)
-    assert [c.path for c in calls] == ["/2.0/workspaces/demo/projects", "/2.0/repositories/demo",
-                                       "/2.0/repositories/demo", "/2.0/workspaces/demo/members"]
+    assert [c.path for c in calls] == [
+        "/2.0/workspaces/demo/projects",
+        "/2.0/repositories/demo",
+        "/2.0/repositories/demo",
+        "/2.0/workspaces/demo/members",
+    ]
     assert run.git_requests == 0
     assert run.counts == {}
 
@@ -139,9 +150,12 @@ def test_project_scoped_integration_sees_only_its_project(bitbucket):
     assert integration.scope == "project"
     run = scan(integration)
     assert run.status == ScanStatus.SUCCEEDED
-    assert list(Namespace.objects.filter(parent=integration.root_namespace).values_list("remote_key", flat=True)) == [key]
+    assert list(Namespace.objects.filter(parent=integration.root_namespace).values_list("remote_key", flat=True)) == [
+        key
+    ]
     assert Project.objects.filter(integration=integration).count() == sum(
-        1 for r in ws.repos.values() if r.project_key == key)
+        1 for r in ws.repos.values() if r.project_key == key
+    )
 
 
 def test_project_access_token_on_its_project(bitbucket):
@@ -160,8 +174,9 @@ def test_project_access_token_on_its_project(bitbucket):
     warning.refresh_from_db()
     assert warning.resolved_at is not None
     # New credentials may read them: asked again.
-    services.credentials_update(integration=integration, auth_method="access_token",
-                                credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
+    services.credentials_update(
+        integration=integration, auth_method="access_token", credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None
+    )
     before = len(bitbucket.sandbox.requests)
     scan(Integration.objects.get(pk=integration.pk))
     assert "/2.0/workspaces/demo/members" in {r.path for r in rest_calls(bitbucket, before)}
@@ -174,14 +189,24 @@ def test_each_auth_method_syncs(bitbucket, auth_method):
     assert run.status == ScanStatus.SUCCEEDED, run.summary
     assert Project.objects.filter(integration=integration).count() == 150
     credentials = {r.credential for r in bitbucket.sandbox.requests}
-    assert any({"access_token": "Workspace access token", "api_token": "API token with every scope",
-                "oauth": "OAuth consumer"}[auth_method] in c for c in credentials)
+    assert any(
+        {
+            "access_token": "Workspace access token",
+            "api_token": "API token with every scope",
+            "oauth": "OAuth consumer",
+        }[auth_method]
+        in c
+        for c in credentials
+    )
 
 
 def test_verification_refuses_and_saves_nothing(bitbucket):
     with pytest.raises(services.VerificationFailed) as excinfo:
-        connect(auth_method="api_token", scanners=["posture"],
-                credentials={"email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN_NO_ADMIN})
+        connect(
+            auth_method="api_token",
+            scanners=["posture"],
+            credentials={"email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN_NO_ADMIN},
+        )
     report = excinfo.value.report
     assert not report.ok
     assert "admin:repository:bitbucket" in report.missing_scopes
@@ -193,20 +218,34 @@ def test_verification_refuses_and_saves_nothing(bitbucket):
     assert Integration.objects.count() == 0
     assert Namespace.objects.filter(managed=True).count() == 0
     with pytest.raises(ValidationError):
-        services.integration_create(tenant=TenantFactory(), parent=None, name="x", workspace="nope-ws",
-                                    auth_method="access_token", credentials=CREDS["access_token"], actor=None)
+        services.integration_create(
+            tenant=TenantFactory(),
+            parent=None,
+            name="x",
+            workspace="nope-ws",
+            auth_method="access_token",
+            credentials=CREDS["access_token"],
+            actor=None,
+        )
 
 
 def test_verification_reports_unknown_workspace(bitbucket):
     tenant = TenantFactory()
     with pytest.raises(services.VerificationFailed) as excinfo:
-        services.integration_create(tenant=tenant, parent=NamespaceFactory(tenant=tenant), name="x",
-                                    workspace="no-such-ws", auth_method="access_token",
-                                    credentials=CREDS["access_token"], actor=None)
+        services.integration_create(
+            tenant=tenant,
+            parent=NamespaceFactory(tenant=tenant),
+            name="x",
+            workspace="no-such-ws",
+            auth_method="access_token",
+            credentials=CREDS["access_token"],
+            actor=None,
+        )
     assert "no workspace no-such-ws" in excinfo.value.report.summary_lines()[0]
 
 
 # --- Failure categories, resolution, overlap, partial failure -----------------------------------
+
 
 def test_expired_token_is_classified_and_resolved_by_the_next_good_scan(bitbucket):
     integration = connect()
@@ -352,9 +391,16 @@ def test_git_refused_falls_back_to_rest_and_says_so(bitbucket):
     bitbucket.sandbox._git_refs = refuse
     run = scan(integration)
     assert run.status == ScanStatus.SUCCEEDED
-    assert Reference.objects.filter(project__integration=integration, is_default=True).exclude(head_commit="").count() == 150
-    warning = SyncLog.objects.get(integration=integration, level="warning",
-                                  category=Category.INSUFFICIENT_PERMISSIONS, message__startswith="git access")
+    assert (
+        Reference.objects.filter(project__integration=integration, is_default=True).exclude(head_commit="").count()
+        == 150
+    )
+    warning = SyncLog.objects.get(
+        integration=integration,
+        level="warning",
+        category=Category.INSUFFICIENT_PERMISSIONS,
+        message__startswith="git access",
+    )
     assert "150 repositories" in warning.message
     assert run.rest_requests >= 150
 
@@ -372,6 +418,7 @@ def test_a_second_scan_while_one_runs_is_refused(bitbucket):
 
 # --- Scheduling, commands, pruning --------------------------------------------------------------
 
+
 def test_dispatcher_queues_due_integrations_skips_paused_and_fails_stale(bitbucket, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
@@ -384,11 +431,17 @@ def test_dispatcher_queues_due_integrations_skips_paused_and_fails_stale(bitbuck
     ScanRun.objects.filter(pk=stale.pk).update(started_at=timezone.now() - timedelta(days=1))
     from scanning.models import PullRequest, PullRequestScan
 
-    project = Project.objects.create(namespace=later.root_namespace, integration=later, name="r", slug="r",
-                                     full_name="demo/r", remote_uuid="{r}")
+    project = Project.objects.create(
+        namespace=later.root_namespace, integration=later, name="r", slug="r", full_name="demo/r", remote_uuid="{r}"
+    )
     pr = PullRequest.objects.create(project=project, remote_id=1, source_branch="f", destination_branch="main")
-    stuck = PullRequestScan.objects.create(pull_request=pr, trigger="pullrequest:created", source_commit="a" * 12,
-                                           status="running", started_at=timezone.now() - timedelta(days=1))
+    stuck = PullRequestScan.objects.create(
+        pull_request=pr,
+        trigger="pullrequest:created",
+        source_commit="a" * 12,
+        status="running",
+        started_at=timezone.now() - timedelta(days=1),
+    )
     result = scans.scans_dispatch_due()
     assert result == {"queued": 1, "skipped": 0, "stale_failed": 2, "resumed": 1, "requeued": 0}
     stale.refresh_from_db()
@@ -463,7 +516,8 @@ def test_schedules_exist_after_migrations(db):
 
     assert set(Schedule.objects.values_list("name", "func")) >= {
         ("dispatch-due-scans", "scanning.tasks.dispatch_due_scans_task"),
-        ("prune-sync-logs", "scanning.tasks.prune_sync_logs_task")}
+        ("prune-sync-logs", "scanning.tasks.prune_sync_logs_task"),
+    }
 
 
 def test_a_changed_dispatch_interval_takes_effect_when_the_cluster_starts(db, settings):

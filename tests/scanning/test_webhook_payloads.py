@@ -35,19 +35,27 @@ def event_of(name: str) -> str:
 def acme(db, settings):
     settings.BITBUCKET_API_URL, settings.BITBUCKET_WEB_URL = API, WEB
     integration = make_integration(name="Acme", workspace="acme", tracked_branches=["release/*", "develop"])
-    project = ProjectFactory(namespace=integration.root_namespace, integration=integration, name="api",
-                             full_name="acme/api", remote_uuid=REPO_UUID, main_branch="main")
+    project = ProjectFactory(
+        namespace=integration.root_namespace,
+        integration=integration,
+        name="api",
+        full_name="acme/api",
+        remote_uuid=REPO_UUID,
+        main_branch="main",
+    )
     ReferenceFactory(project=project, name="main", is_default=True, head_commit="1" * 40)
-    ReferenceFactory(project=project, name="release/1.0", is_default=False,
-                     head_commit="75148ac469a9cc56f86e09dd06cf6c287ab0b657")
+    ReferenceFactory(
+        project=project, name="release/1.0", is_default=False, head_commit="75148ac469a9cc56f86e09dd06cf6c287ab0b657"
+    )
     ReferenceFactory(project=project, name="develop", is_default=False, head_commit="2" * 40)
     return integration, project
 
 
 def deliver(integration, event: str, payload: dict | str) -> WebhookDelivery:
     body = payload if isinstance(payload, str) else json.dumps(payload)
-    delivery = WebhookDelivery.objects.create(integration=integration, request_uuid=f"r-{WebhookDelivery.objects.count()}",
-                                              event_key=event, body=body)
+    delivery = WebhookDelivery.objects.create(
+        integration=integration, request_uuid=f"r-{WebhookDelivery.objects.count()}", event_key=event, body=body
+    )
     delivery_process(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     return delivery
@@ -67,13 +75,26 @@ def refs_body(branches: dict[str, str]) -> bytes:
 def test_every_real_payload_is_handled_without_a_crash(acme, name):
     integration, _ = acme
     responses.get(f"{WEB}/acme/api.git/info/refs", body=refs_body({"main": "1" * 40}))
-    responses.get(f"{API}/repositories/acme/{REPO_UUID}", status=404,
-                  json={"type": "error", "error": {"message": "Repository acme/api not found"}})
+    responses.get(
+        f"{API}/repositories/acme/{REPO_UUID}",
+        status=404,
+        json={"type": "error", "error": {"message": "Repository acme/api not found"}},
+    )
     responses.get(f"{API}/repositories/acme/api", status=404, json={"type": "error", "error": {"message": "gone"}})
-    responses.get(f"{API}/repositories/acme/api-service", json={
-        "uuid": REPO_UUID, "slug": "api-service", "name": "api-service", "full_name": "acme/api-service",
-        "is_private": True, "updated_on": "2026-11-20T10:00:00+00:00", "mainbranch": {"name": "main"},
-        "project": {"key": "PLAT", "uuid": "{p}"}, "links": {"html": {"href": f"{WEB}/acme/api-service"}}})
+    responses.get(
+        f"{API}/repositories/acme/api-service",
+        json={
+            "uuid": REPO_UUID,
+            "slug": "api-service",
+            "name": "api-service",
+            "full_name": "acme/api-service",
+            "is_private": True,
+            "updated_on": "2026-11-20T10:00:00+00:00",
+            "mainbranch": {"name": "main"},
+            "project": {"key": "PLAT", "uuid": "{p}"},
+            "links": {"html": {"href": f"{WEB}/acme/api-service"}},
+        },
+    )
     responses.get(f"{API}/repositories/acme/api/refs/branches/main", json={"target": {"hash": "9" * 40}})
     delivery = deliver(integration, event_of(name), fixture(name))
     assert delivery.state in ("processed", "ignored"), delivery.outcome
@@ -93,8 +114,10 @@ def test_a_deleted_tracked_branch_loses_its_reference_once_git_confirms(acme):
 def test_a_branch_deletion_bitbucket_does_not_confirm_removes_nothing(acme):
     integration, project = acme
     # A replayed (or forged-by-reuse) deletion: git still lists the branch.
-    responses.get(f"{WEB}/acme/api.git/info/refs", body=refs_body({
-        "main": "1" * 40, "release/1.0": "75148ac469a9cc56f86e09dd06cf6c287ab0b657"}))
+    responses.get(
+        f"{WEB}/acme/api.git/info/refs",
+        body=refs_body({"main": "1" * 40, "release/1.0": "75148ac469a9cc56f86e09dd06cf6c287ab0b657"}),
+    )
     delivery = deliver(integration, "repo:push", fixture("repo_push__branch_deleted"))
     assert "kept release/1.0" in delivery.outcome
     assert Reference.objects.filter(project=project, name="release/1.0").exists()
@@ -134,14 +157,17 @@ def test_a_signed_push_replayed_as_repo_deleted_is_rejected_and_logged(acme):
     assert "rotate the webhook secret" in entry.hint
 
 
-@pytest.mark.parametrize("event, body", [
-    ("repo:push", {"repository": {"uuid": REPO_UUID}}),  # no push
-    ("pullrequest:created", {"repository": {"uuid": REPO_UUID}, "pullrequest": "x"}),
-    ("repo:push", {"repository": "acme/api", "push": {}}),
-    ("repo:push", "[1, 2]"),
-    ("repo:push", "not json"),
-    ("repo:push", "[" * 100_000),
-])
+@pytest.mark.parametrize(
+    "event, body",
+    [
+        ("repo:push", {"repository": {"uuid": REPO_UUID}}),  # no push
+        ("pullrequest:created", {"repository": {"uuid": REPO_UUID}, "pullrequest": "x"}),
+        ("repo:push", {"repository": "acme/api", "push": {}}),
+        ("repo:push", "[1, 2]"),
+        ("repo:push", "not json"),
+        ("repo:push", "[" * 100_000),
+    ],
+)
 def test_misshapen_payloads_are_rejected_not_crashed(acme, event, body):
     integration, _ = acme
     delivery = deliver(integration, event, body)
@@ -155,8 +181,12 @@ def test_repo_deleted_removes_only_what_bitbucket_confirms_is_gone(acme):
     kept = deliver(integration, "repo:deleted", fixture("repo_deleted"))
     assert "still has" in kept.outcome
     assert Project.objects.filter(pk=project.pk).exists()
-    responses.replace(responses.GET, f"{API}/repositories/acme/{REPO_UUID}", status=404,
-                      json={"type": "error", "error": {"message": "Repository not found"}})
+    responses.replace(
+        responses.GET,
+        f"{API}/repositories/acme/{REPO_UUID}",
+        status=404,
+        json={"type": "error", "error": {"message": "Repository not found"}},
+    )
     gone = deliver(integration, "repo:deleted", fixture("repo_deleted"))
     assert "removed acme/api" in gone.outcome
     assert not Project.objects.filter(pk=project.pk).exists()
@@ -187,18 +217,29 @@ def test_a_fork_pull_request_is_reviewed_with_its_own_diffstat_and_the_forks_fil
     from integrations.bitbucket.client import BitbucketClient
     from integrations.bitbucket.credentials import Credentials
 
-    responses.get(f"{API}/repositories/acme/api/pullrequests/7/diffstat", json={"values": [
-        {"status": "modified", "old": {"path": "package.json"}, "new": {"path": "package.json"}}]})
-    responses.get(f"{API}/repositories/acme/api/src/dest123/package.json",
-                  body='{"dependencies": {"lodash": "4.17.21"}}')
-    responses.get(f"{API}/repositories/alice/api/src/fork456/package.json",
-                  body='{"dependencies": {"lodash": "4.17.21", "event-stream": "3.3.6"}}')
-    review = review_change(client=BitbucketClient(Credentials("access_token", "", "ATCTT3xToken42")),
-                           full_name="acme/api", source="fork456", destination="dest123",
-                           policy={"deny_packages": [{"name": "event-stream", "range": ""}]},
-                           source_full_name="alice/api", pull_request_id=7)
+    responses.get(
+        f"{API}/repositories/acme/api/pullrequests/7/diffstat",
+        json={"values": [{"status": "modified", "old": {"path": "package.json"}, "new": {"path": "package.json"}}]},
+    )
+    responses.get(
+        f"{API}/repositories/acme/api/src/dest123/package.json", body='{"dependencies": {"lodash": "4.17.21"}}'
+    )
+    responses.get(
+        f"{API}/repositories/alice/api/src/fork456/package.json",
+        body='{"dependencies": {"lodash": "4.17.21", "event-stream": "3.3.6"}}',
+    )
+    review = review_change(
+        client=BitbucketClient(Credentials("access_token", "", "ATCTT3xToken42")),
+        full_name="acme/api",
+        source="fork456",
+        destination="dest123",
+        policy={"deny_packages": [{"name": "event-stream", "range": ""}]},
+        source_full_name="alice/api",
+        pull_request_id=7,
+    )
     assert [r["name"] for r in review.added] == ["event-stream"]
     assert review.violations
     assert review.violations[0]["package"] == "event-stream"
-    assert not any("acme/api/diffstat/" in c.request.url or "acme/api/src/fork456" in c.request.url
-                   for c in responses.calls)
+    assert not any(
+        "acme/api/diffstat/" in c.request.url or "acme/api/src/fork456" in c.request.url for c in responses.calls
+    )

@@ -26,12 +26,26 @@ def connect(scanners=()):
     return helpers.connect(name="Hooked", scanners=scanners)
 
 
-def post(client, integration, body: dict | bytes, *, secret=None, event="repo:push", request_uuid=None, attempt=1,
-         signature=None, **extra):
+def post(
+    client,
+    integration,
+    body: dict | bytes,
+    *,
+    secret=None,
+    event="repo:push",
+    request_uuid=None,
+    attempt=1,
+    signature=None,
+    **extra,
+):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     secret = secret if secret is not None else Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
-    headers = {"HTTP_X_EVENT_KEY": event, "HTTP_X_REQUEST_UUID": request_uuid or str(uuid.uuid4()),
-               "HTTP_X_HOOK_UUID": "hook-1", "HTTP_X_ATTEMPT_NUMBER": str(attempt)}
+    headers = {
+        "HTTP_X_EVENT_KEY": event,
+        "HTTP_X_REQUEST_UUID": request_uuid or str(uuid.uuid4()),
+        "HTTP_X_HOOK_UUID": "hook-1",
+        "HTTP_X_ATTEMPT_NUMBER": str(attempt),
+    }
     if signature is None and secret:
         signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
     if signature:
@@ -68,12 +82,17 @@ def test_a_flood_of_unsigned_deliveries_is_one_counted_entry_and_the_source_is_s
     assert entry.last_seen_at is not None
     assert entry.resolved_at is None
     # Another address is not held back by the first one's flood.
-    other = client.post(f"/webhooks/bitbucket/{integration.uuid}/", b"{}", content_type="application/json",
-                        REMOTE_ADDR="10.9.9.9")
+    other = client.post(
+        f"/webhooks/bitbucket/{integration.uuid}/", b"{}", content_type="application/json", REMOTE_ADDR="10.9.9.9"
+    )
     assert other.status_code == 401
     # Bitbucket's own, correctly signed deliveries from that other address still go through.
-    assert post(client, integration, {"repository": {"uuid": "{x}"}}, event="repo:fork",
-                REMOTE_ADDR="10.9.9.9").status_code == 202
+    assert (
+        post(
+            client, integration, {"repository": {"uuid": "{x}"}}, event="repo:fork", REMOTE_ADDR="10.9.9.9"
+        ).status_code
+        == 202
+    )
 
 
 def test_size_unknown_integration_and_missing_headers(client, db):
@@ -83,8 +102,9 @@ def test_size_unknown_integration_and_missing_headers(client, db):
     assert response.status_code == 404
     raw = b"{}"
     sig = "sha256=" + hmac.new(integration.webhook_secret.reveal().encode(), raw, hashlib.sha256).hexdigest()
-    missing = client.post(f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json",
-                          HTTP_X_HUB_SIGNATURE=sig)
+    missing = client.post(
+        f"/webhooks/bitbucket/{integration.uuid}/", raw, content_type="application/json", HTTP_X_HUB_SIGNATURE=sig
+    )
     assert missing.status_code == 400
     assert client.get(f"/webhooks/bitbucket/{integration.uuid}/").status_code == 405
 
@@ -93,9 +113,17 @@ def test_a_retried_delivery_is_acknowledged_but_processed_once(client, db, djang
     integration = connect()
     request_uuid = str(uuid.uuid4())
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        first = post(client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork", request_uuid=request_uuid)
-        again = post(client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork",
-                     request_uuid=request_uuid, attempt=2)
+        first = post(
+            client, integration, {"repository": {"uuid": "{nope}"}}, event="repo:fork", request_uuid=request_uuid
+        )
+        again = post(
+            client,
+            integration,
+            {"repository": {"uuid": "{nope}"}},
+            event="repo:fork",
+            request_uuid=request_uuid,
+            attempt=2,
+        )
     assert first.status_code == again.status_code == 202
     assert first.json()["duplicate"] is False
     assert again.json()["duplicate"] is True
@@ -105,16 +133,23 @@ def test_a_retried_delivery_is_acknowledged_but_processed_once(client, db, djang
     assert delivery.attempt == 1
 
 
-def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_server, bitbucket, transactional_db,
-                                                                         settings):
+def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(
+    live_server, bitbucket, transactional_db, settings
+):
     integration = connect(scanners=["dependencies"])
     run = scans.org_rescan_request(integration=integration, trigger="manual", actor=None)
     scans.scan_run_execute(scan_run_id=run.pk)
     secret = Integration.objects.get(pk=integration.pk).webhook_secret.reveal()
     sb = bitbucket.sandbox
     sb.world.workspaces["demo"].hooks["{h}"] = __import__("bitbucket_sandbox.data", fromlist=["Hook"]).Hook(
-        uuid="{h}", url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/", description="portal",
-        events=["repo:push", "repo:deleted"], active=True, secret=secret, created_at="2026-01-01T00:00:00+00:00")
+        uuid="{h}",
+        url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/",
+        description="portal",
+        events=["repo:push", "repo:deleted"],
+        active=True,
+        secret=secret,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
     repo = sb.world.workspaces["demo"].repos["api"]
     other = Reference.objects.get(project__full_name="demo/web", is_default=True)
     other_head = other.head_commit
@@ -137,18 +172,24 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(live_se
 
 
 def test_repository_changes_refresh_that_repository_without_a_scan(live_server, bitbucket, transactional_db):
-    from scanning.models import ScanRun
     from bitbucket_sandbox.data import Hook
+    from scanning.models import ScanRun
 
     integration = connect(scanners=["dependencies"])
-    scans.scan_run_execute(scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual",
-                                                                actor=None).pk)
+    scans.scan_run_execute(
+        scan_run_id=scans.org_rescan_request(integration=integration, trigger="manual", actor=None).pk
+    )
     sb = bitbucket.sandbox
     ws = sb.world.workspaces["demo"]
-    ws.hooks["{h}"] = Hook(uuid="{h}", url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/",
-                           description="portal", events=["repo:updated"], active=True,
-                           secret=Integration.objects.get(pk=integration.pk).webhook_secret.reveal(),
-                           created_at="2026-01-01T00:00:00+00:00")
+    ws.hooks["{h}"] = Hook(
+        uuid="{h}",
+        url=f"{live_server.url}/webhooks/bitbucket/{integration.uuid}/",
+        description="portal",
+        events=["repo:updated"],
+        active=True,
+        secret=Integration.objects.get(pk=integration.pk).webhook_secret.reveal(),
+        created_at="2026-01-01T00:00:00+00:00",
+    )
     project = Project.objects.get(integration=integration, full_name="demo/api")
     other_key = next(k for k in ws.projects if k != ws.repos["api"].project_key)
     before, runs = len(sb.requests), ScanRun.objects.count()
@@ -166,8 +207,9 @@ def test_repository_changes_refresh_that_repository_without_a_scan(live_server, 
     assert "scanners: up to date" in delivery.outcome
 
 
-def test_every_accepted_delivery_queues_a_drain_unless_one_is_waiting_to_start(client, db,
-                                                                                django_capture_on_commit_callbacks):
+def test_every_accepted_delivery_queues_a_drain_unless_one_is_waiting_to_start(
+    client, db, django_capture_on_commit_callbacks
+):
     """The race that left deliveries waiting minutes: a drain that had already finished
     still suppressed the next enqueue. The shared flag is cleared as a drain starts, so a
     delivery recorded after that always queues another, whatever the interleaving."""

@@ -5,15 +5,16 @@ import time
 import requests
 from django.core.management.base import BaseCommand
 
+from bitbucket_sandbox import SandboxServer, generate
 from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 
-PORTAL_FIELDS = ("next,values.uuid,values.slug,values.name,values.full_name,values.is_private,values.language,"
-                 "values.updated_on,values.mainbranch.name,values.project.key,values.project.uuid,values.links.html.href")
+PORTAL_FIELDS = (
+    "next,values.uuid,values.slug,values.name,values.full_name,values.is_private,values.language,"
+    "values.updated_on,values.mainbranch.name,values.project.key,values.project.uuid,values.links.html.href"
+)
 
 
 def _serve(repos: int, projects: int, ready) -> None:
-    from bitbucket_sandbox import SandboxServer, generate
-
     world = generate(seed=1, repos=repos, projects=projects, branches=1, pullrequests=False)
     server = SandboxServer(world, rate_limit=10**9)
     server.sandbox.warm()
@@ -22,8 +23,10 @@ def _serve(repos: int, projects: int, ready) -> None:
 
 
 class Command(BaseCommand):
-    help = ("Benchmark the sandbox: list a whole N-repository workspace with pagelen=100 from a second "
-            "process over loopback (keep-alive), and print pages per second and page latency.")
+    help = (
+        "Benchmark the sandbox: list a whole N-repository workspace with pagelen=100 from a second "
+        "process over loopback (keep-alive), and print pages per second and page latency."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--repos", type=int, default=10000)
@@ -36,13 +39,17 @@ class Command(BaseCommand):
         started = time.perf_counter()
         process.start()
         api = receive.recv()
-        self.stdout.write(f"sandbox with {repos} repositories in {projects} projects ready in "
-                          f"{time.perf_counter() - started:.2f}s at {api}")
+        self.stdout.write(
+            f"sandbox with {repos} repositories in {projects} projects ready in "
+            f"{time.perf_counter() - started:.2f}s at {api}"
+        )
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {SANDBOX_WORKSPACE_TOKEN}"
         try:
-            for label, params in (("full objects", {"pagelen": 100}),
-                                  ("portal fields", {"pagelen": 100, "fields": PORTAL_FIELDS})):
+            for label, params in (
+                ("full objects", {"pagelen": 100}),
+                ("portal fields", {"pagelen": 100, "fields": PORTAL_FIELDS}),
+            ):
                 for round_number in range(1, rounds + 1):
                     latencies, pages, seen = [], 0, 0
                     begin = time.perf_counter()
@@ -59,8 +66,10 @@ class Command(BaseCommand):
                     latencies.sort()
                     self.stdout.write(
                         f"{label:>13} round {round_number}: {pages} pages, {seen} repositories in {elapsed:.2f}s = "
-                        f"{pages / elapsed:.0f} pages/s; page latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
-                        f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms")
+                        f"{pages / elapsed:.0f} pages/s; "
+                        f"page latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
+                        f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms"
+                    )
         finally:
             process.terminate()
             process.join(5)

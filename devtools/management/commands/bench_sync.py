@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 from django_q.conf import Conf
 
+from bitbucket_sandbox import SandboxServer, generate
 from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Member, Namespace, Project, Reference
@@ -16,8 +17,6 @@ from scanning.models import ScanRun
 
 
 def _serve(repos: int, projects: int, ready) -> None:
-    from bitbucket_sandbox import SandboxServer, generate
-
     world = generate(seed=1, repos=repos, projects=projects, branches=2, pullrequests=False)
     server = SandboxServer(world, rate_limit=10**9, git_rate_limit=10**9)
     ready.send((server.api_url, server.web_url, len(next(iter(world.workspaces.values())).members)))
@@ -25,10 +24,12 @@ def _serve(repos: int, projects: int, ready) -> None:
 
 
 class Command(BaseCommand):
-    help = ("Benchmark the org sync against the sandbox (in a separate process): a first sync of a workspace with "
-            "--repos repositories in --projects projects, then an unchanged rescan. Prints REST requests (and the "
-            "pagination minimum), git ref reads, wall time, rows written and peak memory for each. Uses the "
-            "configured database; the benchmark's tenant is deleted afterwards unless --keep.")
+    help = (
+        "Benchmark the org sync against the sandbox (in a separate process): a first sync of a workspace with "
+        "--repos repositories in --projects projects, then an unchanged rescan. Prints REST requests (and the "
+        "pagination minimum), git ref reads, wall time, rows written and peak memory for each. Uses the "
+        "configured database; the benchmark's tenant is deleted afterwards unless --keep."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--repos", type=int, default=10000)
@@ -54,8 +55,14 @@ class Command(BaseCommand):
 
                 def first_sync():
                     return services.integration_create(
-                        tenant=tenant, parent=parent, name="bench", workspace="demo", auth_method="access_token",
-                        credentials={"token": SANDBOX_WORKSPACE_TOKEN}, actor=None)
+                        tenant=tenant,
+                        parent=parent,
+                        name="bench",
+                        workspace="demo",
+                        auth_method="access_token",
+                        credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+                        actor=None,
+                    )
 
                 integration = None
                 for label in ("first sync", "unchanged rescan"):
@@ -67,19 +74,21 @@ class Command(BaseCommand):
                         else:
                             scans.org_rescan_request(integration=integration, trigger="cli", actor=None)
                     run = ScanRun.objects.filter(integration=integration).order_by("-id").first()
-                    seen = self._sandbox_requests(web_url)[len(before):]
+                    seen = self._sandbox_requests(web_url)[len(before) :]
                     rest = sum(1 for r in seen if r["kind"] == "rest")
                     wall = (run.finished_at - run.started_at).total_seconds()
                     self.stdout.write(
                         f"{label:>16}: {run.status}; REST requests {run.rest_requests} (pagination minimum {minimum}, "
                         f"+{run.rest_requests - minimum}; {rest - run.rest_requests} more for verification); "
                         f"git ref reads {run.git_requests}; wall time {wall:.1f}s; rows written {writes.rows}; "
-                        f"peak memory {peak_rss_mb() or 0:.0f} MB")
+                        f"peak memory {peak_rss_mb() or 0:.0f} MB"
+                    )
                 self.stdout.write(
                     f"inventory: {Namespace.objects.filter(integration=integration).count()} namespaces, "
                     f"{Project.objects.filter(integration=integration).count()} projects, "
                     f"{Reference.objects.filter(project__integration=integration).count()} references, "
-                    f"{Member.objects.filter(integration=integration).count()} members")
+                    f"{Member.objects.filter(integration=integration).count()} members"
+                )
         finally:
             Conf.SYNC = sync_mode
             process.terminate()

@@ -37,21 +37,35 @@ class Command(BaseCommand):
             for name in ("workspaces", "projects", "repos"):
                 if opts[name] < 1:
                     raise CommandError(f"--{name} must be at least 1.")
-            world = generate(seed=opts["seed"], workspaces=opts["workspaces"], projects=opts["projects"],
-                             repos=opts["repos"], branches=max(1, min(6, opts["branches"])))
+            world = generate(
+                seed=opts["seed"],
+                workspaces=opts["workspaces"],
+                projects=opts["projects"],
+                repos=opts["repos"],
+                branches=max(1, min(6, opts["branches"])),
+            )
         if opts["dump"]:
             opts["dump"].write_text(world.to_json())
             self.stdout.write(f"Wrote {opts['dump']}")
             return
         try:
-            server = SandboxServer(world, host=opts["host"], port=opts["port"], tls=opts["tls"],
-                                   verbose=opts["verbose"], rate_limit=opts["rate_limit"],
-                                   rate_window=opts["rate_window"])
+            server = SandboxServer(
+                world,
+                host=opts["host"],
+                port=opts["port"],
+                tls=opts["tls"],
+                verbose=opts["verbose"],
+                rate_limit=opts["rate_limit"],
+                rate_window=opts["rate_window"],
+            )
         except (OSError, ValueError) as exc:
             raise CommandError(f"Cannot start the sandbox: {exc}") from exc
         repos = sum(len(ws.repos) for ws in world.workspaces.values())
-        self.stdout.write(self.style.SUCCESS(
-            f"Bitbucket sandbox on {server.web_url} ({len(world.workspaces)} workspace(s), {repos} repositories)"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Bitbucket sandbox on {server.web_url} ({len(world.workspaces)} workspace(s), {repos} repositories)"
+            )
+        )
         self.stdout.write(f"  BITBUCKET_API_URL={server.api_url}\n  BITBUCKET_WEB_URL={server.web_url}")
         self.stdout.write("  Workspaces: " + ", ".join(world.workspaces))
         self.stdout.write("  Credentials (sandbox-only values):")

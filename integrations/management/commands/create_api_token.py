@@ -9,8 +9,10 @@ from integrations.services import api_token_create
 
 
 class Command(BaseCommand):
-    help = ("Create a new API token for a user, replacing any they had, and print it. It is stored hashed: "
-            "this is the only time it can be read.")
+    help = (
+        "Create a new API token for a user, replacing any they had, and print it. It is stored hashed: "
+        "this is the only time it can be read."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")

@@ -26,9 +26,13 @@ class Command(BaseCommand):
         if admin is None:
             password = secrets.token_urlsafe(12)
             admin = User.objects.create_superuser(username=username, email=email, password=password)
-            self.stdout.write(self.style.SUCCESS(
-                f"Created admin user '{username}' with password: {password}\n"
-                "  (shown this once; change it with: python manage.py changepassword " f"{username})"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Created admin user '{username}' with password: {password}\n"
+                    "  (shown this once; change it with: python manage.py changepassword "
+                    f"{username})"
+                )
+            )
         else:
             self.stdout.write(f"Admin user '{username}' exists; its password is unchanged.")
 

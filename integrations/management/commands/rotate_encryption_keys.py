@@ -23,8 +23,10 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: {count} under an older key")
             total = sum(stale.values())
             if total:
-                raise CommandError(f"{total} secret(s) are not under the newest key {ring.primary_id}; "
-                                   "run rotate_encryption_keys.", returncode=1)
+                raise CommandError(
+                    f"{total} secret(s) are not under the newest key {ring.primary_id}; run rotate_encryption_keys.",
+                    returncode=1,
+                )
             self.stdout.write(self.style.SUCCESS(f"All secrets are under the newest key {ring.primary_id}."))
             return
         try:
@@ -33,4 +35,6 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} Nothing in the failing batch was changed.") from exc
         for label, count in rotated.items():
             self.stdout.write(f"{label}: re-encrypted {count}")
-        self.stdout.write(self.style.SUCCESS(f"Done: {sum(rotated.values())} secret(s) now under key {ring.primary_id}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Done: {sum(rotated.values())} secret(s) now under key {ring.primary_id}.")
+        )

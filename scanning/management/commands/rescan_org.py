@@ -1,6 +1,8 @@
+import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.db.models import Q
 
 from integrations.models import Integration, IntegrationStatus
@@ -9,9 +11,11 @@ from scanning.models import ScanRun, ScanStatus, Trigger
 
 
 class Command(BaseCommand):
-    help = ("Rescan an integration's Bitbucket workspace now (by id or name; --tenant narrows a name; --all "
-            "rescans every active integration). With --wait the scan runs here, prints progress and the result, "
-            "and the command exits non-zero unless it succeeded; without it the scan is queued for the cluster.")
+    help = (
+        "Rescan an integration's Bitbucket workspace now (by id or name; --tenant narrows a name; --all "
+        "rescans every active integration). With --wait the scan runs here, prints progress and the result, "
+        "and the command exits non-zero unless it succeeded; without it the scan is queued for the cluster."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("integration", nargs="?", help="Integration id or name.")
@@ -32,8 +36,10 @@ class Command(BaseCommand):
         else:
             matches = list(qs.filter(Q(name=integration) | (Q(pk=int(integration)) if integration.isdigit() else Q())))
             if not matches:
-                raise CommandError(f"No integration with id or name '{integration}'"
-                                   + (f" in tenant {tenant}." if tenant else ". (--tenant narrows by tenant slug.)"))
+                raise CommandError(
+                    f"No integration with id or name '{integration}'"
+                    + (f" in tenant {tenant}." if tenant else ". (--tenant narrows by tenant slug.)")
+                )
             if len(matches) > 1:
                 names = ", ".join(f"{m.pk} ({m.tenant.slug})" for m in matches)
                 raise CommandError(f"'{integration}' names several integrations: {names}. Use the id or --tenant.")
@@ -58,10 +64,6 @@ class Command(BaseCommand):
             raise CommandError(f"{failed} scan(s) did not succeed.", returncode=1)
 
     def _run_and_watch(self, run: ScanRun) -> ScanRun:
-        import threading
-
-        from django.db import connection
-
         stop = threading.Event()
 
         def watch():
@@ -84,9 +86,16 @@ class Command(BaseCommand):
 
     @staticmethod
     def _result_line(target, run: ScanRun) -> str:
-        counts = "; ".join(f"{kind}: " + ", ".join(f"{n} {action}" for action, n in c.items() if n)
-                           for kind, c in (run.counts or {}).items()) or "no changes"
+        counts = (
+            "; ".join(
+                f"{kind}: " + ", ".join(f"{n} {action}" for action, n in c.items() if n)
+                for kind, c in (run.counts or {}).items()
+            )
+            or "no changes"
+        )
         took = f"{run.duration.total_seconds():.1f}s" if run.duration else "?"
-        line = (f"{target}: {run.status} in {took}; {counts}; {run.rest_requests} REST requests, "
-                f"{run.git_requests} git ref reads.")
+        line = (
+            f"{target}: {run.status} in {took}; {counts}; {run.rest_requests} REST requests, "
+            f"{run.git_requests} git ref reads."
+        )
         return line + (f" {run.summary}" if run.summary else "")
