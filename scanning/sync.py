@@ -29,9 +29,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
-from integrations.models import Integration, Member, Namespace, Project, Reference, ReferenceKind, branch_matches
-from integrations.selectors import cascade_querysets
-from integrations.services import projects_purge
+from integrations.models import Integration, Member, Namespace, Project, Reference
+from integrations.services import projects_purge, references_sync
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
 from scanning.models import ScanRun, ScanStatus
 from scanning.scanners import Target, due, run_scanner, selected_scanners
@@ -381,61 +380,9 @@ class OrgSync:
         return results
 
     def _write_references(self, rows: list[tuple[int, str, dict[str, str] | None]]) -> None:
-        """Default branch (and tracked branches) for each changed project."""
-        wanted: list[Reference] = []
-        keep: dict[int, set[str]] = {}
-        readable = [(pid, main, heads) for pid, main, heads in rows if heads is not None]
-        for project_id, main, heads in readable:
-            names = {main} if main else set()
-            names |= {b for b in heads if branch_matches(b, self.integration.tracked_branches)}
-            keep[project_id] = names
-            for name in sorted(names):
-                wanted.append(
-                    Reference(
-                        project_id=project_id,
-                        kind=ReferenceKind.BRANCH,
-                        name=name,
-                        head_commit=heads.get(name, ""),
-                        is_default=(name == main),
-                    )
-                )
-        if not readable:
-            return
-        project_ids = [pid for pid, _, _ in readable]
-        current = {
-            (pid, name): (head, default)
-            for pid, name, head, default in Reference.objects.filter(
-                project_id__in=project_ids, kind=ReferenceKind.BRANCH
-            ).values_list("project_id", "name", "head_commit", "is_default")
-        }
-        stale = [(pid, name) for (pid, name) in current if name not in keep.get(pid, set())]
-        if stale:
-            for pid in {pid for pid, _ in stale}:
-                names = [name for p, name in stale if p == pid]
-                for qs in cascade_querysets(
-                    Reference.objects.filter(project_id=pid, kind=ReferenceKind.BRANCH, name__in=names)
-                ):
-                    qs.delete()
-            self.counts.add("references", "removed", len(stale))
-        # A main branch that moved: clear the old default first (one default per project).
-        moved = [
-            pid
-            for pid, main, _ in readable
-            if any(default and name != main for (p, name), (_, default) in current.items() if p == pid)
-        ]
-        if moved:
-            Reference.objects.filter(project_id__in=moved, is_default=True).update(is_default=False)
-        changed = [r for r in wanted if current.get((r.project_id, r.name)) != (r.head_commit, r.is_default)]
-        if changed:
-            Reference.objects.bulk_create(
-                changed,
-                update_conflicts=True,
-                unique_fields=["project", "kind", "name"],
-                update_fields=["head_commit", "is_default", "updated_at"],
-            )
-            created = sum(1 for r in changed if (r.project_id, r.name) not in current)
-            self.counts.add("references", "created", created)
-            self.counts.add("references", "updated", len(changed) - created)
+        """Default branch (and tracked branches) for each changed project: the references service."""
+        for action, n in references_sync(rows=rows, tracked=self.integration.tracked_branches).items():
+            self.counts.add("references", action, n)
 
     # --- Reconciliation (complete listings only) --------------------------------------------
     def _remove_missing(self, seen: set[str]) -> None:

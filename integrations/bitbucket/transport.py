@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import requests
 from django.conf import settings
@@ -19,8 +19,12 @@ from urllib3.util.retry import Retry
 from integrations.bitbucket.credentials import Credentials
 from integrations.bitbucket.errors import UnexpectedResponse
 
-if TYPE_CHECKING:
-    from integrations.bitbucket.client import BitbucketClient
+
+class TokenSource(Protocol):
+    """What OAuth auth needs of the client (no import of it: no cycle)."""
+
+    def oauth_access_token(self) -> str: ...
+
 
 USER_AGENT = "bitbucket-portal/0.1 (+self-hosted)"
 
@@ -135,7 +139,7 @@ oauth_tokens = _OAuthTokenCache()
 
 
 class OAuthBearer(requests.auth.AuthBase):
-    def __init__(self, client: "BitbucketClient") -> None:
+    def __init__(self, client: TokenSource) -> None:
         self.client = client
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -37,6 +37,7 @@ from integrations.services.projects import (
     projects_purge,
     reference_move,
     references_remove,
+    references_sync,
 )
 from integrations.services.purge import integration_purge
 from integrations.services.tenants import membership_set, tenant_create
@@ -72,6 +73,7 @@ __all__ = [
     "projects_purge",
     "reference_move",
     "references_remove",
+    "references_sync",
     "tenant_create",
     "webhook_secret_rotate",
 ]

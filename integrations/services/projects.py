@@ -15,6 +15,7 @@ from integrations.models import (
     Project,
     Reference,
     ReferenceKind,
+    branch_matches,
 )
 from integrations.selectors import (
     cascade_querysets,
@@ -113,7 +114,7 @@ def project_import(*, namespace: Namespace, integration: Integration, url: str, 
         )
         Project.objects.filter(pk=project.pk).update(language=repo.get("language") or "", main_branch=main)
         if main:
-            Reference.objects.create(project=project, name=main, head_commit=head, is_default=True)
+            references_sync(rows=[(project.pk, main, {main: head})], tracked=[])
     project.refresh_from_db()
     return project
 
@@ -135,6 +136,69 @@ def project_delete(*, project: Project, actor: Actor) -> None:
 
 # --- References --------------------------------------------------------------------------
 # Written here and by the sync's bulk upsert (scanning/sync.py), which compares first.
+
+
+def references_sync(*, rows: list[tuple[int, str, dict[str, str] | None]], tracked: list[str]) -> dict[str, int]:
+    """Make projects' references match their branch heads (the org sync, a repository
+    refresh, an import): for each ``(project id, main branch, {branch: head} or None)``,
+    the main branch is the default reference and branches matching ``tracked`` are kept;
+    references of branches that are gone are removed with what hangs off them. ``None``
+    heads (not readable this time) leave that project's references as they are. Writes only
+    what differs, in bulk; returns ``{"created", "updated", "removed"}`` counts."""
+    counts = {"created": 0, "updated": 0, "removed": 0}
+    wanted: list[Reference] = []
+    keep: dict[int, set[str]] = {}
+    readable = [(pid, main, heads) for pid, main, heads in rows if heads is not None]
+    for project_id, main, heads in readable:
+        names = {main} if main else set()
+        names |= {b for b in heads if branch_matches(b, tracked)}
+        keep[project_id] = names
+        wanted += [
+            Reference(
+                project_id=project_id,
+                kind=ReferenceKind.BRANCH,
+                name=name,
+                head_commit=heads.get(name, ""),
+                is_default=(name == main),
+            )
+            for name in sorted(names)
+        ]
+    if not readable:
+        return counts
+    current = {
+        (pid, name): (head, default)
+        for pid, name, head, default in Reference.objects.filter(
+            project_id__in=[pid for pid, _, _ in readable], kind=ReferenceKind.BRANCH
+        ).values_list("project_id", "name", "head_commit", "is_default")
+    }
+    with transaction.atomic():
+        stale = [(pid, name) for (pid, name) in current if name not in keep.get(pid, set())]
+        for pid in {pid for pid, _ in stale}:
+            names = [name for p, name in stale if p == pid]
+            for qs in cascade_querysets(
+                Reference.objects.filter(project_id=pid, kind=ReferenceKind.BRANCH, name__in=names)
+            ):
+                qs.delete()
+        counts["removed"] = len(stale)
+        # A main branch that moved: clear the old default first (one default per project).
+        moved = [
+            pid
+            for pid, main, _ in readable
+            if any(default and name != main for (p, name), (_, default) in current.items() if p == pid)
+        ]
+        if moved:
+            Reference.objects.filter(project_id__in=moved, is_default=True).update(is_default=False)
+        changed = [r for r in wanted if current.get((r.project_id, r.name)) != (r.head_commit, r.is_default)]
+        if changed:
+            Reference.objects.bulk_create(
+                changed,
+                update_conflicts=True,
+                unique_fields=["project", "kind", "name"],
+                update_fields=["head_commit", "is_default", "updated_at"],
+            )
+    created = sum(1 for r in changed if (r.project_id, r.name) not in current)
+    counts["created"], counts["updated"] = created, len(changed) - created
+    return counts
 
 
 def reference_move(project: Project, name: str, head: str) -> bool:
