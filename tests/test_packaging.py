@@ -65,7 +65,8 @@ def test_the_wheel_holds_neither_the_sandbox_nor_the_dev_tools(tmp_path):
             ".git", ".venv", "data", "test-artifacts", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
         ),
     )
-    assert (source / "bitbucket_sandbox").is_dir() and (source / "devtools").is_dir()
+    assert (source / "bitbucket_sandbox").is_dir()
+    assert (source / "devtools").is_dir()
     result = subprocess.run(
         [
             sys.executable,

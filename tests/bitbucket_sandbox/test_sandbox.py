@@ -68,8 +68,10 @@ def test_generator_is_deterministic_and_realistic():
     assert {r.mainbranch for r in ws.repos.values()} - {"main"}, "main branches other than main"
     assert {r.is_private for r in ws.repos.values()} == {True, False}
     files = {path.rsplit("/", 1)[-1] for r in ws.repos.values() for c in r.commits.values() for path in c.files}
-    assert {"package.json", "requirements.txt", "go.mod", "pom.xml"} <= files | {"pom.xml"} and len(files) >= 6
-    assert any(r.restrictions for r in ws.repos.values()) and any(r.pullrequests for r in ws.repos.values())
+    assert {"package.json", "requirements.txt", "go.mod", "pom.xml"} <= files | {"pom.xml"}
+    assert len(files) >= 6
+    assert any(r.restrictions for r in ws.repos.values())
+    assert any(r.pullrequests for r in ws.repos.values())
 
 
 def test_json_fixture_round_trip(tmp_path):
@@ -112,11 +114,15 @@ def sandbox_world():
 def test_pagination_follows_opaque_next_links(sandbox):
     session = bearer()
     first = session.get(f"{sandbox.api_url}/repositories/demo").json()
-    assert first["pagelen"] == 10 and len(first["values"]) == 10 and first["size"] == 250
+    assert first["pagelen"] == 10
+    assert len(first["values"]) == 10
+    assert first["size"] == 250
     values, pages = list_all(session, f"{sandbox.api_url}/repositories/demo", pagelen=100)
-    assert pages == 3 and len({v["uuid"] for v in values}) == 250
+    assert pages == 3
+    assert len({v["uuid"] for v in values}) == 250
     too_big = session.get(f"{sandbox.api_url}/repositories/demo", params={"pagelen": 101})
-    assert too_big.status_code == 400 and "maximum page length is 100" in too_big.json()["error"]["message"]
+    assert too_big.status_code == 400
+    assert "maximum page length is 100" in too_big.json()["error"]["message"]
     assert session.get(f"{sandbox.api_url}/repositories/demo", params={"pagelen": "x"}).status_code == 400
 
 
@@ -134,13 +140,16 @@ def test_fields_shrink_and_reshape_responses(sandbox):
         url, params={"fields": "next,values.uuid,values.slug,values.mainbranch.name", "pagelen": 5}
     ).json()
     assert set(slim) == {"next", "values"}
-    assert set(slim["values"][0]) == {"uuid", "slug", "mainbranch"} and set(slim["values"][0]["mainbranch"]) == {"name"}
+    assert set(slim["values"][0]) == {"uuid", "slug", "mainbranch"}
+    assert set(slim["values"][0]["mainbranch"]) == {"name"}
     no_links = session.get(url, params={"fields": "-values.links", "pagelen": 1}).json()["values"][0]
-    assert "links" not in no_links and "full_name" in no_links
+    assert "links" not in no_links
+    assert "full_name" in no_links
     only_name = session.get(f"{url}/api", params={"fields": "-*,+name"}).json()
     assert only_name == {"name": sandbox.sandbox.world.workspaces["demo"].repos["api"].name}
     wildcard = session.get(f"{url}/api", params={"fields": "-links.*"}).json()
-    assert wildcard["links"] == {} and wildcard["slug"] == "api"
+    assert wildcard["links"] == {}
+    assert wildcard["slug"] == "api"
     # next keeps fields and q, and the next page honours them.
     following = session.get(slim["next"]).json()
     assert set(following["values"][0]) == {"uuid", "slug", "mainbranch"}
@@ -160,7 +169,8 @@ def test_q_filters_by_project_and_updated_on(sandbox):
     both, _ = list_all(session, url, q=f'project.key="{key}" AND updated_on>{cutoff}', pagelen=100)
     assert {v["uuid"] for v in both} == expected & {v["uuid"] for v in recent}
     bad = session.get(url, params={"q": "project.key = unquoted value"})
-    assert bad.status_code == 400 and "Invalid query" in bad.json()["error"]["message"]
+    assert bad.status_code == 400
+    assert "Invalid query" in bad.json()["error"]["message"]
     ordered = session.get(url, params={"sort": "-updated_on", "pagelen": 100}).json()["values"]
     assert [v["updated_on"] for v in ordered] == sorted((v["updated_on"] for v in ordered), reverse=True)
 
@@ -181,7 +191,8 @@ def test_src_lists_directories_to_a_depth_and_serves_files(sandbox):
     files = [v["path"] for v in deep if v["type"] == "commit_file"]
     assert set(files) == set(repo.commits[head].files)
     raw = session.get(f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{head}/{files[0]}")
-    assert raw.status_code == 200 and raw.text == repo.commits[head].files[files[0]]
+    assert raw.status_code == 200
+    assert raw.text == repo.commits[head].files[files[0]]
     root = session.get(f"{sandbox.api_url}/repositories/demo/{repo.slug}/src").json()["values"]
     assert root == top
     assert session.get(f"{sandbox.api_url}/repositories/demo/{repo.slug}/src/{head}/nope.txt").status_code == 404
@@ -196,29 +207,36 @@ def test_each_auth_mode(sandbox):
     assert requests.get(url, auth=("someone-else@example.com", SANDBOX_API_TOKEN)).status_code == 401
     assert bearer().get(url).status_code == 200
     expired = bearer(SANDBOX_EXPIRED_TOKEN).get(url)
-    assert expired.status_code == 401 and expired.json()["error"]["message"].startswith("Token is invalid")
+    assert expired.status_code == 401
+    assert expired.json()["error"]["message"].startswith("Token is invalid")
     assert bearer("nonsense").get(url).status_code == 401
     app_password = requests.get(url, auth=("jdoe", "ATBB" + "x" * 28))
-    assert app_password.status_code == 401 and "App passwords" in app_password.json()["error"]["message"]
+    assert app_password.status_code == 401
+    assert "App passwords" in app_password.json()["error"]["message"]
     # Anonymous callers see public repositories only.
     public = requests.get(url, params={"pagelen": 100}).json()
-    assert public["values"] and all(not v["is_private"] for v in public["values"])
+    assert public["values"]
+    assert all(not v["is_private"] for v in public["values"])
 
 
 def test_oauth_client_credentials_tokens_work_and_expire(sandbox):
     sandbox.sandbox.oauth_token_ttl = 1
     token_url = f"{sandbox.web_url}/site/oauth2/access_token"
     bad = requests.post(token_url, data={"grant_type": "client_credentials"}, auth=(SANDBOX_OAUTH_KEY, "wrong"))
-    assert bad.status_code == 400 and bad.json()["error"] == "invalid_client"
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "invalid_client"
     issued = requests.post(
         token_url, data={"grant_type": "client_credentials"}, auth=(SANDBOX_OAUTH_KEY, SANDBOX_OAUTH_SECRET)
     ).json()
-    assert issued["token_type"] == "bearer" and issued["expires_in"] == 1 and "repository" in issued["scopes"]
+    assert issued["token_type"] == "bearer"
+    assert issued["expires_in"] == 1
+    assert "repository" in issued["scopes"]
     url = f"{sandbox.api_url}/repositories/demo"
     assert bearer(issued["access_token"]).get(url).status_code == 200
     time.sleep(1.1)
     expired = bearer(issued["access_token"]).get(url)
-    assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["error"]["message"]
 
 
 def test_missing_scopes_are_named_in_the_403(sandbox):
@@ -226,9 +244,11 @@ def test_missing_scopes_are_named_in_the_403(sandbox):
     denied = requests.get(url, auth=(SANDBOX_EMAIL, SANDBOX_API_TOKEN_NO_ADMIN))
     assert denied.status_code == 403
     detail = denied.json()["error"]["detail"]
-    assert detail["required"] == ["admin:repository:bitbucket"] and "read:repository:bitbucket" in detail["granted"]
+    assert detail["required"] == ["admin:repository:bitbucket"]
+    assert "read:repository:bitbucket" in detail["granted"]
     legacy = bearer(SANDBOX_READONLY_WORKSPACE_TOKEN).get(f"{sandbox.api_url}/workspaces/demo/members")
-    assert legacy.status_code == 403 and legacy.json()["error"]["detail"]["required"] == ["account"]
+    assert legacy.status_code == 403
+    assert legacy.json()["error"]["detail"]["required"] == ["account"]
     assert bearer().get(url).status_code == 200
 
 
@@ -254,7 +274,8 @@ def test_project_and_repository_tokens_reach_only_their_scope(sandbox):
 def test_removed_endpoints_answer_410(sandbox):
     for path in ("/repositories", "/workspaces", "/user/permissions/repositories"):
         response = bearer().get(sandbox.api_url + path)
-        assert response.status_code == 410 and "no longer supported" in response.json()["error"]["detail"]
+        assert response.status_code == 410
+        assert "no longer supported" in response.json()["error"]["detail"]
 
 
 # --- Rate limits and faults ------------------------------------------------------------------------
@@ -266,7 +287,8 @@ def test_rate_limit_per_credential_over_a_rolling_window(sandbox):
     url = f"{sandbox.api_url}/repositories/demo"
     for _ in range(5):
         ok = session.get(url)
-        assert ok.status_code == 200 and ok.headers["X-RateLimit-Limit"] == "5"
+        assert ok.status_code == 200
+        assert ok.headers["X-RateLimit-Limit"] == "5"
     assert ok.headers["X-RateLimit-NearLimit"] == "true"
     limited = session.get(url)
     assert limited.status_code == 429
@@ -336,9 +358,11 @@ def test_every_request_is_recorded_without_secrets(sandbox):
         ("GET", "/2.0/repositories/demo", "rest"),
         ("GET", "/2.0/workspaces/demo", "rest"),
     ]
-    assert recorded[0]["query"] == "pagelen=5" and "Workspace access token" in recorded[0]["credential"]
+    assert recorded[0]["query"] == "pagelen=5"
+    assert "Workspace access token" in recorded[0]["credential"]
     text = json.dumps(recorded)
-    assert SANDBOX_WORKSPACE_TOKEN not in text and SANDBOX_API_TOKEN not in text
+    assert SANDBOX_WORKSPACE_TOKEN not in text
+    assert SANDBOX_API_TOKEN not in text
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -396,7 +420,8 @@ def test_webhooks_are_signed_and_retried_after_a_5xx(sandbox):
                 "events": ["repo:push", "pullrequest:created"],
             },
         )
-        assert created.status_code == 201 and created.json()["secret_set"] is True
+        assert created.status_code == 201
+        assert created.json()["secret_set"] is True
         assert "s3cret-value" not in created.text
         commit = sandbox.sandbox.push("demo", "api", "feature/x", files={"package.json": "{}"})
         assert len(receiver.received) == 2
@@ -422,7 +447,8 @@ def test_webhooks_are_signed_and_retried_after_a_5xx(sandbox):
         assert session.delete(f"{sandbox.api_url}/repositories/demo/api/hooks/{hook_id}").status_code == 204
         assert session.get(f"{sandbox.api_url}/repositories/demo/api/hooks").json()["values"] == []
         bad = session.post(f"{sandbox.api_url}/repositories/demo/api/hooks", json={"url": "nope", "events": []})
-        assert bad.status_code == 400 and set(bad.json()["error"]["detail"]) == {"url", "events"}
+        assert bad.status_code == 400
+        assert set(bad.json()["error"]["detail"]) == {"url", "events"}
     finally:
         receiver.close()
 
@@ -458,7 +484,8 @@ def test_build_statuses_comments_and_diffstat(sandbox):
     edited = session.put(
         f"{base}/pullrequests/{pr_id}/comments/{comment['id']}", json={"content": {"raw": "Found 0 issues"}}
     ).json()
-    assert edited["id"] == comment["id"] and edited["content"]["raw"] == "Found 0 issues"
+    assert edited["id"] == comment["id"]
+    assert edited["content"]["raw"] == "Found 0 issues"
     assert len(session.get(f"{base}/pullrequests/{pr_id}/comments").json()["values"]) == 1
     diffstat = session.get(f"{base}/pullrequests/{pr_id}/diffstat").json()["values"]
     assert [(d["status"], (d.get("new") or d.get("old"))["path"]) for d in diffstat] == [
@@ -492,7 +519,8 @@ def test_real_git_ls_remote_reads_branch_heads(sandbox):
     assert ls_remote("x-bitbucket-api-token-auth", SANDBOX_API_TOKEN).returncode == 0
     assert ls_remote("x-token-auth", "wrong-token").returncode != 0
     kinds = [r.kind for r in sandbox.sandbox.requests]
-    assert "git" in kinds and all(r.path.endswith("/info/refs") for r in sandbox.sandbox.requests if r.kind == "git")
+    assert "git" in kinds
+    assert all(r.path.endswith("/info/refs") for r in sandbox.sandbox.requests if r.kind == "git")
 
 
 def test_git_reads_count_against_their_own_limit(sandbox):
@@ -505,5 +533,6 @@ def test_git_reads_count_against_their_own_limit(sandbox):
         params={"service": "git-upload-pack"},
         auth=("x-token-auth", SANDBOX_WORKSPACE_TOKEN),
     )
-    assert refs.status_code == 200 and refs.headers["X-RateLimit-Resource"] == "git"
+    assert refs.status_code == 200
+    assert refs.headers["X-RateLimit-Resource"] == "git"
     assert refs.content.startswith(b"001e# service=git-upload-pack\n0000")
