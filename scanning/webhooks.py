@@ -322,26 +322,21 @@ def delivery_process(*, delivery_id: int) -> str:
                 status_code=None,
             ),
         )
-    except bb.BitbucketError as exc:
-        # Bitbucket could not confirm or complete the change: classified, no traceback.
-        sync_log_record(
-            integration=integration,
-            operation=Operation.WEBHOOK,
-            exc=exc,
-            level=Level.WARNING,
-            message=f"Processing a {delivery.event_key} delivery failed: {exc}",
-        )
-        outcome, state = f"failed: {exc}", WebhookDelivery.State.FAILED
     except Exception as exc:  # noqa: BLE001 - recorded on the delivery and in the sync log
-        logger.exception("Webhook delivery %s failed", delivery_id)
+        # Bitbucket could not confirm or complete the change: classified, no traceback.
+        # Anything else is a bug in the portal: its traceback goes to the log.
+        expected = isinstance(exc, bb.BitbucketError)
+        if not expected:
+            logger.exception("Webhook delivery %s failed", delivery_id)
+        detail = str(exc) if expected else f"{type(exc).__name__}."
         sync_log_record(
             integration=integration,
             operation=Operation.WEBHOOK,
             exc=exc,
             level=Level.WARNING,
-            message=f"Processing a {delivery.event_key} delivery failed: {type(exc).__name__}.",
+            message=f"Processing a {delivery.event_key} delivery failed: {detail}",
         )
-        outcome, state = f"failed: {type(exc).__name__}", WebhookDelivery.State.FAILED
+        outcome, state = f"failed: {detail}", WebhookDelivery.State.FAILED
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         state=state, processed_at=timezone.now(), outcome=outcome[:2000]
     )
