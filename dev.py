@@ -48,17 +48,25 @@ def ensure_venv(extras: str) -> None:
             run([sys.executable, "-m", "venv", str(VENV)])
         except subprocess.CalledProcessError:
             sys.exit("Could not create a virtual environment. On Debian/Ubuntu: apt-get install python3-venv")
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    # The lock file pins every package, transitive ones included, with hashes: a fresh machine
+    # installs exactly what CI tested. Refresh it after changing pyproject.toml (README).
+    lock = ROOT / ("requirements-dev.lock" if extras == "dev" else "requirements.lock")
+    sources = [ROOT / "pyproject.toml", *([lock] if lock.exists() else [])]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     stamp = VENV / f".installed-{extras or 'base'}"
     if stamp.exists() and stamp.read_text() == digest:
         return
     say(f"installing dependencies ({extras or 'base'}); this takes a minute the first time")
-    # The project runs from this folder, so only its dependencies are installed.
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"])
-    if extras:
-        requirements += project["optional-dependencies"][extras]
-    run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements])
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if lock.exists():
+        run([*pip, "--require-hashes", "-r", str(lock)])
+    else:
+        # The project runs from this folder, so only its dependencies are installed.
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        requirements = list(project["dependencies"])
+        if extras:
+            requirements += project["optional-dependencies"][extras]
+        run([*pip, *requirements])
     stamp.write_text(digest)
 
 
