@@ -3,6 +3,7 @@
 
     python3 dev.py run    # set up, then run the web server and the task cluster (Ctrl-C stops it all)
     python3 dev.py test   # set up, then run the whole test suite
+    python3 dev.py prod   # the production shape here: PostgreSQL + Redis, gunicorn, task clusters
 
 Setting up means: a virtual environment in .venv with the project's dependencies
 (reinstalled only when pyproject.toml changes), a local .env with generated secrets
@@ -50,12 +51,11 @@ def ensure_venv(extras: str) -> None:
             sys.exit("Could not create a virtual environment. On Debian/Ubuntu: apt-get install python3-venv")
     # The lock file pins every package, transitive ones included, with hashes: a fresh machine
     # installs exactly what CI tested. Refresh it after changing pyproject.toml (README).
-    lock = ROOT / ("requirements-dev.lock" if extras == "dev" else "requirements.lock")
-    sources = [ROOT / "pyproject.toml", *([lock] if lock.exists() else [])]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    stamp = VENV / f".installed-{extras or 'base'}"
-    if stamp.exists() and stamp.read_text() == digest:
+    if not extras and _installed("dev"):
+        return  # the dev set pins everything the base set does (and the test tools)
+    if _installed(extras):
         return
+    lock = _lock(extras)
     say(f"installing dependencies ({extras or 'base'}); this takes a minute the first time")
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     if lock.exists():
@@ -67,7 +67,22 @@ def ensure_venv(extras: str) -> None:
         if extras:
             requirements += project["optional-dependencies"][extras]
         run([*pip, *requirements])
-    stamp.write_text(digest)
+    (VENV / f".installed-{extras or 'base'}").write_text(_digest(extras))
+
+
+def _lock(extras: str) -> Path:
+    return ROOT / ("requirements-dev.lock" if extras == "dev" else "requirements.lock")
+
+
+def _digest(extras: str) -> str:
+    lock = _lock(extras)
+    sources = [ROOT / "pyproject.toml", *([lock] if lock.exists() else [])]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+
+
+def _installed(extras: str) -> bool:
+    stamp = VENV / f".installed-{extras or 'base'}"
+    return stamp.exists() and stamp.read_text() == _digest(extras)
 
 
 def ensure_env_file() -> None:
@@ -141,6 +156,68 @@ def cmd_run(args: argparse.Namespace) -> int:
         subprocess.Popen([str(PYTHON), "manage.py", "runserver", "--noreload", address], cwd=ROOT, env=env),
         subprocess.Popen([str(PYTHON), "manage.py", "qcluster"], cwd=ROOT, env=env),
     ]
+    return supervise(processes)
+
+
+def cmd_prod(args: argparse.Namespace) -> int:
+    """The production shape on this machine: PostgreSQL and Redis from the environment (or
+    .env), DEBUG off, static files collected and served by whitenoise, gunicorn, and
+    ``--clusters`` task clusters. Plain HTTP on loopback: TLS (and so secure cookies, the
+    HTTPS redirect and HSTS) belongs to the proxy in front of a real deployment."""
+    ensure_venv("")
+    ensure_env_file()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "SECURE_HSTS_SECONDS": "0",
+    }
+    configured = {line.split("=", 1)[0] for line in ENV_FILE.read_text().splitlines() if "=" in line}
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not env.get(name) and name not in configured]
+    if missing:
+        sys.exit(
+            f"The production shape needs {' and '.join(missing)} (e.g. DATABASE_URL=postgres://postgres@"
+            "127.0.0.1:5432/portal REDIS_URL=redis://127.0.0.1:6379/0 python3 dev.py prod)."
+        )
+    manage("migrate", "--no-input", "-v", "0", env=env)
+    manage("collectstatic", "--no-input", "-v", "0", env=env)
+    manage("init_portal", env=env)
+    address = f"127.0.0.1:{args.port}"
+    say(
+        f"gunicorn on http://{address}/ ({args.workers}x{args.threads}) and {args.clusters} task cluster(s), "
+        "DEBUG off; Ctrl-C stops everything"
+    )
+    processes = [
+        subprocess.Popen(
+            [
+                str(PYTHON),
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "-b",
+                address,
+                "-w",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+                "--worker-class",
+                "gthread",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+    ]
+    processes += [
+        subprocess.Popen([str(PYTHON), "manage.py", "qcluster"], cwd=ROOT, env=env) for _ in range(args.clusters)
+    ]
+    return supervise(processes)
+
+
+def supervise(processes: list[subprocess.Popen]) -> int:
+    """Run until Ctrl-C, SIGTERM or one process stopping; then stop them all."""
 
     def stop(signum, frame):  # SIGTERM (a service manager, `kill`) stops everything like Ctrl-C does
         raise KeyboardInterrupt
@@ -181,6 +258,12 @@ def main() -> int:
     p_run.add_argument("--port", type=int, default=8000)
     p_run.add_argument("--sandbox-port", type=int, default=8111, help="port of the built-in Bitbucket sandbox")
     p_run.set_defaults(func=cmd_run)
+    p_prod = sub.add_parser("prod", help="run the production shape locally (PostgreSQL, Redis, gunicorn, clusters)")
+    p_prod.add_argument("--port", type=int, default=8000)
+    p_prod.add_argument("--clusters", type=int, default=2, help="task clusters (manage.py qcluster processes)")
+    p_prod.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    p_prod.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    p_prod.set_defaults(func=cmd_prod)
     p_test = sub.add_parser("test", help="set up and run the test suite (extra arguments go to pytest)")
     p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p_test.set_defaults(func=cmd_test)
