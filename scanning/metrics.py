@@ -34,6 +34,10 @@ class WriteCounter:
     @staticmethod
     def _rows(sql, params, many, cursor) -> int:
         columns = _INSERT_COLUMNS.match(sql)
+        if columns and "UNNEST" in sql.upper() and params:
+            # PostgreSQL bulk inserts send one array per column (INSERT ... SELECT * FROM
+            # UNNEST(...)): the rows are the length of any of them.
+            return len(params[0])
         if columns:
             # INSERT ... RETURNING reports no rowcount before its rows are fetched: count the
             # value tuples instead (every one is a row inserted, or updated on conflict).

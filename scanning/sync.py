@@ -235,7 +235,6 @@ class OrgSync:
 
     # --- Repositories -> projects and references -----------------------------------------------
     def _sync_repositories(self, namespace_by_key: dict[str, int]) -> set[str]:
-        existing = self._existing_projects()
         # Slugs taken in each namespace, kept current as repositories are placed.
         taken: dict[int, set[str]] = {}
         for ns_id, slug in Project.objects.filter(
@@ -250,6 +249,9 @@ class OrgSync:
                 if done == 0 and page.get("size") is not None:
                     ScanRun.objects.filter(pk=self.run.pk).update(progress_total=page["size"])
                 changed = []
+                # What is stored for this page's repositories only (one query a page): memory
+                # stays flat however large the workspace.
+                existing = self._existing_projects(remote_uuid__in=[repo["uuid"] for repo in values])
                 for repo in values:
                     seen.add(repo["uuid"])
                     row = self._desired(repo, namespace_by_key, existing.get(repo["uuid"]), taken)
@@ -389,9 +391,9 @@ class OrgSync:
         # Compared in Python: a list of every seen UUID would make a huge IN clause.
         ids = [
             pk
-            for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True).values_list(
-                "pk", "remote_uuid"
-            )
+            for pk, uuid in Project.objects.filter(integration=self.integration, namespace__managed=True)
+            .values_list("pk", "remote_uuid")
+            .iterator(chunk_size=2000)  # streamed: memory stays flat
             if uuid not in seen
         ]
         self.counts.add("projects", "removed", projects_purge(project_ids=ids))

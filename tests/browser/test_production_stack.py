@@ -127,7 +127,8 @@ def test_pages_and_the_admin_are_styled_under_debug_false(production_server, mon
             display = page.evaluate(
                 "(() => { const bar = document.querySelector('.topbar');"
                 " return bar ? getComputedStyle(bar).display : 'no top bar on ' + location.pathname + ': '"
-                " + document.title + ' ' + document.body.innerText.slice(0, 200) })()")
+                " + document.title + ' ' + document.body.innerText.slice(0, 200) })()"
+            )
             assert display == "flex", path
         page.screenshot(path=str(ARTIFACTS / "production-integrations.png"))
         page.goto(f"{production_server}/admin/")

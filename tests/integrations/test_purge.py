@@ -140,16 +140,27 @@ def test_purge_killed_half_way_finishes_on_the_next_run_with_no_orphans(tenant, 
 
     from django.db.models.query import QuerySet
 
-    real_delete = QuerySet.delete
+    real_delete, real_raw_delete = QuerySet.delete, QuerySet._raw_delete
     calls = {"n": 0}
 
+    def count_or_die(queryset):
+        if queryset.model is Project:
+            calls["n"] += 1
+            if calls["n"] == 4:  # three batches of 100 projects are gone; dies deleting the 4th
+                raise KeyboardInterrupt("worker killed")
+
     def killed_mid_way(self):
-        calls["n"] += 1
-        if calls["n"] == 30:  # references (25 chunks) and sync logs are gone; dies in the 4th chunk of projects
-            raise KeyboardInterrupt("worker killed")
+        count_or_die(self)
         return real_delete(self)
 
-    with mock.patch.object(QuerySet, "delete", killed_mid_way):
+    def raw_killed_mid_way(self, using):
+        count_or_die(self)
+        return real_raw_delete(self, using)
+
+    with (
+        mock.patch.object(QuerySet, "delete", killed_mid_way),
+        mock.patch.object(QuerySet, "_raw_delete", raw_killed_mid_way),
+    ):
         with pytest.raises(KeyboardInterrupt):
             services.integration_purge(integration_id=integration.pk, chunk_size=100)
     assert Project.objects.filter(integration=integration).count() == CHILDREN * REPOS_PER_CHILD - 300
