@@ -2,6 +2,7 @@
 out-of-process tests (the fault-injection test, benchmarks, a developer with curl).
 
 GET  /_sandbox/requests[?since=N]      recorded requests (no secrets)
+GET  /_sandbox/requests/count[?since=N]  how many, by kind (rest, git, oauth)
 DELETE /_sandbox/requests               forget them
 GET  /_sandbox/credentials             the sandbox's test credentials
 POST /_sandbox/faults                   {"status": 503, "count": 2, "path": "regex"} |
@@ -75,6 +76,18 @@ def control(sandbox: Sandbox, request: Request) -> Response:
 def requests_list(sandbox: Sandbox, body: dict, request: Request) -> list[dict]:
     since = int(request.arg("since", "0"))
     return [vars(r) for r in list(sandbox.requests)[since:]]
+
+
+@action("GET", "requests/count")
+def requests_count(sandbox: Sandbox, body: dict, request: Request) -> dict:
+    """How many requests were recorded (after ``since``), by kind: for benchmarks that must not
+    hold every recorded request in their own memory while they measure it."""
+    since = int(request.arg("since", "0"))
+    recorded = list(sandbox.requests)[since:]
+    by_kind: dict[str, int] = {}
+    for r in recorded:
+        by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
+    return {"total": since + len(recorded), "since": since, "by_kind": by_kind}
 
 
 @action("DELETE", "requests")
