@@ -363,6 +363,11 @@ def test_every_request_is_recorded_without_secrets(sandbox):
     text = json.dumps(recorded)
     assert SANDBOX_WORKSPACE_TOKEN not in text
     assert SANDBOX_API_TOKEN not in text
+    # Counts alone, for benchmarks: all of them, and those after a point.
+    counts = requests.get(f"{sandbox.web_url}/_sandbox/requests/count").json()
+    assert counts == {"total": 2, "since": 0, "by_kind": {"rest": 2}}
+    later = requests.get(f"{sandbox.web_url}/_sandbox/requests/count", params={"since": 1}).json()
+    assert later["by_kind"] == {"rest": 1}
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
