@@ -20,13 +20,13 @@ def api_token_create(*, user: AbstractBaseUser, actor: Actor) -> str:
     """Replace the user's API token with a new one. Returns the token, the only time it
     exists in clear: the database keeps a SHA-512 digest (django-rest-knox)."""
     removed, _ = AuthToken.objects.filter(user=user).delete()
-    instance, token = AuthToken.objects.create(user=user, expiry=None)
+    _, token = AuthToken.objects.create(user=user, expiry=None)
     audit(
         actor=actor,
         action="api_token.create",
         target=user,
         tenant=None,
-        details={"replaced": bool(removed), "prefix": instance.token_key[:8]},
+        details={"replaced": bool(removed)},  # no part of the token: audit rows hold no secret
     )
     return token
 
