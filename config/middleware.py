@@ -39,7 +39,7 @@ class RejectNulMiddleware:
 
 
 class OutOfRangeMiddleware:
-    """A number past what the database can hold (an id of 10**30 in a path or a filter)
+    """A value past what the database can hold (an id of 10**30 in a path or a filter)
     reaches the database as an ``OverflowError`` (SQLite) or a ``DataError``
     (PostgreSQL): it is the request that is wrong, so the answer is a 400, not a 500."""
 
@@ -51,11 +51,10 @@ class OutOfRangeMiddleware:
 
     def process_exception(self, request, exception):
         if isinstance(exception, (OverflowError, DataError)):
+            message = "A value in the request is out of range (too large or too long)."
             if request.path.startswith("/api/"):
-                return JsonResponse(
-                    {"error": {"code": "invalid", "message": "A number in the request is out of range."}}, status=400
-                )
-            return HttpResponseBadRequest("A number in the request is out of range.", content_type="text/plain")
+                return JsonResponse({"error": {"code": "invalid", "message": message}}, status=400)
+            return HttpResponseBadRequest(message, content_type="text/plain")
         return None
 
 
