@@ -36,6 +36,22 @@ pytestmark = [
 ]
 
 
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+
+def launch(playwright):
+    """Debian's chromium with the flags this closed network needs (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+
+
 @pytest.fixture
 def browser_page(monkeypatch):
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
@@ -43,18 +59,7 @@ def browser_page(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-            ],
-        )
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(20000)
         page.on("dialog", lambda dialog: dialog.accept())  # confirm() prompts: yes

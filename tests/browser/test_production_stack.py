@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser.test_flow import ARTIFACTS, CHROMIUM, playwright_api  # noqa: F401 - skips as that module does
+from tests.browser.test_flow import ARTIFACTS, CHROMIUM, launch, playwright_api  # noqa: F401 - skips as that module does
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -96,18 +96,7 @@ def test_pages_and_the_admin_are_styled_under_debug_false(production_server, mon
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-            ],
-        )
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(20000)
         page.on(

@@ -12,8 +12,6 @@ from bitbucket_sandbox.data import (
     SANDBOX_API_TOKEN,
     SANDBOX_API_TOKEN_NO_ADMIN,
     SANDBOX_EMAIL,
-    SANDBOX_OAUTH_KEY,
-    SANDBOX_OAUTH_SECRET,
     SANDBOX_PROJECT_TOKEN,
     SANDBOX_READONLY_WORKSPACE_TOKEN,
     SANDBOX_WORKSPACE_TOKEN,
@@ -25,12 +23,6 @@ from scanning.models import ScanRun, ScanStatus
 from synclogs.models import Category, SyncLog
 from tests import helpers
 from tests.factories import NamespaceFactory, TenantFactory, UserFactory
-
-CREDS = {
-    "access_token": {"token": SANDBOX_WORKSPACE_TOKEN},
-    "api_token": {"email": SANDBOX_EMAIL, "token": SANDBOX_API_TOKEN},
-    "oauth": {"key": SANDBOX_OAUTH_KEY, "secret": SANDBOX_OAUTH_SECRET},
-}
 
 
 @pytest.fixture
@@ -224,7 +216,7 @@ def test_verification_refuses_and_saves_nothing(bitbucket):
             name="x",
             workspace="nope-ws",
             auth_method="access_token",
-            credentials=CREDS["access_token"],
+            credentials=helpers.CREDENTIALS["access_token"],
             actor=None,
         )
 
@@ -238,7 +230,7 @@ def test_verification_reports_unknown_workspace(bitbucket):
             name="x",
             workspace="no-such-ws",
             auth_method="access_token",
-            credentials=CREDS["access_token"],
+            credentials=helpers.CREDENTIALS["access_token"],
             actor=None,
         )
     assert "no workspace no-such-ws" in excinfo.value.report.summary_lines()[0]
