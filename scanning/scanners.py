@@ -167,7 +167,11 @@ def selected_scanners(integration: Integration) -> list[Scanner]:
 
 def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[Reference, Scanner]]:
     """The (reference, scanner) pairs to run: the head moved since the scanner's last good
-    run there, or that run is older than the scanner's ``max_age``. One query for all."""
+    run there, or that run is older than the scanner's ``max_age``. One query for all.
+
+    In the order that matters when the request budget cannot cover them all: repositories
+    the scanner has never read first, then the most recently pushed (Bitbucket's
+    ``updated_on``); a budget-paused scan continues with the rest next time."""
     if not refs or not selected:
         return []
     now = now or timezone.now()
@@ -185,7 +189,14 @@ def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[
             max_age is not None and scanned_at is not None and scanned_at < now - max_age
         )
 
-    return [(ref, scanner) for ref in refs for scanner in selected if is_due(ref, scanner)]
+    pending = [(ref, scanner) for ref in refs for scanner in selected if is_due(ref, scanner)]
+
+    def priority(pair: tuple[Reference, Scanner]) -> tuple[int, float]:
+        ref, scanner = pair
+        pushed = ref.project.remote_updated_on
+        return ((ref.pk, scanner.name) in states, -(pushed.timestamp() if pushed else 0.0))
+
+    return sorted(pending, key=priority)  # stable: ties keep the caller's order
 
 
 def run_scanner(scanner: Scanner, target: Target) -> Result | None:

@@ -225,3 +225,34 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
     assert api.get("/api/v1/packages/").status_code == 400
     assert api.get(f"/api/v1/references/{ref.pk}/sbom/").json()["bomFormat"] == "CycloneDX"
     assert api.get("/api/v1/posture-findings/", {"state": "open"}).json()["count"] > 0
+
+
+def test_scanner_work_comes_in_the_order_that_matters(db):
+    """When the budget cannot cover everything: never-read repositories first, then the most
+    recently pushed."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scanning.models import ScannerState
+    from scanning.scanners import REGISTRY, due
+    from tests.factories import ProjectFactory, ReferenceFactory
+
+    now = timezone.now()
+    refs = []
+    for name, pushed_hours_ago, scanned in (
+        ("old", 72, True),
+        ("new-quiet", 48, False),
+        ("hot", 1, True),
+        ("new-hot", 2, False),
+        ("unknown", None, True),
+    ):
+        project = ProjectFactory(
+            name=name, remote_updated_on=now - timedelta(hours=pushed_hours_ago) if pushed_hours_ago else None
+        )
+        ref = ReferenceFactory(project=project)
+        if scanned:  # read before, at an older head: due again because the head moved
+            ScannerState.objects.create(reference=ref, scanner="dependencies", commit="f" * 40, ok=True)
+        refs.append(ref)
+    order = [ref.project.name for ref, _ in due(refs, [REGISTRY["dependencies"]])]
+    assert order == ["new-hot", "new-quiet", "hot", "old", "unknown"]
