@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from django.conf import settings
+from django.core.cache import cache
 
 UNKNOWN = "0.0.0.0"
 
@@ -27,3 +28,22 @@ def client_ip(request) -> str:
         except ValueError:
             continue
     return UNKNOWN
+
+
+class Window:
+    """A per-address count in a fixed window, in the shared cache (Redis on the production
+    path): how many failures (invalid tokens, refused webhook deliveries) one address sent
+    in the last ``seconds``."""
+
+    def __init__(self, name: str, address: str, seconds: int = 60) -> None:
+        self.key, self.seconds = f"{name}:{address}", seconds
+
+    def count(self) -> int:
+        return cache.get(self.key) or 0
+
+    def add(self) -> None:
+        if cache.add(self.key, 1, self.seconds) is False:
+            try:
+                cache.incr(self.key)
+            except ValueError:  # expired in between
+                cache.add(self.key, 1, self.seconds)

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, Project
+from integrations.services import integration_feature_refused
 from scanning.models import WebhookRegistration
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
@@ -192,8 +193,7 @@ def _update(
 def _refuse(integration: Integration, exc: bb.Forbidden) -> None:
     missing = ", ".join(exc.missing_scopes) or "webhook administration"
     reason = f"the credentials may not manage webhooks (missing: {missing})"
-    integration.refused_features = {**integration.refused_features, REFUSED: reason}
-    Integration.objects.filter(pk=integration.pk).update(refused_features=integration.refused_features)
+    integration_feature_refused(integration=integration, feature=REFUSED, reason=reason)
     sync_log_record(
         integration=integration,
         operation=Operation.PR_SCAN,

@@ -30,7 +30,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, Member, Namespace, Project, Reference
-from integrations.services import projects_purge, references_sync
+from integrations.services import integration_feature_refused, projects_purge, references_sync
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
 from scanning.models import ScanRun, ScanStatus
 from scanning.scanners import Target, due, run_scanner, selected_scanners
@@ -477,9 +477,7 @@ class OrgSync:
                 m["user"]["uuid"]: m["user"] for m in self.client.members(self.ws) if m.get("user", {}).get("uuid")
             }
         except (bb.Forbidden, bb.Unauthorized, bb.NotFound) as exc:
-            refused = {**self.integration.refused_features, MEMBERS: str(exc)}
-            Integration.objects.filter(pk=self.integration.pk).update(refused_features=refused)
-            self.integration.refused_features = refused
+            integration_feature_refused(integration=self.integration, feature=MEMBERS, reason=str(exc))
             sync_log_record(
                 integration=self.integration,
                 operation=Operation.SYNC,

@@ -20,13 +20,13 @@ from datetime import datetime
 from functools import partial
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.bitbucket import client as bb
 from integrations.crypto import SealedSecret
 from integrations.models import Integration, IntegrationStatus, Project, Reference
+from integrations.net import Window
 from integrations.queue import enqueue
 from integrations.services import projects_purge, reference_move, references_remove
 from scanning.models import QueueFlag, Trigger, WebhookDelivery
@@ -119,12 +119,7 @@ def _request_drain() -> None:
 
 def _refused(integration_id: int, source: str, *, unsigned: bool, integration_uuid) -> Rejected:
     """One sync log entry per integration and cause, counted; the source is slowed down."""
-    window = f"webhook-refused:{source}"
-    if cache.add(window, 1, 60) is False:
-        try:
-            cache.incr(window)
-        except ValueError:
-            cache.add(window, 1, 60)
+    Window("webhook-refused", source).add()
     integration = Integration.objects.get(pk=integration_id)
     sync_log_record(
         integration=integration,
@@ -157,7 +152,7 @@ def delivery_receive(
     """
     if len(body) > MAX_BODY:
         raise Rejected(413, "Payload larger than 256 KB.")
-    if (cache.get(f"webhook-refused:{source}") or 0) >= settings.WEBHOOK_REFUSALS_PER_MINUTE:
+    if Window("webhook-refused", source).count() >= settings.WEBHOOK_REFUSALS_PER_MINUTE:
         raise Rejected(429, "Too many refused deliveries from this address; try again in a minute.")
     found = _integration_for(integration_uuid)
     if found is None:

@@ -9,7 +9,6 @@ before any token is even looked at.
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
@@ -17,15 +16,15 @@ from rest_framework import exceptions
 from rest_framework.authentication import get_authorization_header
 
 from integrations.api.throttles import AnonThrottle
-from integrations.net import client_ip
+from integrations.net import Window, client_ip
 
 WINDOW = 60
 
 
 class TokenAuthentication(KnoxTokenAuthentication):
     def authenticate(self, request):
-        key = f"api-token-failures:{client_ip(request)}"
-        if (cache.get(key) or 0) >= settings.API_TOKEN_FAILURES_PER_MINUTE:
+        failures = Window("api-token-failures", client_ip(request), WINDOW)
+        if failures.count() >= settings.API_TOKEN_FAILURES_PER_MINUTE:
             raise exceptions.Throttled(wait=WINDOW, detail="Too many invalid API tokens from this address.")
         if not get_authorization_header(request):
             self._throttle_anonymous(request)
@@ -33,11 +32,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            if cache.add(key, 1, WINDOW) is False:
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired in between
-                    cache.add(key, 1, WINDOW)
+            failures.add()
             raise
 
     @staticmethod

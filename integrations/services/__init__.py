@@ -26,6 +26,7 @@ from integrations.services.lifecycle import (
     credentials_update,
     integration_create,
     integration_delete_request,
+    integration_feature_refused,
     integration_update,
     webhook_secret_rotate,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "encryption_keys_rotate",
     "integration_create",
     "integration_delete_request",
+    "integration_feature_refused",
     "integration_purge",
     "integration_update",
     "membership_set",

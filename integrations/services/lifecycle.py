@@ -352,3 +352,18 @@ def integration_delete_request(*, integration: Integration, actor: Actor) -> dic
     # Scanning removes the webhooks it registered in Bitbucket, then calls integration_purge.
     transaction.on_commit(lambda: enqueue("scanning.tasks.integration_teardown_task", integration_id))
     return preview
+
+
+def integration_feature_refused(*, integration: Integration, feature: str, reason: str) -> None:
+    """Remember that Bitbucket refused ``feature`` (workspace members, webhook management) to
+    these credentials, so scans stop asking; cleared when the credentials or the settings
+    change (``credentials_update``, ``integration_update``). The one writer besides those."""
+    integration.refused_features = {**integration.refused_features, feature: reason}
+    Integration.objects.filter(pk=integration.pk).update(refused_features=integration.refused_features)
+    audit(
+        actor=None,
+        action="integration.feature_refused",
+        target=integration,
+        tenant=integration.tenant,
+        details={"feature": feature, "reason": reason[:300]},
+    )
