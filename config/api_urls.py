@@ -23,6 +23,7 @@ router.register("pull-request-scans", scanning.PullRequestScanViewSet, basename=
 urlpatterns = [
     path("integrations/<int:pk>/rescan/", scanning.RescanView.as_view(), name="integration-rescan"),
     path("integrations/<int:pk>/verify/", scanning.VerifyView.as_view(), name="integration-verify"),
+    path("integrations/<int:pk>/inventory/", scanning.InventoryView.as_view(), name="integration-inventory"),
     path("packages/", scanning.PackageSearchView.as_view(), name="packages"),
     path("pull-requests/<int:pk>/rescan/", scanning.PullRequestRescanView.as_view(), name="pullrequest-rescan"),
     path("references/<int:pk>/sbom/", scanning.SbomView.as_view(), name="reference-sbom"),

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,6 @@ DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 # No insecure fallback: ``dev.py`` generates one into .env for local use.
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "SECRET_KEY is not set. Run `python3 dev.py run` once to generate a local .env, "
         "or set SECRET_KEY in the environment."
@@ -259,6 +258,20 @@ BITBUCKET_MAX_RETRY_AFTER = env.float("BITBUCKET_MAX_RETRY_AFTER", default=60.0)
 # Concurrent git ref reads per scan (they count against git's 60,000/hour, not REST's budget).
 BITBUCKET_GIT_CONCURRENCY = env.int("BITBUCKET_GIT_CONCURRENCY", default=8)
 
+# The shared request budget (integrations/bitbucket/budget.py): Bitbucket's published hourly
+# allowances per account, used until Bitbucket's X-RateLimit-Limit says otherwise. Scanners
+# and other background work leave BITBUCKET_REST_RESERVE requests of the hour to listings,
+# webhooks and people. Kept in Redis when REDIS_URL is set, else in the database.
+BITBUCKET_REST_PER_HOUR = env.int("BITBUCKET_REST_PER_HOUR", default=1000)
+BITBUCKET_GIT_PER_HOUR = env.int("BITBUCKET_GIT_PER_HOUR", default=60000)
+BITBUCKET_REST_RESERVE = env.int("BITBUCKET_REST_RESERVE", default=100)
+BITBUCKET_RATE_WINDOW_SECONDS = env.int("BITBUCKET_RATE_WINDOW_SECONDS", default=3600)
+REQUEST_BUDGET_STORE = env.str("REQUEST_BUDGET_STORE", default="redis" if REDIS_URL else "database")
+if REQUEST_BUDGET_STORE not in ("redis", "database"):
+    raise ImproperlyConfigured("REQUEST_BUDGET_STORE must be 'redis' or 'database'.")
+if REQUEST_BUDGET_STORE == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("REQUEST_BUDGET_STORE=redis needs REDIS_URL.")
+
 # --- Sync logs -------------------------------------------------------------------------------
 SYNCLOG_RETENTION_DAYS = env.int("SYNCLOG_RETENTION_DAYS", default=90)
 # How often the dispatcher looks for integrations whose next scan is due (minutes).
@@ -271,10 +284,6 @@ SCAN_HEARTBEAT_SECONDS = env.int("SCAN_HEARTBEAT_SECONDS", default=15)
 SCAN_STALE_SECONDS = env.int("SCAN_STALE_SECONDS", default=90)
 
 # --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----
-# REST requests the scanners may spend in one scan; the rest waits for the next scan
-# (state is kept per reference, so it resumes). Keep it under the credential's hourly
-# allowance (1,000 for API tokens and OAuth consumers) minus what listing needs.
-SCANNER_REST_BUDGET = env.int("SCANNER_REST_BUDGET", default=800)
 # How deep the dependency scanner lists a repository looking for manifests.
 SCANNER_MAX_DEPTH = env.int("SCANNER_MAX_DEPTH", default=4)
 # Posture: merges should need at least this many approvals.

@@ -36,7 +36,10 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 BITBUCKET_API_URL = "http://127.0.0.1:9/2.0"
 BITBUCKET_BACKOFF_FACTOR = 0.01
 BITBUCKET_BACKOFF_MAX = 0.05
-WEBHOOK_LOOKUP_TTL = 0  # tests change secrets and expect it at once
+WEBHOOK_LOOKUP_TTL = 0
+# The request budget in the test database (rolled back with each test); its Redis store has
+# tests of its own.
+REQUEST_BUDGET_STORE = "database"  # tests change secrets and expect it at once
 
 # Live-server request threads close their connection when the request ends (persistent
 # connections would outlive the threads and keep PostgreSQL's test database in use at teardown).

@@ -368,3 +368,36 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_repr} {self.action} {self.target_repr}"
+
+
+class RequestBucket(models.Model):
+    """Requests one Bitbucket account spent in one slice (1/60) of the rolling hour, for one
+    rate-limited resource: the shared request budget's database store (Redis holds the same
+    counters when ``REDIS_URL`` is set). Written only by ``integrations.bitbucket.budget``."""
+
+    account = models.CharField(max_length=64)  # a digest of the credential's identity, never the credential
+    resource = models.CharField(max_length=16)  # "repositories" (REST) or "git"
+    slot = models.BigIntegerField()  # seconds since the epoch // slice length
+    used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "resource", "slot"], name="requestbucket_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.account[:8]} {self.resource} @{self.slot}: {self.used}"
+
+
+class RequestAllowance(models.Model):
+    """What Bitbucket said an account's hourly allowance is (``X-RateLimit-Limit``): access
+    tokens of large paid workspaces get up to 10,000. Written only by the budget."""
+
+    account = models.CharField(max_length=64)
+    resource = models.CharField(max_length=16)
+    limit = models.PositiveIntegerField()
+    learned_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "resource"], name="requestallowance_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.account[:8]} {self.resource}: {self.limit}/h"

@@ -26,7 +26,7 @@ from integrations.selectors import has_role
 from scanning import services
 from scanning.models import PostureFinding, PullRequest, PullRequestScan, ScanRun, ScanStatus, Trigger
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
-from scanning.selectors import package_search, pull_requests_with_latest_scan, reference_sbom
+from scanning.selectors import inventory_status, package_search, pull_requests_with_latest_scan, reference_sbom
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -136,6 +136,47 @@ class VerifyView(APIView):
             self.permission_denied(request, "Only admins and owners can test credentials.")
         report = services.integration_test_configuration(integration=integration, actor=request.user)
         return Response(report.as_dict())
+
+
+class BudgetSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="Requests an hour this account may make.")
+    limit_source = serializers.ChoiceField(
+        choices=["bitbucket", "published"], help_text="Bitbucket's X-RateLimit-Limit, or the published figure."
+    )
+    used = serializers.IntegerField(help_text="Spent in the rolling hour, by every worker and integration.")
+    left = serializers.IntegerField()
+    resets_at = serializers.DateTimeField(allow_null=True, help_text="When the oldest counted requests roll off.")
+
+
+class InventoryView(APIView):
+    permission_classes = [TenantRole]
+
+    @extend_schema(
+        summary="The inventory's coverage, its ETA and the Bitbucket account's request budget",
+        description="The account's hourly allowance is shared by every integration using the same Bitbucket "
+        "account and by every task cluster; a first inventory of a large workspace is bound by it.",
+        responses={
+            200: inline_serializer(
+                "Inventory",
+                {
+                    "budget": inline_serializer(
+                        "Budgets", {"repositories": BudgetSerializer(), "git": BudgetSerializer()}
+                    ),
+                    "scanners": serializers.DictField(
+                        child=serializers.DictField(), help_text="covered, total, requests_per_repository"
+                    ),
+                    "requests_needed": serializers.DictField(child=serializers.IntegerField()),
+                    "complete": serializers.BooleanField(),
+                    "eta": serializers.DateTimeField(allow_null=True),
+                    "eta_bitbucket_hours": serializers.FloatField(allow_null=True),
+                },
+            ),
+            **ERRORS,
+        },
+    )
+    def get(self, request, pk: int):
+        integration = get_visible_integration(request, pk)
+        return Response(inventory_status(integration=integration))
 
 
 class PackageSerializer(serializers.Serializer):

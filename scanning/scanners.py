@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from common.scanners import CATALOGUE, ScannerInfo
 from integrations.bitbucket import client as bb
+from integrations.bitbucket.budget import REST
 from integrations.models import Integration, Project, Reference
 from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState
@@ -58,12 +59,20 @@ class Scanner:
         """Rescan after this long even if the head did not move (None: only when it moves)."""
         return None
 
+    def requests_per_repository(self, integration: Integration) -> dict[str, float]:
+        """What one repository costs this scanner, per rate-limited resource (for ETAs)."""
+        return {}
+
     def scan(self, target: Target) -> Result:  # pragma: no cover - interface
         raise NotImplementedError
 
 
 class DependenciesScanner(Scanner):
     info = CATALOGUE["dependencies"]
+
+    def requests_per_repository(self, integration: Integration) -> dict[str, float]:
+        # One source listing and ~1.5 file reads per repository (measured on the sandbox).
+        return {REST: 2.5}
 
     def scan(self, target: Target) -> Result:
         commit = target.reference.head_commit
@@ -107,6 +116,9 @@ class PostureScanner(Scanner):
 
     def max_age(self) -> timedelta | None:
         return timedelta(hours=settings.POSTURE_MAX_AGE_HOURS)
+
+    def requests_per_repository(self, integration: Integration) -> dict[str, float]:
+        return {REST: 2.0}  # branch restrictions and default reviewers
 
     def scan(self, target: Target) -> Result:
         branch = target.project.main_branch or target.reference.name

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from common.versions import comparable_version
+from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import IntegrationStatus, Project, Reference
-from scanning.models import DependencyPackage, PostureFinding, PostureRule, PullRequest, PullRequestScan
+from integrations.selectors import integration_get_credentials
+from scanning.models import (
+    DependencyPackage,
+    PostureFinding,
+    PostureRule,
+    PullRequest,
+    PullRequestScan,
+    ScannerState,
+)
+from scanning.scanners import selected_scanners
 
 
 def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = "") -> QuerySet | list:
@@ -186,3 +198,46 @@ def pr_scans_visible(*, tenant) -> QuerySet:
     return PullRequestScan.objects.filter(pull_request__project__namespace__tenant=tenant).select_related(
         "pull_request__project__integration"
     )
+
+
+def inventory_status(*, integration) -> dict:
+    """Where an integration's inventory stands and what Bitbucket still allows this hour:
+
+    * ``budget``: the account's shared allowance per resource (used, left, resets at);
+    * ``scanners``: per selected scanner, the default branches it has read at their current
+      head (``covered`` of ``total``), what one repository costs it, and an honest ETA: the
+      requests still needed, spread over what the account's hour allows (a first inventory
+      of a large workspace is bound by Bitbucket's limits, not by the portal's workers).
+    """
+    budget = budget_for(integration_get_credentials(integration=integration), settings.BITBUCKET_API_URL)
+    standings = {resource: budget.standing(resource) for resource in RESOURCES}
+    refs = Reference.objects.filter(project__integration=integration, is_default=True).exclude(head_commit="")
+    total = refs.count()
+    now = timezone.now()
+    scanners, need = {}, dict.fromkeys(RESOURCES, 0.0)
+    for scanner in selected_scanners(integration):
+        current = ScannerState.objects.filter(
+            reference__in=refs, scanner=scanner.name, ok=True, commit=F("reference__head_commit")
+        )
+        if scanner.max_age() is not None:
+            current = current.filter(scanned_at__gte=now - scanner.max_age())
+        covered = current.count()
+        cost = scanner.requests_per_repository(integration)
+        for resource, n in cost.items():
+            need[resource] += (total - covered) * n
+        scanners[scanner.name] = {"covered": covered, "total": total, "requests_per_repository": cost}
+    hours = 0.0
+    for resource, standing in standings.items():
+        per_hour = max(1, standing.limit - (settings.BITBUCKET_REST_RESERVE if resource == REST else 0))
+        beyond_this_hour = max(0.0, need[resource] - max(0, standing.left))
+        hours = max(hours, beyond_this_hour / per_hour)
+    complete = all(s["covered"] >= s["total"] for s in scanners.values())
+    return {
+        "budget": {resource: standing.as_dict() for resource, standing in standings.items()},
+        "scanners": scanners,
+        "requests_needed": {resource: round(n) for resource, n in need.items()},
+        "complete": complete,
+        # Within this hour when what is left covers it (then the workers' pace decides).
+        "eta": None if complete else (now + timedelta(hours=hours)).isoformat(),
+        "eta_bitbucket_hours": None if complete else round(hours, 1),
+    }

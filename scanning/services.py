@@ -102,8 +102,8 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
             pass  # the next scan registers it
         if outcome.scanners_deferred:
             summary = (
-                summary + f" Scanners paused with {outcome.scanners_deferred} left; the next scan, in an "
-                "hour, continues."
+                summary + f" Scanners paused with {outcome.scanners_deferred} left (the account's hourly "
+                "allowance is spent); the next scan continues when it has room."
             ).strip()
     except WorkerStopping:
         # The cluster is shutting down: end this scan and queue the one that resumes it (it
@@ -123,7 +123,8 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         logger.warning("Scan %s of integration %s was ended while this worker ran it; stopping", run.pk, integration.pk)
         return ScanRun.objects.get(pk=run.pk)
     except ListingIncomplete as exc:
-        classified = classify(exc.__cause__ or exc, auth_method=integration.auth_method)
+        cause = exc.__cause__ or exc
+        classified = classify(cause, auth_method=integration.auth_method)
         entry = sync_log_record(
             integration=integration,
             operation=Operation.SYNC,
@@ -131,6 +132,11 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
             message="The scan stopped while listing Bitbucket, so nothing was removed: " + classified.message,
         )
         summary = entry.message
+        if isinstance(cause, bb.RateLimited) and sync is not None:
+            # The account's hour is spent: what was listed is kept, and the scan resumes by
+            # itself when there is room (unchanged repositories cost nothing the second time).
+            status = ScanStatus.PARTIAL
+            sync.outcome.resume_after = cause.retry_after or 3600.0
     except bb.BitbucketError as exc:
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
         summary = entry.message
@@ -156,9 +162,11 @@ def _finish(
     fields = {"last_scan_at": finished}
     if integration.status != IntegrationStatus.DELETING:
         fields["next_scan_at"] = next_scan_time(integration, started)
-        if sync is not None and sync.outcome.scanners_deferred:
-            # Keep going across the hour: come back when the rolling window has room again.
-            fields["next_scan_at"] = min(fields["next_scan_at"], finished + timedelta(hours=1))
+        if sync is not None and sync.outcome.resume_after:
+            # Keep going across the hour: come back when the account's window has room again.
+            fields["next_scan_at"] = min(
+                fields["next_scan_at"], finished + timedelta(seconds=max(60.0, sync.outcome.resume_after))
+            )
         if integration.status != IntegrationStatus.PAUSED:
             fields["status"] = IntegrationStatus.ERROR if status == ScanStatus.FAILED else IntegrationStatus.ACTIVE
     Integration.objects.filter(pk=integration.pk).update(**fields)

@@ -22,6 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.bitbucket import client as bb
+from integrations.bitbucket.budget import GIT
 from integrations.models import Integration, Member, Namespace, Project, Reference
 from integrations.services import integration_feature_refused, projects_purge, references_sync
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
@@ -98,7 +100,8 @@ class Outcome:
     complete: bool = False
     problems: int = 0  # per-repository failures that make a scan partial
     git_fallbacks: list[str] = field(default_factory=list)
-    scanners_deferred: int = 0  # scanner runs left for the next scan (budget or rate limit)
+    scanners_deferred: int = 0  # scanner runs left for the next scan (the account's hour is spent)
+    resume_after: float | None = None  # seconds until the account's budget has room again
 
 
 class OrgSync:
@@ -352,33 +355,43 @@ class OrgSync:
                     False,
                 )
             except (bb.Unauthorized, bb.Forbidden):
-                try:
-                    branches = {b["name"]: b["target"]["hash"] for b in self.client.branches(f"{self.ws}/{slug}")}
-                    return slug, branches, None, True
-                except bb.BitbucketError as exc:
-                    return slug, None, exc, True
+                return slug, None, None, True  # refused: read over REST below
             except bb.BitbucketError as exc:
                 return slug, None, exc, False
 
+        def read_rest(slug: str) -> tuple[str, dict[str, str] | None, BaseException | None, bool]:
+            try:
+                return (
+                    slug,
+                    {b["name"]: b["target"]["hash"] for b in self.client.branches(f"{self.ws}/{slug}")},
+                    None,
+                    True,
+                )
+            except bb.BitbucketError as exc:
+                return slug, None, exc, True
+
+        # The git reads run on threads, paid for at once from the account's git budget; REST
+        # fallbacks (git refused) follow here, one by one, from the scan's own REST budget.
+        with self.client.budget.batch(GIT, len(slugs)):
+            with ThreadPoolExecutor(max_workers=max(1, settings.BITBUCKET_GIT_CONCURRENCY)) as pool:
+                read_by_git = list(pool.map(read, slugs))
         results: dict[str, dict[str, str] | None] = {}
-        with ThreadPoolExecutor(max_workers=max(1, settings.BITBUCKET_GIT_CONCURRENCY)) as pool:
-            for slug, heads, error, fell_back in pool.map(read, slugs):
-                results[slug] = heads
-                if fell_back:
-                    self.outcome.git_fallbacks.append(slug)
-                if error is not None:
-                    self.outcome.problems += 1
-                    project = Project.objects.filter(
-                        integration=self.integration, full_name=f"{self.ws}/{slug}"
-                    ).first()
-                    sync_log_record(
-                        integration=self.integration,
-                        operation=Operation.SYNC,
-                        exc=error,
-                        project=project,
-                        level=Level.WARNING,
-                        message=f"Could not read the branches of {self.ws}/{slug}: {error}",
-                    )
+        for slug, heads, error, refused in read_by_git:
+            slug, heads, error, fell_back = read_rest(slug) if refused else (slug, heads, error, False)
+            results[slug] = heads
+            if fell_back:
+                self.outcome.git_fallbacks.append(slug)
+            if error is not None:
+                self.outcome.problems += 1
+                project = Project.objects.filter(integration=self.integration, full_name=f"{self.ws}/{slug}").first()
+                sync_log_record(
+                    integration=self.integration,
+                    operation=Operation.SYNC,
+                    exc=error,
+                    project=project,
+                    level=Level.WARNING,
+                    message=f"Could not read the branches of {self.ws}/{slug}: {error}",
+                )
         return results
 
     def _write_references(self, rows: list[tuple[int, str, dict[str, str] | None]]) -> None:
@@ -433,35 +446,41 @@ class OrgSync:
             .order_by("project__full_name")
         )
         pending = due(refs, selected)
-        budget_end = self.client.stats.rest + settings.SCANNER_REST_BUDGET
-        for index, (ref, scanner) in enumerate(pending):
-            if self.client.stats.rest >= budget_end:
-                self._defer(len(pending) - index, f"the scan's REST budget ({settings.SCANNER_REST_BUDGET}) is spent")
-                return
-            try:
-                result = run_scanner(scanner, Target(self.integration, ref.project, ref, self.client))
-            except bb.RateLimited as exc:
-                self._defer(len(pending) - index, f"Bitbucket's rate limit was reached ({exc})")
-                return
-            if result is None:
-                continue
-            bucket = self.counts.data.setdefault(f"{scanner.name} scanner", {"references": 0})
-            bucket["references"] += 1
-            for key, value in result.counts.items():
-                bucket[key] = bucket.get(key, 0) + value
+        # Scanners are background work: they leave BITBUCKET_REST_RESERVE of the account's hour
+        # to listings, webhooks and people, and stop (to resume by themselves) when it is spent.
+        self.client.reserve = settings.BITBUCKET_REST_RESERVE
+        try:
+            for index, (ref, scanner) in enumerate(pending):
+                try:
+                    result = run_scanner(scanner, Target(self.integration, ref.project, ref, self.client))
+                except bb.RateLimited as exc:
+                    self._defer(len(pending) - index, exc)
+                    return
+                if result is None:
+                    continue
+                bucket = self.counts.data.setdefault(f"{scanner.name} scanner", {"references": 0})
+                bucket["references"] += 1
+                for key, value in result.counts.items():
+                    bucket[key] = bucket.get(key, 0) + value
+        finally:
+            self.client.reserve = 0
 
-    def _defer(self, remaining: int, why: str) -> None:
+    def _defer(self, remaining: int, exc: bb.RateLimited) -> None:
+        """The account's hour is spent: the scan ends here and the next one is scheduled for
+        when there is room again (scanner state is kept per reference, so it resumes)."""
         self.outcome.scanners_deferred = remaining
+        self.outcome.resume_after = exc.retry_after or 3600.0
+        resume_at = timezone.localtime(timezone.now() + timedelta(seconds=self.outcome.resume_after))
         sync_log_record(
             integration=self.integration,
             operation=Operation.SYNC,
             level=Level.WARNING,
             classified=Classified(
                 Category.RATE_LIMITED,
-                f"Scanners paused with {remaining} repository scan(s) left: {why}.",
-                "Nothing to do: the next scan, in about an hour, continues where this one "
-                "stopped. A larger SCANNER_REST_BUDGET or an access token (higher allowance) "
-                "finishes sooner.",
+                f"Scanners paused with {remaining} repository scan(s) left: {exc}",
+                f"Nothing to do: they resume by themselves at about {resume_at:%H:%M}, when the Bitbucket "
+                "account's hourly allowance has room again. An access token of a large paid workspace has a "
+                "higher allowance; dependency scans over git (the default) spend almost no REST requests.",
             ),
         )
 

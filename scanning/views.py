@@ -19,6 +19,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -39,6 +40,7 @@ from scanning.models import (
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
 from scanning.selectors import (
     csv_rows,
+    inventory_status,
     package_search,
     posture_overview,
     pr_scans_visible,
@@ -114,6 +116,18 @@ def scans_per_day(integration, days: int = 30) -> list[dict]:
     return result
 
 
+def _inventory_for_page(integration) -> dict:
+    """``inventory_status`` with datetimes and percentages for the template."""
+    status = inventory_status(integration=integration)
+    for standing in status["budget"].values():
+        standing["resets_at"] = parse_datetime(standing["resets_at"]) if standing["resets_at"] else None
+        standing["percent"] = min(100, round(100 * standing["used"] / max(1, standing["limit"])))
+    for scanner in status["scanners"].values():
+        scanner["percent"] = round(100 * scanner["covered"] / scanner["total"]) if scanner["total"] else 100
+    status["eta"] = parse_datetime(status["eta"]) if status["eta"] else None
+    return status
+
+
 @tenant_view()
 def sync_log(request, pk: int | None = None):
     """One integration's sync log (with its scan chart), or the whole tenant's."""
@@ -143,6 +157,7 @@ def sync_log(request, pk: int | None = None):
             "integration": integration,
             "page": page,
             "chart": scans_per_day(integration) if integration else None,
+            "inventory": _inventory_for_page(integration) if integration else None,
             "categories": Category.choices,
             "operations": Operation.choices,
             "filters": {"category": category, "operation": operation, "state": state, "days": days},

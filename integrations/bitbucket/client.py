@@ -35,6 +35,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from integrations.bitbucket.budget import GIT, REST, budget_for
 from integrations.bitbucket.credentials import Credentials
 from integrations.bitbucket.errors import (  # noqa: F401 - the client's failures, as bb.NotFound etc.
     AppPasswordRejected,
@@ -102,7 +103,12 @@ class BitbucketClient:
         self.api_url = (api_url or settings.BITBUCKET_API_URL).rstrip("/")
         self.web_url = (web_url or settings.BITBUCKET_WEB_URL).rstrip("/")
         self.timeout = timeout or (settings.BITBUCKET_CONNECT_TIMEOUT, settings.BITBUCKET_READ_TIMEOUT)
-        self.stats = CallStats()
+        self.stats = CallStats(on_retry=self._retried)
+        # The account's hourly allowance, shared with every worker (budget.py); background
+        # work sets ``reserve`` to leave room for listings, webhooks and people.
+        self.budget = budget_for(credentials, self.api_url)
+        self.reserve = 0
+        self._repositories_path = urlsplit(self.api_url).path.rstrip("/") + "/repositories"
         # Called before every request (a running scan's heartbeat); may raise to stop the work.
         self.before_request: Callable[[], None] | None = None
         self._token_key = oauth_cache_key(credentials, self.web_url, token_cache_scope)
@@ -194,6 +200,9 @@ class BitbucketClient:
         path = urlsplit(url).path
         if self.before_request is not None:
             self.before_request()
+        resource = self._resource(kind, path)
+        if resource is not None:
+            self.budget.take(resource, reserve=self.reserve if resource == REST else 0)
         self.stats.add(kind)
         try:
             response = self.session.request(
@@ -201,10 +210,14 @@ class BitbucketClient:
             )
         except requests.RequestException as exc:
             raise self._transport_error(exc, method, url) from exc
+        if resource is not None:
+            self.budget.observe(resource, response.status_code, response.headers)
         if response.status_code == 401 and self.credentials.method == AuthMethod.OAUTH and kind == "rest":
             # The cached token may have been revoked early: fetch a new one once.
             oauth_tokens.forget(self._token_key)
             self._private_token = None
+            if resource is not None:
+                self.budget.take(resource)
             try:
                 response = self.session.request(
                     method, url, params=params, json=json, timeout=self.timeout, auth=auth, allow_redirects=True
@@ -214,6 +227,20 @@ class BitbucketClient:
         if response.status_code < 400 or response.status_code in allow_statuses:
             return response
         raise self._status_error(response, method, path)
+
+    def _resource(self, kind: str, path: str) -> str | None:
+        """The rate-limited resource a request counts against, if any."""
+        if kind == "git":
+            return GIT
+        if path == self._repositories_path or path.startswith(self._repositories_path + "/"):
+            return REST
+        return None
+
+    def _retried(self, kind: str, url: str) -> None:
+        """urllib3 sent a request again: Bitbucket counts it, so the budget does."""
+        resource = self._resource(kind, urlsplit(url).path)
+        if resource is not None:
+            self.budget.spend(resource)
 
     def _transport_error(self, exc: requests.RequestException, method: str, url: str) -> BitbucketError:
         """Map a failure below HTTP to its type. urllib3 wraps timeouts and dropped

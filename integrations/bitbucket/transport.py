@@ -8,6 +8,7 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,7 +68,10 @@ class CappedRetry(Retry):
         if self.stats is not None and (response is not None or _is_read_error(error)):
             # The failed attempt reached Bitbucket (an answer, or a read that failed after
             # sending) and is sent again: Bitbucket counts both, so the scan does too.
-            self.stats.add("git" if url and ".git/" in url else "rest")
+            kind = "git" if url and ".git/" in url else "rest"
+            self.stats.add(kind)
+            if self.stats.on_retry is not None:
+                self.stats.on_retry(kind, url or "")
         return retry
 
 
@@ -162,6 +166,8 @@ class CallStats:
     git: int = 0
     oauth: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Told of every request urllib3 sent again (kind, URL): the client charges its budget.
+    on_retry: Callable[[str, str], None] | None = field(default=None, repr=False)
 
     def add(self, kind: str) -> None:
         with self.lock:

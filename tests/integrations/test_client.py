@@ -13,6 +13,9 @@ from integrations.bitbucket import client as bb
 from integrations.bitbucket.client import BitbucketClient, parse_ref_advertisement
 from integrations.bitbucket.credentials import Credentials
 
+# Every client counts its requests in the shared request budget, kept in the database here.
+pytestmark = pytest.mark.django_db
+
 API = "https://api.bitbucket.org/2.0"
 WEB = "https://bitbucket.org"
 SECRET = "ATCTT3xTopSecretToken42"

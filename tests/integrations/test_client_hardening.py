@@ -17,6 +17,9 @@ from synclogs.classify import classify
 from synclogs.models import Category
 from tests.integrations.test_client import API, WEB, quick  # noqa: F401 - the client tests' settings, autouse
 
+# Every client counts its requests in the shared request budget, kept in the database here.
+pytestmark = pytest.mark.django_db
+
 
 def _token_endpoint(request):
     """Bitbucket's token endpoint: one consumer, one secret."""

@@ -141,23 +141,65 @@ def test_missing_scope_is_a_warning_per_project_and_the_scan_goes_on(bitbucket):
     assert not ScannerState.objects.filter(ok=True).exists()
 
 
-def test_scanners_pace_themselves_and_resume(bitbucket, settings):
+def test_scanners_pace_themselves_from_the_shared_budget_and_resume(bitbucket, settings):
+    """Bitbucket allows 12 requests an hour here: the scanners stop before the 13th, leaving
+    the reserve, never see a 429, and the next scan (brought forward to when the hour has
+    room) resumes where they stopped."""
     from django.utils import timezone
 
-    settings.SCANNER_REST_BUDGET = 6
-    integration = connect(["dependencies"])
+    from integrations.models import RequestBucket
+
+    bitbucket.sandbox.rate_limit = 12
+    settings.BITBUCKET_REST_RESERVE = 2
+    integration = connect(["posture"])
     first = scan(integration)
     assert first.status == ScanStatus.SUCCEEDED
     assert "Scanners paused" in first.summary
-    done_first = first.counts["dependencies scanner"]["references"]
+    done_first = first.counts["posture scanner"]["references"]
     assert 0 < done_first < 8
+    assert not [r for r in bitbucket.sandbox.requests if r.status == 429]
     integration.refresh_from_db()
-    assert integration.next_scan_at <= timezone.now() + timezone.timedelta(hours=1)
-    assert SyncLog.objects.filter(integration=integration, category=Category.RATE_LIMITED).exists()
-    settings.SCANNER_REST_BUDGET = 800
+    assert integration.next_scan_at <= timezone.now() + timezone.timedelta(hours=1, minutes=1)
+    paused = SyncLog.objects.get(integration=integration, category=Category.RATE_LIMITED)
+    assert "resume by themselves" in paused.hint
+    # The API and the integration's page say where the inventory and the account stand.
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from integrations.models import Role
+    from tests.factories import TenantFactory, member
+
+    viewer = member(integration.tenant, Role.VIEWER, username="reader")
+    api = APIClient()
+    api.force_authenticate(viewer)
+    body = api.get(reverse("api:integration-inventory", args=[integration.pk])).json()
+    assert body["scanners"]["posture"] == {
+        "covered": done_first,
+        "total": 8,
+        "requests_per_repository": {"repositories": 2.0},
+    }
+    assert body["complete"] is False
+    assert body["budget"]["repositories"]["limit"] == 12
+    assert body["budget"]["repositories"]["limit_source"] == "bitbucket"
+    assert body["budget"]["repositories"]["left"] <= settings.BITBUCKET_REST_RESERVE
+    assert body["requests_needed"]["repositories"] == (8 - done_first) * 2
+    assert body["eta_bitbucket_hours"] > 0
+    assert body["eta"] is not None
+    web = Client()
+    web.force_login(viewer)
+    page = web.get(reverse("portal:sync_log", args=[integration.pk])).content.decode()
+    assert f"{done_first} of 8 repositories read at their current head" in page
+    assert "of 12 used this hour" in page
+    assert "Complete by" in page
+    api.force_authenticate(member(TenantFactory(), Role.OWNER, username="outsider"))
+    assert api.get(reverse("api:integration-inventory", args=[integration.pk])).status_code == 404
+    # An hour later: Bitbucket's window and the portal's budget have both rolled over.
+    bitbucket.sandbox.rate_windows.clear()
+    RequestBucket.objects.all().delete()
+    bitbucket.sandbox.rate_limit = 1000
     second = scan(integration)
-    assert second.counts["dependencies scanner"]["references"] == 8 - done_first  # resumed, not restarted
-    assert ScannerState.objects.filter(ok=True, scanner="dependencies").count() == 8
+    assert second.counts["posture scanner"]["references"] == 8 - done_first  # resumed, not restarted
+    assert ScannerState.objects.filter(ok=True, scanner="posture").count() == 8
 
 
 def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):

@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from bitbucket_sandbox import SandboxServer, generate
 from bitbucket_sandbox.data import (
@@ -305,12 +306,23 @@ def test_429_storm_is_rate_limited_and_deletes_nothing(bitbucket):
     scan(integration)
     bitbucket.sandbox.rate_limit, bitbucket.sandbox.rate_window = 1, 600  # Retry-After far beyond the cap
     run = scan(integration)
-    assert run.status == ScanStatus.FAILED
+    # Paused, not failed: nothing was removed, and the scan resumes when the hour has room.
+    assert run.status == ScanStatus.PARTIAL
     entry = SyncLog.objects.get(integration=integration)
     assert entry.category == Category.RATE_LIMITED
     assert entry.status_code == 429
     assert "wait" in entry.message
     assert Project.objects.filter(integration=integration).count() == 150
+    integration.refresh_from_db()
+    assert integration.status == IntegrationStatus.ACTIVE
+    assert integration.next_scan_at <= timezone.now() + timezone.timedelta(seconds=601)
+    # The 429 taught the shared budget: the next client of this account asks no more.
+    from integrations.bitbucket import client as bb
+
+    before = len(bitbucket.sandbox.requests)
+    with pytest.raises(bb.RateLimited):
+        next(bb.client_for(integration).repository_pages("demo"))
+    assert len(bitbucket.sandbox.requests) == before
 
 
 def test_5xx_then_recovery_is_retried_transparently(bitbucket):

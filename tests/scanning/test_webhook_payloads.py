@@ -212,7 +212,7 @@ def test_a_pull_request_from_a_fork_remembers_its_source_repository(acme):
 
 
 @responses.activate
-def test_a_fork_pull_request_is_reviewed_with_its_own_diffstat_and_the_forks_files(settings):
+def test_a_fork_pull_request_is_reviewed_with_its_own_diffstat_and_the_forks_files(settings, db):
     settings.BITBUCKET_API_URL = API
     from integrations.bitbucket.client import BitbucketClient
     from integrations.bitbucket.credentials import Credentials

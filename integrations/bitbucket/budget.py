@@ -1,0 +1,368 @@
+"""One request budget per Bitbucket account, shared by every worker of every task cluster.
+
+Bitbucket counts requests per user over a rolling hour: 1,000 an hour on
+``/2.0/repositories/*`` for an API-token user or an OAuth consumer (access tokens of large
+paid workspaces up to 10,000) and 60,000 git operations. Two integrations with the same
+account share that hour, and so do three task clusters working on one integration. So the
+portal keeps the count itself, in one place every process sees, and asks before it spends:
+
+* the **account** is a digest of what Bitbucket counts by (the API-token user's email, the
+  OAuth consumer's key, the access token itself), never the credential;
+* the count is kept in 61 slices of a minute (Redis counters when ``REDIS_URL`` is set,
+  else ``RequestBucket`` rows); the last 61 slices cover the rolling hour with a minute to
+  spare, so the estimate errs on the safe side;
+* :meth:`RequestBudget.take` counts a request *before* it is sent and refuses one that does
+  not fit with :class:`BudgetSpent` (a ``RateLimited``, saying when there is room again);
+  background work (scanners) leaves ``BITBUCKET_REST_RESERVE`` requests to listings,
+  webhooks and people's clicks;
+* :meth:`RequestBudget.observe` learns from Bitbucket's answers: ``X-RateLimit-Limit``
+  gives the real allowance (scaled access tokens), ``X-RateLimit-Remaining`` and
+  ``X-RateLimit-NearLimit`` reveal requests spent elsewhere (another tool using the same
+  account), and a 429 fills the hour so every worker stops asking.
+
+Only ``/2.0/repositories/*`` (Bitbucket's ``api/repositories`` resource) and git are
+counted: other endpoints have limits Bitbucket does not publish and the portal calls them a
+few times per scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+
+from integrations.bitbucket.credentials import Credentials
+from integrations.bitbucket.errors import RateLimited
+from integrations.models import AuthMethod, RequestAllowance, RequestBucket
+
+REST, GIT = "repositories", "git"
+RESOURCES = (REST, GIT)
+SLICES = 60  # the window is cut in 60 slices; 61 are counted (the current one is partial)
+
+
+class BudgetSpent(RateLimited):
+    """The account's hourly allowance is spent (by the portal or, as Bitbucket told us,
+    elsewhere): nothing was sent. ``retry_after``: seconds until there is room again."""
+
+
+def account_key(credentials: Credentials, api_url: str) -> str:
+    """What Bitbucket counts requests by, as a digest: the user of an API token, the OAuth
+    consumer, or the access token itself (each has its own allowance)."""
+    who = credentials.secret if credentials.method == AuthMethod.ACCESS_TOKEN else credentials.identity.lower()
+    material = "\0".join([credentials.method, who, api_url.rstrip("/")])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
+
+
+def published_limit(resource: str) -> int:
+    return settings.BITBUCKET_REST_PER_HOUR if resource == REST else settings.BITBUCKET_GIT_PER_HOUR
+
+
+def _slice_seconds() -> float:
+    return settings.BITBUCKET_RATE_WINDOW_SECONDS / SLICES
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where an account stands for one resource (what the integration page and API show)."""
+
+    resource: str
+    limit: int
+    learned: bool  # the limit came from Bitbucket's X-RateLimit-Limit, not the published figure
+    used: int
+    left: int
+    resets_at: datetime | None  # when the oldest counted requests leave the window (None: nothing used)
+
+    def as_dict(self) -> dict:
+        return {
+            "limit": self.limit,
+            "limit_source": "bitbucket" if self.learned else "published",
+            "used": self.used,
+            "left": self.left,
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+        }
+
+
+# --- Stores: Redis counters, or database rows ----------------------------------------------------
+
+
+class _DatabaseStore:
+    def add(self, account: str, resource: str, slot: int, n: int) -> None:
+        rows = RequestBucket.objects.filter(account=account, resource=resource, slot=slot)
+        if rows.update(used=F("used") + n) or n < 0:
+            return
+        try:
+            with transaction.atomic():
+                RequestBucket.objects.create(account=account, resource=resource, slot=slot, used=n)
+        except IntegrityError:  # another worker created it first
+            rows.update(used=F("used") + n)
+            return
+        # A new slice: forget the ones that left the window (a few rows per account at most).
+        RequestBucket.objects.filter(account=account, resource=resource, slot__lt=slot - 2 * SLICES).delete()
+
+    def take(self, account: str, resource: str, first: int, last: int, n: int, ceiling: int) -> bool:
+        """Count ``n`` in slot ``last`` unless the window would pass ``ceiling``. Counted
+        first and taken back when over, so concurrent takers see each other (under a race
+        both may step back: never more than the ceiling, sometimes a request less)."""
+        self.add(account, resource, last, n)
+        if sum(self.counts(account, resource, first, last).values()) <= ceiling:
+            return True
+        self.add(account, resource, last, -n)
+        return False
+
+    def counts(self, account: str, resource: str, first: int, last: int) -> dict[int, int]:
+        return dict(
+            RequestBucket.objects.filter(account=account, resource=resource, slot__gte=first, slot__lte=last)
+            .values_list("slot")
+            .annotate(n=Sum("used"))
+            .values_list("slot", "n")
+        )
+
+    def limit(self, account: str, resource: str) -> int | None:
+        return (
+            RequestAllowance.objects.filter(account=account, resource=resource).values_list("limit", flat=True).first()
+        )
+
+    def learn(self, account: str, resource: str, limit: int) -> None:
+        RequestAllowance.objects.update_or_create(account=account, resource=resource, defaults={"limit": limit})
+
+
+class _RedisStore:
+    _clients: dict[str, object] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, url: str) -> None:
+        import redis  # noqa: PLC0415 - only where Redis is configured
+
+        with self._lock:
+            if url not in self._clients:
+                self._clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            self.redis = self._clients[url]
+
+    @staticmethod
+    def _key(account: str, resource: str, slot: int | str) -> str:
+        return f"portal:budget:{account}:{resource}:{slot}"
+
+    def add(self, account: str, resource: str, slot: int, n: int) -> None:
+        key = self._key(account, resource, slot)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incrby(key, n)
+        pipe.expire(key, math.ceil(settings.BITBUCKET_RATE_WINDOW_SECONDS * 2.1))
+        pipe.execute()
+
+    # Sum the window and count n only if it fits, atomically (one round trip, exact).
+    TAKE = """
+        local used = 0
+        for i = 1, #KEYS do
+            local v = redis.call('GET', KEYS[i])
+            if v then used = used + tonumber(v) end
+        end
+        if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+        redis.call('INCRBY', KEYS[#KEYS], ARGV[1])
+        redis.call('EXPIRE', KEYS[#KEYS], ARGV[3])
+        return 1
+    """
+
+    def take(self, account: str, resource: str, first: int, last: int, n: int, ceiling: int) -> bool:
+        keys = [self._key(account, resource, s) for s in range(first, last + 1)]
+        ttl = math.ceil(settings.BITBUCKET_RATE_WINDOW_SECONDS * 2.1)
+        return bool(self.redis.eval(self.TAKE, len(keys), *keys, n, ceiling, ttl))
+
+    def counts(self, account: str, resource: str, first: int, last: int) -> dict[int, int]:
+        slots = list(range(first, last + 1))
+        values = self.redis.mget([self._key(account, resource, s) for s in slots])
+        return {s: int(v) for s, v in zip(slots, values, strict=True) if v is not None and int(v) > 0}
+
+    def limit(self, account: str, resource: str) -> int | None:
+        value = self.redis.get(self._key(account, resource, "limit"))
+        return int(value) if value is not None else None
+
+    def learn(self, account: str, resource: str, limit: int) -> None:
+        self.redis.set(self._key(account, resource, "limit"), limit, ex=7 * 24 * 3600)
+
+
+def _store() -> _DatabaseStore | _RedisStore:
+    return _RedisStore(settings.REDIS_URL) if settings.REQUEST_BUDGET_STORE == "redis" else _DatabaseStore()
+
+
+# --- The budget --------------------------------------------------------------------------------
+
+
+class RequestBudget:
+    """One account's budget, as one client sees it. Thread-safe; the counts themselves live
+    in the shared store, so every process and thread agrees."""
+
+    LIMIT_MEMO_SECONDS = 60.0
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.store = _store()
+        self._lock = threading.Lock()
+        self._batch_depth = 0
+        self._prepaid = dict.fromkeys(RESOURCES, 0)
+        self._owed = dict.fromkeys(RESOURCES, 0)
+        self._seen: list[tuple[str, tuple]] = []
+        self._limits: dict[str, tuple[int, bool, float]] = {}
+
+    # What the allowance is.
+    def limit(self, resource: str) -> tuple[int, bool]:
+        """(requests an hour, learned from Bitbucket?)."""
+        memo = self._limits.get(resource)
+        if memo is not None and memo[2] > time.monotonic():
+            return memo[0], memo[1]
+        learned = self.store.limit(self.account, resource)
+        value = (learned, True) if learned else (published_limit(resource), False)
+        self._limits[resource] = (*value, time.monotonic() + self.LIMIT_MEMO_SECONDS)
+        return value
+
+    def _window(self, now: float | None = None) -> tuple[int, int]:
+        current = int((now or time.time()) // _slice_seconds())
+        return current - SLICES, current
+
+    def used(self, resource: str) -> tuple[int, dict[int, int]]:
+        first, last = self._window()
+        counts = self.store.counts(self.account, resource, first, last)
+        return sum(counts.values()), counts
+
+    # Spending.
+    def take(self, resource: str, n: int = 1, *, reserve: int = 0) -> None:
+        """Count ``n`` requests before they are sent, or raise :class:`BudgetSpent` (nothing
+        counted) when they would leave fewer than ``reserve`` for others. Inside
+        :meth:`batch` the batch's prepaid requests are used (and any beyond them owed)."""
+        with self._lock:
+            if self._batch_depth:
+                prepaid = min(self._prepaid[resource], n)
+                self._prepaid[resource] -= prepaid
+                self._owed[resource] += n - prepaid
+                return
+        self._take(resource, n, reserve)
+
+    def _take(self, resource: str, n: int, reserve: int) -> None:
+        first, last = self._window()
+        limit, _ = self.limit(resource)
+        if self.store.take(self.account, resource, first, last, n, limit - reserve):
+            return
+        used, counts = self.used(resource)
+        need = max(n, reserve + n, limit // 20)
+        wait = self._room_in(counts, used, limit, need)
+        raise BudgetSpent(
+            f"The Bitbucket account's hourly allowance for {resource} is spent ({used} of {limit} "
+            f"used in the last hour); there is room again in about {_minutes(wait)}.",
+            retry_after=wait,
+        )
+
+    @contextmanager
+    def batch(self, resource: str, n: int, *, reserve: int = 0) -> Iterator[None]:
+        """Take ``n`` at once for a batch of requests about to be sent from worker threads:
+        one store round trip instead of ``n``, and the threads never touch the store (their
+        takes, retries and observations are settled here, in the caller's thread, when the
+        batch ends; what it did not use is handed back)."""
+        if n > 0:
+            self._take(resource, n, reserve)
+        with self._lock:
+            self._batch_depth += 1
+            self._prepaid[resource] += max(n, 0)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch_depth -= 1
+                unused, self._prepaid = self._prepaid, dict.fromkeys(RESOURCES, 0)
+                owed, self._owed = self._owed, dict.fromkeys(RESOURCES, 0)
+                seen, self._seen = self._seen, []
+            slot = self._window()[1]
+            for name in RESOURCES:
+                if owed[name] - unused[name]:
+                    self.store.add(self.account, name, slot, owed[name] - unused[name])
+            for name, signal in seen:
+                self._learn(name, *signal)
+
+    def spend(self, resource: str, n: int = 1) -> None:
+        """Count requests that were sent without asking (a retry urllib3 made)."""
+        with self._lock:
+            if self._batch_depth:
+                self._owed[resource] += n
+                return
+        if n > 0:
+            self.store.add(self.account, resource, self._window()[1], n)
+
+    def _room_in(self, counts: dict[int, int], used: int, limit: int, need: int) -> float:
+        """Seconds until ``need`` requests fit, as the oldest slices leave the window."""
+        free, now = limit - used, time.time()
+        if free >= need:
+            return 1.0
+        slot = self._window()[1]
+        for slot in sorted(counts):
+            free += counts[slot]
+            if free >= need:
+                break
+        return max(1.0, (slot + SLICES + 1) * _slice_seconds() - now)
+
+    # Learning from Bitbucket.
+    def observe(self, resource: str, status: int, headers) -> None:
+        """Learn from an answer: the real allowance, requests spent elsewhere, a 429."""
+        signal = (
+            status,
+            _int(headers.get("X-RateLimit-Limit")),
+            _int(headers.get("X-RateLimit-Remaining")),
+            str(headers.get("X-RateLimit-NearLimit", "")).lower() == "true",
+        )
+        with self._lock:
+            if self._batch_depth:
+                self._seen.append((resource, signal))
+                return
+        self._learn(resource, *signal)
+
+    def _learn(self, resource: str, status: int, header_limit: int | None, remaining: int | None, near: bool) -> None:
+        limit, learned = self.limit(resource)
+        if header_limit and (header_limit != limit or not learned):
+            self.store.learn(self.account, resource, header_limit)
+            self._limits[resource] = (header_limit, True, time.monotonic() + self.LIMIT_MEMO_SECONDS)
+            limit = header_limit
+        floor = 0
+        if status == 429:
+            floor = limit
+        elif remaining is not None:
+            floor = limit - remaining
+        elif near:
+            floor = math.ceil(limit * 0.8)  # Bitbucket's "near the limit" is under 20% left
+        if floor:
+            used, _ = self.used(resource)
+            if floor > used:
+                self.spend(resource, floor - used)
+
+    def standing(self, resource: str) -> Standing:
+        used, counts = self.used(resource)
+        limit, learned = self.limit(resource)
+        resets = (min(counts) + SLICES + 1) * _slice_seconds() if counts else None
+        return Standing(
+            resource=resource,
+            limit=limit,
+            learned=learned,
+            used=used,
+            left=max(0, limit - used),
+            resets_at=datetime.fromtimestamp(resets, tz=UTC) if resets else None,
+        )
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{math.ceil(seconds / 60)} minute(s)" if seconds >= 60 else f"{math.ceil(seconds)} second(s)"
+
+
+def budget_for(credentials: Credentials, api_url: str) -> RequestBudget:
+    return RequestBudget(account_key(credentials, api_url))
