@@ -59,7 +59,13 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
         path = request.path
         if path.startswith("/_sandbox/"):
             return self._control(request)
-        kind = "git" if path.endswith("/info/refs") else "oauth" if path == "/site/oauth2/access_token" else "rest"
+        kind = (
+            "git"
+            if path.endswith(("/info/refs", "/git-upload-pack"))
+            else "oauth"
+            if path == "/site/oauth2/access_token"
+            else "rest"
+        )
         auth: Auth | None = None
         try:
             fault = fault_response(self.faults, self.lock, path)
@@ -67,7 +73,7 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
                 self._record(request, None, kind, fault.status)
                 return fault
             if kind == "git":
-                auth, response = self._git_refs(request)
+                auth, response = self._git(request)
             elif kind == "oauth":
                 response = self._oauth_token(request)
             else:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from bitbucket_sandbox.data import Comment, Commit, PullRequest, Repo, commit_hash, iso
+from bitbucket_sandbox.data import Comment, Commit, PullRequest, Repo, iso
 from bitbucket_sandbox.events import Events
+from bitbucket_sandbox.gitobjects import commit_id
 from bitbucket_sandbox.http import ApiError
 
 
@@ -46,7 +47,7 @@ class WorldChanges(Events):
             for path in delete or []:
                 tree.pop(path, None)
             now = iso(datetime.now(timezone.utc))
-            new = commit_hash(repo.uuid, branch, parent, str(self.version), message)
+            new = commit_id(tree, message, now, [parent])  # a real git commit (gitobjects.py)
             repo.commits[new] = Commit(hash=new, message=message, date=now, parents=[parent], files=tree)
             old = repo.branches.get(branch)
             repo.branches[branch] = new

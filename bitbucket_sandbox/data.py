@@ -14,6 +14,8 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from bitbucket_sandbox.gitobjects import commit_id
+
 EPOCH = datetime(2024, 1, 15, 9, 0, tzinfo=timezone.utc)
 
 # Granular scopes of Atlassian API tokens, and the older scope names of access
@@ -47,10 +49,6 @@ LEGACY_SCOPES_ALL = (
 def stable_uuid(*parts: str) -> str:
     digest = hashlib.sha256("/".join(parts).encode()).digest()[:16]
     return "{" + str(uuidlib.UUID(bytes=digest, version=4)) + "}"
-
-
-def commit_hash(*parts: str) -> str:
-    return hashlib.sha1("/".join(parts).encode()).hexdigest()
 
 
 def iso(moment: datetime) -> str:
@@ -550,8 +548,9 @@ def generate(
                 b for b in ("develop", "release/1.x", "feature/login", "hotfix/cve", "staging") if b != mainbranch
             ][: max(0, branches - 1)]
             for b in branch_names:
-                h = commit_hash(repo.uuid, b, "1")
-                repo.commits[h] = Commit(hash=h, message=f"Update {b}", date=repo.updated_on, parents=[], files=files)
+                message = f"Update {b} of {slug}"
+                h = commit_id(files, message, repo.updated_on, [])  # a real git commit (gitobjects.py)
+                repo.commits[h] = Commit(hash=h, message=message, date=repo.updated_on, parents=[], files=files)
                 repo.branches[b] = h
             if rng.random() < 0.3:
                 repo.tags["v1.0.0"] = repo.branches[mainbranch]

@@ -284,6 +284,12 @@ SCAN_HEARTBEAT_SECONDS = env.int("SCAN_HEARTBEAT_SECONDS", default=15)
 SCAN_STALE_SECONDS = env.int("SCAN_STALE_SECONDS", default=90)
 
 # --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----
+# The dependency scanner reads manifests from a shallow git fetch of the head commit (git's
+# 60,000/hour, one request per repository), bounded in size and time; a repository past the
+# bound is read over REST instead (said once). false: always REST.
+SCANNER_GIT_MANIFESTS = env.bool("SCANNER_GIT_MANIFESTS", default=True)
+SCANNER_GIT_MAX_MB = env.int("SCANNER_GIT_MAX_MB", default=50)
+SCANNER_GIT_TIMEOUT = env.int("SCANNER_GIT_TIMEOUT", default=60)
 # How deep the dependency scanner lists a repository looking for manifests.
 SCANNER_MAX_DEPTH = env.int("SCANNER_MAX_DEPTH", default=4)
 # Posture: merges should need at least this many approvals.

@@ -87,6 +87,9 @@ class ScannerState(models.Model):
     scanned_at = models.DateTimeField(auto_now=True)
     ok = models.BooleanField(default=True)
     message = models.TextField(blank=True)
+    # How the scanner read the repository: "git", "rest", or "rest:over-<N>MB" when its git
+    # pack passed SCANNER_GIT_MAX_MB=N (it stays on REST until that bound is raised).
+    via = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["reference", "scanner"], name="scannerstate_unique")]

@@ -9,6 +9,8 @@ A scanner that fails on one repository records a sync log warning and the scan g
 from __future__ import annotations
 
 import fnmatch
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,7 +20,7 @@ from django.utils import timezone
 
 from common.scanners import CATALOGUE, ScannerInfo
 from integrations.bitbucket import client as bb
-from integrations.bitbucket.budget import REST
+from integrations.bitbucket.budget import GIT, REST
 from integrations.models import Integration, Project, Reference
 from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState
@@ -39,6 +41,7 @@ class Target:
 class Result:
     warnings: list[str] = field(default_factory=list)  # e.g. a malformed manifest, with its path
     counts: dict[str, int] = field(default_factory=dict)
+    via: str = ""  # how the repository was read (ScannerState.via)
 
 
 class Scanner:
@@ -68,26 +71,78 @@ class Scanner:
 
 
 class DependenciesScanner(Scanner):
+    """Manifests and lock files of the default branch's head: from a shallow git fetch of
+    that commit (one git request, git's own hourly limit), or over REST (a source listing
+    and one request per manifest) where git is refused, turned off, or the repository's
+    pack is larger than ``SCANNER_GIT_MAX_MB``."""
+
     info = CATALOGUE["dependencies"]
 
     def requests_per_repository(self, integration: Integration) -> dict[str, float]:
+        if settings.SCANNER_GIT_MANIFESTS:
+            return {GIT: 1.0}
         # One source listing and ~1.5 file reads per repository (measured on the sandbox).
         return {REST: 2.5}
 
     def scan(self, target: Target) -> Result:
-        commit = target.reference.head_commit
-        listing = target.client.source_listing(target.project.full_name, commit, max_depth=settings.SCANNER_MAX_DEPTH)
-        manifests = [e["path"] for e in listing if e.get("type") == "commit_file" and parser_for(e["path"])]
-        result, found = Result(), []
-        for path in manifests:
-            text = target.client.file_text(target.project.full_name, commit, path)
+        result = Result()
+        manifests: list[tuple[str, Callable[[], str]]] | None = None
+        if self._git_allowed(target):
+            manifests = self._over_git(target, result)
+        if manifests is None:
+            manifests = self._over_rest(target)
+            result.via = result.via or "rest"
+        found = []
+        for path, read in manifests:
             try:
-                found += [(path, p) for p in parse_manifest(path, text)]
+                found += [(path, p) for p in parse_manifest(path, read())]
             except ManifestError as exc:
                 result.warnings.append(f"{path}: {exc}")
         result.counts["packages"] = _store_packages(target.reference, found)
         result.counts["manifests"] = len(manifests)
         return result
+
+    @staticmethod
+    def _git_allowed(target: Target) -> bool:
+        if not settings.SCANNER_GIT_MANIFESTS:
+            return False
+        via = ScannerState.objects.filter(reference=target.reference, scanner="dependencies").values_list(
+            "via", flat=True
+        )
+        over = re.fullmatch(r"rest:over-(\d+)MB", next(iter(via), "") or "")
+        return over is None or int(over[1]) < settings.SCANNER_GIT_MAX_MB  # re-tried when the bound is raised
+
+    def _over_git(self, target: Target, result: Result) -> list[tuple[str, Callable[[], str]]] | None:
+        """The manifests from a shallow fetch, or None to read them over REST instead."""
+        workspace, _, slug = target.project.full_name.partition("/")
+        try:
+            snapshot = target.client.git_fetch_commit(
+                workspace,
+                slug,
+                target.reference.head_commit,
+                max_bytes=settings.SCANNER_GIT_MAX_MB * 1024 * 1024,
+                timeout=settings.SCANNER_GIT_TIMEOUT,
+            )
+        except bb.PackTooLarge as exc:
+            result.via = f"rest:over-{settings.SCANNER_GIT_MAX_MB}MB"
+            result.warnings.append(
+                f"its manifests are read over REST from now on: {exc} (SCANNER_GIT_MAX_MB). This is said once."
+            )
+            return None
+        except (bb.Unauthorized, bb.Forbidden):
+            result.via = "rest"  # git refused for this repository: REST, as for head commits
+            return None
+        result.via = "git"
+        result.counts["git_bytes"] = snapshot.fetched_bytes
+        files = [f for f in snapshot.files(settings.SCANNER_MAX_DEPTH) if parser_for(f.path)]
+        return [(f.path, lambda f=f: snapshot.text(f)) for f in files]
+
+    @staticmethod
+    def _over_rest(target: Target) -> list[tuple[str, Callable[[], str]]]:
+        commit, name = target.reference.head_commit, target.project.full_name
+        listing = target.client.source_listing(name, commit, max_depth=settings.SCANNER_MAX_DEPTH)
+        paths = [e["path"] for e in listing if e.get("type") == "commit_file" and parser_for(e["path"])]
+        return [(path, lambda path=path: target.client.file_text(name, commit, path)) for path in paths]
 
 
 def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> int:
@@ -221,6 +276,8 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
         result = scanner.scan(target)
     except bb.RateLimited:
         raise
+    except bb.HeadMoved:
+        return None  # pushed since the scan read the head: the next scan reads the new one
     except bb.BitbucketError as exc:
         sync_log_record(
             integration=integration,
@@ -247,7 +304,9 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
             ),
         )
     ScannerState.objects.update_or_create(
-        reference=ref, scanner=scanner.name, defaults={"commit": ref.head_commit, "ok": True, "message": ""}
+        reference=ref,
+        scanner=scanner.name,
+        defaults={"commit": ref.head_commit, "ok": True, "message": "", "via": result.via},
     )
     return result
 

@@ -51,6 +51,12 @@ from integrations.bitbucket.errors import (  # noqa: F401 - the client's failure
     Unauthorized,
     UnexpectedResponse,
 )
+from integrations.bitbucket.packs import (  # noqa: F401 - bb.PackTooLarge, bb.HeadMoved
+    HeadMoved,
+    PackTooLarge,
+    Snapshot,
+    read_fetch_response,
+)
 from integrations.bitbucket.transport import (  # noqa: F401 - oauth_tokens: tests clear it
     USER_AGENT,
     Bearer,
@@ -64,6 +70,7 @@ from integrations.bitbucket.transport import (  # noqa: F401 - oauth_tokens: tes
     oauth_cache_key,
     oauth_tokens,
     parse_ref_advertisement,
+    pkt_line,
 )
 from integrations.models import AuthMethod
 from integrations.selectors import integration_get_credentials
@@ -191,6 +198,9 @@ class BitbucketClient:
         *,
         params: dict | None = None,
         json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
         kind: str = "rest",
         auth: Any = None,
         allow_statuses: tuple[int, ...] = (),
@@ -206,7 +216,16 @@ class BitbucketClient:
         self.stats.add(kind)
         try:
             response = self.session.request(
-                method, url, params=params, json=json, timeout=self.timeout, auth=auth, allow_redirects=True
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                stream=stream,
+                timeout=self.timeout,
+                auth=auth,
+                allow_redirects=True,
             )
         except requests.RequestException as exc:
             raise self._transport_error(exc, method, url) from exc
@@ -511,6 +530,39 @@ class BitbucketClient:
             "GET", url, params={"service": "git-upload-pack"}, kind="git", auth=_basic(*self.git_auth())
         )
         return parse_ref_advertisement(response.content)
+
+    def git_fetch_commit(self, workspace: str, slug: str, commit: str, *, max_bytes: int, timeout: float) -> Snapshot:
+        """One commit's files over git: a shallow (depth 1) fetch of ``commit``, which must
+        be a branch or tag head, in one stateless upload-pack request (git's own limit),
+        read into memory with at most ``max_bytes`` on the wire and ``timeout`` seconds.
+        Raises :class:`PackTooLarge` past either bound and :class:`HeadMoved` when the
+        commit is no longer a head (the branch moved since the scan read it)."""
+        url = f"{self.web_url}/{workspace}/{slug}.git/git-upload-pack"
+        caps = "side-band-64k ofs-delta shallow no-progress agent=bitbucket-portal"
+        body = pkt_line(f"want {commit} {caps}\n") + pkt_line("deepen 1\n") + b"0000" + pkt_line("done\n")
+        response = self._request(
+            "POST",
+            url,
+            data=body,
+            kind="git",
+            auth=_basic(*self.git_auth()),
+            headers={
+                "Content-Type": "application/x-git-upload-pack-request",
+                "Accept": "application/x-git-upload-pack-result",
+            },
+            stream=True,
+        )
+        with response:
+            response.raw.decode_content = True
+            try:
+                store, fetched = read_fetch_response(response.raw, shallow=True, max_bytes=max_bytes, timeout=timeout)
+            except UnexpectedResponse as exc:
+                if "not our ref" in str(exc):
+                    raise HeadMoved(f"{commit[:12]} is no longer a head of {workspace}/{slug}.") from exc
+                raise
+            except (ProtocolError, ReadTimeoutError) as exc:  # raised by the streaming read itself
+                raise self._transport_error(requests.exceptions.ConnectionError(exc), "POST", url) from exc
+        return Snapshot(store, commit, fetched)
 
 
 def client_for(integration) -> BitbucketClient:

@@ -174,6 +174,12 @@ class CallStats:
             setattr(self, kind, getattr(self, kind) + 1)
 
 
+def pkt_line(text: str) -> bytes:
+    """One git pkt-line: four hex digits of length (themselves included), then the data."""
+    data = text.encode("utf-8")
+    return f"{len(data) + 4:04x}".encode() + data
+
+
 def parse_ref_advertisement(body: bytes) -> dict[str, str]:
     """Parse pkt-lines into ``{ref name: sha}`` (``HEAD`` included; peeled tags skipped)."""
     refs: dict[str, str] = {}

@@ -165,10 +165,20 @@ def verify_connection(
         # 4. git ref reads (head commits without spending REST budget); REST is the fallback.
         try:
             client.git_refs(ws, first_repo)
-            report.checks.append(Check("Git access", True, "head commits are read over git", required=False))
+            report.checks.append(
+                Check(
+                    "Git access",
+                    True,
+                    "head commits and dependency manifests are read over git (git's own hourly limit)",
+                    required=False,
+                )
+            )
         except bb.BitbucketError as exc:
             check = _failed("Git access", exc, method, required=False, feature="repositories")
-            check.message = f"git refused ({exc.message}); head commits will be read over REST instead."
+            check.message = (
+                f"git refused ({exc.message}); head commits and dependency manifests will be read over REST "
+                "instead, which spends the hourly REST allowance (about 2.5 requests per repository)."
+            )
             report.checks.append(check)
         # 5. What the selected scanners and pull-request scanning need (reads, then writes
         #    probed so that nothing changes).

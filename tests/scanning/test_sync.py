@@ -385,14 +385,14 @@ def test_git_refused_falls_back_to_rest_and_says_so(bitbucket):
     integration = connect(credentials={"token": SANDBOX_READONLY_WORKSPACE_TOKEN}, verify=False)
     credential = bitbucket.sandbox.world.find_credential(SANDBOX_READONLY_WORKSPACE_TOKEN)
     credential.scopes = ["project", "repository:write"]  # REST reads via implication; git refuses
-    original = bitbucket.sandbox._git_refs
+    original = bitbucket.sandbox._git
 
     def refuse(request):
         auth, response = original(request)
         response.status, response.body = 403, b"git access denied"
         return auth, response
 
-    bitbucket.sandbox._git_refs = refuse
+    bitbucket.sandbox._git = refuse
     run = scan(integration)
     assert run.status == ScanStatus.SUCCEEDED
     assert (

@@ -161,8 +161,8 @@ def test_push_from_bitbucket_refreshes_one_project_and_runs_its_scanners(
     assert DependencyPackage.objects.filter(reference=ref, name="flask", version="3.0.0").exists()
     other.refresh_from_db()
     assert other.head_commit == other_head
-    src_reads = {r.path.split("/src/")[0] for r in list(sb.requests)[before:] if "/src/" in r.path}
-    assert src_reads == {"/2.0/repositories/demo/api"}, "only the pushed project was scanned"
+    fetched = {r.path for r in list(sb.requests)[before:] if r.path.endswith("/git-upload-pack")}
+    assert fetched == {"/demo/api.git/git-upload-pack"}, "only the pushed project was scanned"
     delivery = WebhookDelivery.objects.get(event_key="repo:push")
     assert delivery.state == "processed"
     assert "scanners: dependencies" in delivery.outcome
