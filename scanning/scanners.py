@@ -58,6 +58,9 @@ class Scanner:
     def description(self) -> str:
         return self.info.description
 
+    # Whether a new head commit makes the scanner due (what it reads lives in the commit).
+    follows_head = True
+
     def max_age(self) -> timedelta | None:
         """Rescan after this long even if the head did not move (None: only when it moves)."""
         return None
@@ -167,7 +170,12 @@ def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> i
 
 
 class PostureScanner(Scanner):
+    """Branch restrictions, default reviewers and visibility: repository settings, not
+    commit contents, so a push does not make it due. Read once, then again at most every
+    ``POSTURE_MAX_AGE_HOURS`` (2 REST requests a repository, the scarce budget)."""
+
     info = CATALOGUE["posture"]
+    follows_head = False
 
     def max_age(self) -> timedelta | None:
         return timedelta(hours=settings.POSTURE_MAX_AGE_HOURS)
@@ -233,8 +241,9 @@ def selected_scanners(integration: Integration) -> list[Scanner]:
 
 
 def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[Reference, Scanner]]:
-    """The (reference, scanner) pairs to run: the head moved since the scanner's last good
-    run there, or that run is older than the scanner's ``max_age``. One query for all.
+    """The (reference, scanner) pairs to run: never run there, the head moved since the
+    scanner's last good run (scanners that follow the head), or that run is older than the
+    scanner's ``max_age``. One query for all.
 
     In the order that matters when the request budget cannot cover them all: repositories
     the scanner has never read first, then the most recently pushed (Bitbucket's
@@ -250,9 +259,11 @@ def due(refs: list[Reference], selected: list[Scanner], now=None) -> list[tuple[
     }
 
     def is_due(ref: Reference, scanner: Scanner) -> bool:
-        commit, scanned_at = states.get((ref.pk, scanner.name), ("", None))
+        if (ref.pk, scanner.name) not in states:
+            return True
+        commit, scanned_at = states[(ref.pk, scanner.name)]
         max_age = scanner.max_age()
-        return commit != ref.head_commit or (
+        return (scanner.follows_head and commit != ref.head_commit) or (
             max_age is not None and scanned_at is not None and scanned_at < now - max_age
         )
 

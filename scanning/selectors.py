@@ -205,7 +205,7 @@ def inventory_status(*, integration) -> dict:
 
     * ``budget``: the account's shared allowance per resource (used, left, resets at);
     * ``scanners``: per selected scanner, the default branches it has read at their current
-      head (``covered`` of ``total``), what one repository costs it, and an honest ETA: the
+      head (or, for posture, within ``POSTURE_MAX_AGE_HOURS``; ``covered`` of ``total``), what one repository costs it, and an honest ETA: the
       requests still needed, spread over what the account's hour allows (a first inventory
       of a large workspace is bound by Bitbucket's limits, not by the portal's workers).
     """
@@ -216,9 +216,9 @@ def inventory_status(*, integration) -> dict:
     now = timezone.now()
     scanners, need = {}, dict.fromkeys(RESOURCES, 0.0)
     for scanner in selected_scanners(integration):
-        current = ScannerState.objects.filter(
-            reference__in=refs, scanner=scanner.name, ok=True, commit=F("reference__head_commit")
-        )
+        current = ScannerState.objects.filter(reference__in=refs, scanner=scanner.name, ok=True)
+        if scanner.follows_head:
+            current = current.filter(commit=F("reference__head_commit"))
         if scanner.max_age() is not None:
             current = current.filter(scanned_at__gte=now - scanner.max_age())
         covered = current.count()

@@ -298,3 +298,13 @@ def test_scanner_work_comes_in_the_order_that_matters(db):
         refs.append(ref)
     order = [ref.project.name for ref, _ in due(refs, [REGISTRY["dependencies"]])]
     assert order == ["new-hot", "new-quiet", "hot", "old", "unknown"]
+
+
+def test_a_push_makes_dependencies_due_but_not_posture(bitbucket):
+    integration = connect(["dependencies", "posture"])
+    scan(integration)
+    repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
+    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"requirements.txt": "rich==13.0.0\n"}, fire=False)
+    second = scan(integration)
+    assert second.counts["dependencies scanner"]["references"] == 1
+    assert "posture scanner" not in second.counts  # repository settings: re-read by age, not by push
