@@ -80,11 +80,11 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
                 auth, response = self._rest(request)
         except ApiError as exc:
             response = exc.response()
-        self._record(request, auth, kind, response.status)
+        self._record(request, auth, kind, response.status, len(response.body))
         return response
 
-    def _record(self, request: Request, auth: Auth | None, kind: str, status: int) -> None:
-        record(self.requests, request, auth.label if auth else "anonymous", kind, status)
+    def _record(self, request: Request, auth: Auth | None, kind: str, status: int, size: int = 0) -> None:
+        record(self.requests, request, auth.label if auth else "anonymous", kind, status, size)
 
     # --- REST dispatch --------------------------------------------------------------------
     def _rest(self, request: Request) -> tuple[Auth | None, Response]:

@@ -29,6 +29,7 @@ class Recorded:
     kind: str  # "rest", "git", "oauth", "control"
     status: int
     at: float
+    size: int = 0  # bytes of the answer's body
 
 
 @dataclass
@@ -67,6 +68,8 @@ def fault_response(faults: Faults, lock: threading.RLock, path: str) -> Response
     return None
 
 
-def record(requests: deque[Recorded], request: Request, credential_label: str, kind: str, status: int) -> None:
+def record(
+    requests: deque[Recorded], request: Request, credential_label: str, kind: str, status: int, size: int = 0
+) -> None:
     query = urlencode([(k, v) for k, vs in request.query.items() for v in vs])
-    requests.append(Recorded(request.method, request.path, query, credential_label, kind, status, time.time()))
+    requests.append(Recorded(request.method, request.path, query, credential_label, kind, status, time.time(), size))

@@ -56,6 +56,16 @@ def check_task_queue(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 id="portal.E005",
             )
         )
+    runner = getattr(settings, "SCAN_CHUNK_RUNNER_SECONDS", 0)
+    if isinstance(timeout, int) and not 0 < runner <= timeout / 2:
+        errors.append(
+            checks.Error(
+                f"SCAN_CHUNK_RUNNER_SECONDS ({runner}) must be positive and at most half of Q_TIMEOUT ({timeout}).",
+                hint="A chunk runner hands itself out again after that long; it must end well before the "
+                "cluster's timeout kills it mid-chunk.",
+                id="portal.E006",
+            )
+        )
     return errors
 
 

@@ -282,6 +282,14 @@ SCAN_DISPATCH_MINUTES = env.int("SCAN_DISPATCH_MINUTES", default=1)
 # ended by the dispatcher, which queues a scan that picks up where it stopped.
 SCAN_HEARTBEAT_SECONDS = env.int("SCAN_HEARTBEAT_SECONDS", default=15)
 SCAN_STALE_SECONDS = env.int("SCAN_STALE_SECONDS", default=90)
+# Scanner work of more than SCAN_CHUNK_SIZE repositories is cut into chunks that runners on
+# any task cluster take one after another: SCAN_CHUNK_RUNNERS of them (0: as many as the live
+# clusters have workers), each handing itself out again after SCAN_CHUNK_RUNNER_SECONDS. A chunk
+# whose worker stopped is handed out again up to SCAN_CHUNK_ATTEMPTS times.
+SCAN_CHUNK_SIZE = env.int("SCAN_CHUNK_SIZE", default=200)
+SCAN_CHUNK_RUNNERS = env.int("SCAN_CHUNK_RUNNERS", default=0)
+SCAN_CHUNK_RUNNER_SECONDS = env.int("SCAN_CHUNK_RUNNER_SECONDS", default=600)
+SCAN_CHUNK_ATTEMPTS = env.int("SCAN_CHUNK_ATTEMPTS", default=3)
 
 # --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----
 # The dependency scanner reads manifests from a shallow git fetch of the head commit (git's

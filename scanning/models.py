@@ -52,6 +52,8 @@ class ScanRun(models.Model):
     rest_requests = models.PositiveIntegerField(default=0)
     git_requests = models.PositiveIntegerField(default=0)
     summary = models.TextField(blank=True)
+    # Repositories that could not be read completely (a scan with any is partial).
+    problems = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -75,6 +77,44 @@ class ScanRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class ScanChunk(models.Model):
+    """A slice of a scan's scanner work (up to ``SCAN_CHUNK_SIZE`` repositories) that any task
+    cluster may take, so a large workspace uses every worker. The scan stays ``running`` (one
+    per integration, by its constraint) until its last chunk ends; a chunk whose worker died
+    goes quiet and the dispatcher hands it out again (scanner rows are idempotent, and work
+    already done at the same head is not done twice)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    scan_run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    reference_ids = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=100, blank=True, help_text="host:pid that ran it last")
+    queued_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # running: sign of life; queued: last handed out
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    deferred = models.PositiveIntegerField(default=0)  # scanner runs left: the account's hour was spent
+    resume_after = models.FloatField(null=True, blank=True)
+    rest_requests = models.PositiveIntegerField(default=0)
+    git_requests = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["scan_run", "number"]
+        constraints = [models.UniqueConstraint(fields=["scan_run", "number"], name="scanchunk_unique")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.number} of scan #{self.scan_run_id} ({self.status})"
 
 
 class ScannerState(models.Model):

@@ -322,6 +322,69 @@ def run_scanner(scanner: Scanner, target: Target) -> Result | None:
     return result
 
 
+@dataclass
+class Pass:
+    """What one pass of scanners over some references did."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # {"dependencies scanner": {...}}
+    deferred: int = 0  # (reference, scanner) runs left because the account's hour was spent
+    paused: bb.RateLimited | None = None
+
+
+def scanners_pass(
+    *, integration: Integration, pending: list[tuple[Reference, Scanner]], client: bb.BitbucketClient
+) -> Pass:
+    """Run the pending scanner work in order, as background work: it leaves
+    ``BITBUCKET_REST_RESERVE`` of the account's hour to listings, webhooks and people, and
+    stops at the first refusal (the rest waits for the next scan; state is per reference)."""
+    done = Pass()
+    client.reserve = settings.BITBUCKET_REST_RESERVE
+    try:
+        for index, (ref, scanner) in enumerate(pending):
+            try:
+                result = run_scanner(scanner, Target(integration, ref.project, ref, client))
+            except bb.RateLimited as exc:
+                done.deferred, done.paused = len(pending) - index, exc
+                return done
+            if result is None:
+                continue
+            bucket = done.counts.setdefault(f"{scanner.name} scanner", {"references": 0})
+            bucket["references"] += 1
+            for key, value in result.counts.items():
+                bucket[key] = bucket.get(key, 0) + value
+    finally:
+        client.reserve = 0
+    return done
+
+
+def merge_counts(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    for kind, values in more.items():
+        bucket = into.setdefault(kind, {})
+        for key, value in values.items():
+            bucket[key] = bucket.get(key, 0) + value
+    return into
+
+
+def scanners_paused_record(*, integration: Integration, remaining: int, reason: bb.RateLimited) -> float:
+    """One sync log warning for scanner work paused by the account's budget; returns the
+    seconds until there is room again."""
+    resume_after = reason.retry_after or 3600.0
+    resume_at = timezone.localtime(timezone.now() + timedelta(seconds=resume_after))
+    sync_log_record(
+        integration=integration,
+        operation=Operation.SYNC,
+        level=Level.WARNING,
+        classified=Classified(
+            Category.RATE_LIMITED,
+            f"Scanners paused with {remaining} repository scan(s) left: {reason}",
+            f"Nothing to do: they resume by themselves at about {resume_at:%H:%M}, when the Bitbucket "
+            "account's hourly allowance has room again. An access token of a large paid workspace has a "
+            "higher allowance; dependency scans over git (the default) spend no REST requests.",
+        ),
+    )
+    return resume_after
+
+
 def run_for_project(*, integration: Integration, project: Project, client: bb.BitbucketClient | None = None) -> str:
     """The integration's scanners that are due on one project's default branch (after a
     push, a merge or a repository change)."""

@@ -205,9 +205,10 @@ def inventory_status(*, integration) -> dict:
 
     * ``budget``: the account's shared allowance per resource (used, left, resets at);
     * ``scanners``: per selected scanner, the default branches it has read at their current
-      head (or, for posture, within ``POSTURE_MAX_AGE_HOURS``; ``covered`` of ``total``), what one repository costs it, and an honest ETA: the
-      requests still needed, spread over what the account's hour allows (a first inventory
-      of a large workspace is bound by Bitbucket's limits, not by the portal's workers).
+      head (posture: within ``POSTURE_MAX_AGE_HOURS``), ``covered`` of ``total``, what one
+      repository costs it, and an honest ETA: the requests still needed, spread over what
+      the account's hour allows (a first inventory of a large workspace is bound by
+      Bitbucket's limits, not by the portal's workers).
     """
     budget = budget_for(integration_get_credentials(integration=integration), settings.BITBUCKET_API_URL)
     standings = {resource: budget.standing(resource) for resource in RESOURCES}

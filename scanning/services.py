@@ -22,13 +22,15 @@ from integrations.models import Integration, IntegrationStatus
 from integrations.queue import enqueue
 from integrations.selectors import integration_get_credentials
 from integrations.services import Actor, actor_or_none, audit
+from scanning.chunks import runs_with_active_chunks, scan_chunks_create, scan_chunks_look_after
 from scanning.hooks import webhooks_sync
 from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
+from scanning.runs import next_scan_time, scan_run_finish
 from scanning.shutdown import WorkerStopping
 from scanning.sync import ListingIncomplete, OrgSync, ScanAbandoned
 from synclogs.classify import classify
 from synclogs.models import Level, Operation
-from synclogs.services import sync_log_record, sync_logs_resolve
+from synclogs.services import sync_log_record
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +42,6 @@ class ScanAlreadyRunning(Exception):
             f"A scan of this integration is already {scan_run.status if scan_run else 'running'}"
             + (f" (scan #{scan_run.pk})." if scan_run else ".")
         )
-
-
-def next_scan_time(integration: Integration, after: datetime) -> datetime:
-    """``after`` plus the interval, less a stable per-integration offset (up to 5% of the
-    interval, at most an hour) so integrations created together drift apart."""
-    interval = integration.scan_interval
-    spread = min(interval * 0.05, timedelta(hours=1))
-    offset = spread * ((integration.uuid.int % 1_000_003) / 1_000_003)
-    return after + interval - offset
 
 
 def org_rescan_request(*, integration: Integration, trigger: str, actor: Actor) -> ScanRun:
@@ -146,42 +139,30 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         logger.exception("Scan %s of integration %s failed unexpectedly", run.pk, integration.pk)
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
         summary = entry.message
-    return _finish(run, integration, sync, status, summary, started=now)
-
-
-def _finish(
-    run: ScanRun, integration: Integration, sync: OrgSync | None, status: str, summary: str, *, started: datetime
-) -> ScanRun:
-    finished = timezone.now()
-    run.refresh_from_db(fields=["progress_done", "progress_total"])
-    run.status, run.finished_at, run.summary = status, finished, summary[:2000]
-    if sync is not None:
-        run.counts = sync.counts.data
-        run.rest_requests, run.git_requests = sync.client.stats.rest + sync.client.stats.oauth, sync.client.stats.git
-    run.save(update_fields=["status", "finished_at", "summary", "counts", "rest_requests", "git_requests"])
-    fields = {"last_scan_at": finished}
-    if integration.status != IntegrationStatus.DELETING:
-        fields["next_scan_at"] = next_scan_time(integration, started)
-        if sync is not None and sync.outcome.resume_after:
-            # Keep going across the hour: come back when the account's window has room again.
-            fields["next_scan_at"] = min(
-                fields["next_scan_at"], finished + timedelta(seconds=max(60.0, sync.outcome.resume_after))
-            )
-        if integration.status != IntegrationStatus.PAUSED:
-            fields["status"] = IntegrationStatus.ERROR if status == ScanStatus.FAILED else IntegrationStatus.ACTIVE
-    Integration.objects.filter(pk=integration.pk).update(**fields)
-    if status == ScanStatus.SUCCEEDED:
-        sync_logs_resolve(integration=integration, scan_run_id=run.pk, before=started)
-    logger.info(
-        "Scan %s of %s: %s (%s REST, %s git) %s",
-        run.pk,
-        integration,
-        status,
-        run.rest_requests,
-        run.git_requests,
-        run.counts,
+    if sync is None:
+        return scan_run_finish(run, status=status, summary=summary)
+    stats = sync.client.stats
+    if sync.outcome.chunked_refs and status != ScanStatus.FAILED:
+        # The inventory is written; its scanner work goes out in chunks any cluster may take,
+        # and the scan stays running until the last one ends (chunks.py finishes it).
+        ScanRun.objects.filter(pk=run.pk).update(
+            counts=sync.counts.data,
+            rest_requests=stats.rest + stats.oauth,
+            git_requests=stats.git,
+            problems=sync.outcome.problems,
+            summary=f"Scanners: 0 of {-(-len(sync.outcome.chunked_refs) // settings.SCAN_CHUNK_SIZE)} chunks done.",
+        )
+        scan_chunks_create(run=run, reference_ids=sync.outcome.chunked_refs)
+        return ScanRun.objects.get(pk=run.pk)
+    return scan_run_finish(
+        run,
+        status=status,
+        summary=summary,
+        counts=sync.counts.data,
+        rest=stats.rest + stats.oauth,
+        git=stats.git,
+        resume_after=sync.outcome.resume_after,
     )
-    return run
 
 
 def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
@@ -197,9 +178,11 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
     """
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.SCAN_STALE_SECONDS)
+    chunk_care = scan_chunks_look_after(now=now)
     stale_runs = list(
         ScanRun.objects.filter(status=ScanStatus.RUNNING)
         .filter(Q(heartbeat_at__lt=now - stale_after) | Q(heartbeat_at__isnull=True, started_at__lt=now - stale_after))
+        .exclude(runs_with_active_chunks())  # waiting for their chunks' turn, not dead
         .select_related("integration")
     )
     resumed = 0
@@ -250,7 +233,14 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
             skipped += 1
         # Push the next run out either way, so a slow scan is not queued again every few minutes.
         Integration.objects.filter(pk=integration.pk).update(next_scan_at=next_scan_time(integration, now))
-    return {"queued": queued, "skipped": skipped, "stale_failed": stale, "resumed": resumed, "requeued": requeued}
+    return {
+        "queued": queued,
+        "skipped": skipped,
+        "stale_failed": stale,
+        "resumed": resumed,
+        "requeued": requeued,
+        **chunk_care,
+    }
 
 
 def integration_test_configuration(*, integration: Integration, actor: Actor) -> VerificationReport:

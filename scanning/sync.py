@@ -22,7 +22,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -35,7 +34,7 @@ from integrations.models import Integration, Member, Namespace, Project, Referen
 from integrations.services import integration_feature_refused, projects_purge, references_sync
 from integrations.slugs import assign_slugs, slugify_name, unique_slug
 from scanning.models import ScanRun, ScanStatus
-from scanning.scanners import Target, due, run_scanner, selected_scanners
+from scanning.scanners import due, merge_counts, scanners_pass, scanners_paused_record, selected_scanners
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
@@ -102,6 +101,7 @@ class Outcome:
     git_fallbacks: list[str] = field(default_factory=list)
     scanners_deferred: int = 0  # scanner runs left for the next scan (the account's hour is spent)
     resume_after: float | None = None  # seconds until the account's budget has room again
+    chunked_refs: list[int] = field(default_factory=list)  # scanner work handed to chunks, in order
 
 
 class OrgSync:
@@ -436,6 +436,9 @@ class OrgSync:
 
     # --- Scanners -------------------------------------------------------------------------------
     def _run_scanners(self) -> None:
+        """Scanner work that is due, in order of what matters. Up to ``SCAN_CHUNK_SIZE``
+        repositories run here; more are cut into chunks any task cluster may take
+        (``scanning/chunks.py``), and the scan ends when the last chunk does."""
         selected = selected_scanners(self.integration)
         if not selected:
             return
@@ -446,43 +449,17 @@ class OrgSync:
             .order_by("project__full_name")
         )
         pending = due(refs, selected)
-        # Scanners are background work: they leave BITBUCKET_REST_RESERVE of the account's hour
-        # to listings, webhooks and people, and stop (to resume by themselves) when it is spent.
-        self.client.reserve = settings.BITBUCKET_REST_RESERVE
-        try:
-            for index, (ref, scanner) in enumerate(pending):
-                try:
-                    result = run_scanner(scanner, Target(self.integration, ref.project, ref, self.client))
-                except bb.RateLimited as exc:
-                    self._defer(len(pending) - index, exc)
-                    return
-                if result is None:
-                    continue
-                bucket = self.counts.data.setdefault(f"{scanner.name} scanner", {"references": 0})
-                bucket["references"] += 1
-                for key, value in result.counts.items():
-                    bucket[key] = bucket.get(key, 0) + value
-        finally:
-            self.client.reserve = 0
-
-    def _defer(self, remaining: int, exc: bb.RateLimited) -> None:
-        """The account's hour is spent: the scan ends here and the next one is scheduled for
-        when there is room again (scanner state is kept per reference, so it resumes)."""
-        self.outcome.scanners_deferred = remaining
-        self.outcome.resume_after = exc.retry_after or 3600.0
-        resume_at = timezone.localtime(timezone.now() + timedelta(seconds=self.outcome.resume_after))
-        sync_log_record(
-            integration=self.integration,
-            operation=Operation.SYNC,
-            level=Level.WARNING,
-            classified=Classified(
-                Category.RATE_LIMITED,
-                f"Scanners paused with {remaining} repository scan(s) left: {exc}",
-                f"Nothing to do: they resume by themselves at about {resume_at:%H:%M}, when the Bitbucket "
-                "account's hourly allowance has room again. An access token of a large paid workspace has a "
-                "higher allowance; dependency scans over git (the default) spend almost no REST requests.",
-            ),
-        )
+        ordered = list(dict.fromkeys(ref.pk for ref, _ in pending))
+        if self.run is not None and len(ordered) > settings.SCAN_CHUNK_SIZE:
+            self.outcome.chunked_refs = ordered
+            return
+        done = scanners_pass(integration=self.integration, pending=pending, client=self.client)
+        merge_counts(self.counts.data, done.counts)
+        if done.paused is not None:
+            self.outcome.scanners_deferred = done.deferred
+            self.outcome.resume_after = scanners_paused_record(
+                integration=self.integration, remaining=done.deferred, reason=done.paused
+            )
 
     # --- Members ------------------------------------------------------------------------------
     def _sync_members(self) -> None:

@@ -8,6 +8,7 @@ from integrations import services as integration_services
 from integrations.bitbucket.client import BitbucketError
 from integrations.models import Integration
 from scanning import services
+from scanning.chunks import scan_chunks_work
 from scanning.health import cluster_heartbeat
 from scanning.hooks import webhooks_remove, webhooks_sync
 from scanning.models import Trigger
@@ -29,6 +30,10 @@ def first_scan_task(integration_id: int, actor_id: int | None = None) -> None:
 
 def scan_run_task(scan_run_id: int) -> str:
     return services.scan_run_execute(scan_run_id=scan_run_id).status
+
+
+def scan_chunks_work_task(scan_run_id: int) -> int:
+    return scan_chunks_work(run_id=scan_run_id)
 
 
 def dispatch_due_scans_task() -> dict:

@@ -54,6 +54,12 @@ def connect(
 
 
 def scan(integration: Integration, trigger: str = "manual") -> ScanRun:
-    """Request a scan and run it here, to the end."""
+    """Request a scan and run it here, to the end: its chunks too, as the task clusters
+    would (their tasks are queued on commit, which a test's transaction never reaches)."""
+    from scanning.chunks import scan_chunks_work
+
     run = scans.org_rescan_request(integration=integration, trigger=trigger, actor=None)
-    return scans.scan_run_execute(scan_run_id=run.pk)
+    run = scans.scan_run_execute(scan_run_id=run.pk)
+    scan_chunks_work(run_id=run.pk)
+    run.refresh_from_db()
+    return run

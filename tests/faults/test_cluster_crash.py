@@ -5,8 +5,10 @@ Shows: SIGTERM to the cluster's process group stops it within seconds and the sc
 records where it stopped; after ``kill -9`` the scan's missing heartbeat lets the
 dispatcher end it and start a new one within seconds here (``SCAN_STALE_SECONDS`` is
 short in this test; production figures are in docs/performance.md); the inventory ends
-complete, with nothing duplicated. Runs where PostgreSQL and Redis are (CI's second
-suite); elsewhere it skips saying why.
+complete, with nothing duplicated. And three clusters share one scan's scanner work in
+chunks; one killed with ``kill -9`` in the middle of a chunk loses nothing (its chunk is
+handed out again, the others finish the scan, every repository scanned once). Runs where
+PostgreSQL and Redis are (CI's second suite); elsewhere it skips saying why.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from django.db import connection
 from bitbucket_sandbox.data import SANDBOX_WORKSPACE_TOKEN
 from integrations import services
 from integrations.models import Project, Reference
-from scanning.models import ScanRun
+from scanning.models import DependencyPackage, ScanChunk, ScannerState, ScanRun
 from tests.factories import NamespaceFactory, TenantFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +89,7 @@ def stack(transactional_db, tmp_path):
         "BITBUCKET_WEB_URL": f"http://127.0.0.1:{port}",
         "SCAN_STALE_SECONDS": "6",
         "SCAN_HEARTBEAT_SECONDS": "1",
+        "SCAN_CHUNK_SIZE": "100",
         "Q_WORKERS": "2",
         "CONN_MAX_AGE": "0",
         "LOG_LEVEL": "WARNING",
@@ -141,7 +144,14 @@ def stack(transactional_db, tmp_path):
             timeout=5,
         )
 
-    yield {"cluster": cluster, "manage": manage, "slow_listing": slow_listing}
+    def slow_git(fetches: int) -> None:
+        requests.post(
+            f"{base}/_sandbox/faults",
+            json={"delay": 0.05, "count": fetches, "path": "git-upload-pack$"},
+            timeout=5,
+        )
+
+    yield {"cluster": cluster, "manage": manage, "slow_listing": slow_listing, "slow_git": slow_git, "base": base}
     for process in [*clusters, sandbox]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -244,3 +254,81 @@ def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
             f"{restart_seconds:.1f} s (SCAN_STALE_SECONDS=6, dispatcher every ~2 s)"
         )
     assert sigterm_seconds < 15
+
+
+def _pids_of(process: subprocess.Popen) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout
+    return {
+        int(pid)
+        for pid, pgid in (line.split() for line in out.splitlines() if line.strip())
+        if int(pgid) == process.pid
+    }
+
+
+def test_three_clusters_share_a_scan_in_chunks_and_a_killed_one_loses_nothing(stack, capsys):
+    tenant = TenantFactory()
+    with mock.patch("integrations.services.lifecycle.enqueue"):
+        integration = services.integration_create(
+            tenant=tenant,
+            parent=NamespaceFactory(tenant=tenant),
+            name="Shared",
+            workspace="demo",
+            auth_method="access_token",
+            credentials={"token": SANDBOX_WORKSPACE_TOKEN},
+            actor=None,
+            scanners=["dependencies"],
+            verify=False,
+        )
+    stack["slow_git"](REPOS)  # 50 ms a fetch: chunks take long enough to be shared and killed
+    clusters = [stack["cluster"]() for _ in range(3)]
+    started = time.monotonic()
+    stack["manage"]("rescan_org", str(integration.pk))
+    run = _wait(
+        lambda: (
+            (r := _latest(integration.pk)) and ScanChunk.objects.filter(scan_run=r, status="running").count() >= 2 and r
+        ),
+        180,
+        "chunks running on several workers",
+    )
+    # kill -9 the cluster running a chunk, in the middle of it.
+    victim_chunk = _wait(
+        lambda: ScanChunk.objects.filter(scan_run=run, status="running").exclude(worker="").first(),
+        60,
+        "a running chunk",
+    )
+    victim_pid = int(victim_chunk.worker.rsplit(":", 1)[1])
+    victim = next(c for c in clusters if victim_pid in _pids_of(c))
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+
+    def finished():
+        stack["manage"]("shell", "-c", "from scanning.tasks import dispatch_due_scans_task as d; d()")
+        r = ScanRun.objects.get(pk=run.pk)
+        return r.status in ("succeeded", "partial", "failed") and r
+
+    final = _wait(finished, 300, "the chunked scan to finish")
+    seconds = time.monotonic() - started
+    assert final.status == "succeeded", final.summary
+    chunks = list(ScanChunk.objects.filter(scan_run=run))
+    assert len(chunks) == REPOS // 100
+    assert all(c.status == "done" for c in chunks)
+    assert ScanChunk.objects.get(pk=victim_chunk.pk).attempts >= 2  # handed out again after the kill
+    owners = {
+        next((i for i, c in enumerate(clusters) if int(chunk.worker.rsplit(":", 1)[1]) in _pids_of(c)), "gone")
+        for chunk in chunks
+    }
+    assert len(owners - {"gone"}) >= 2, f"chunks ran on clusters {owners}"
+    # Everything scanned once: every default branch has its state, no package twice.
+    assert ScannerState.objects.filter(reference__project__integration=integration, ok=True).count() == REPOS
+    assert final.counts["dependencies scanner"]["references"] == REPOS  # what the killed worker did too
+    packages = DependencyPackage.objects.filter(reference__project__integration=integration)
+    assert (
+        packages.count()
+        == packages.values("reference", "manifest_path", "ecosystem", "name", "version").distinct().count()
+    )
+    assert ScanRun.objects.filter(integration=integration, status__in=["queued", "running"]).count() == 0
+    with capsys.disabled():
+        print(
+            f"\n[three clusters] {REPOS} repositories, {len(chunks)} chunks on {len(owners - {'gone'})} surviving "
+            f"clusters (+1 killed mid-chunk); scan to done: {seconds:.1f} s"
+        )
