@@ -321,7 +321,7 @@ WEBHOOK_REFUSALS_PER_MINUTE = env.int("WEBHOOK_REFUSALS_PER_MINUTE", default=20)
 WEBHOOK_SECRET_GRACE_MINUTES = env.int("WEBHOOK_SECRET_GRACE_MINUTES", default=60)
 
 # --- Deletion of integration subtrees ------------------------------------------------
-INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=1000)
+INTEGRATION_PURGE_CHUNK = env.int("INTEGRATION_PURGE_CHUNK", default=2500)
 
 # --- Task queue (django-q2) ----------------------------------------------------------
 # Chosen deliberately (a system check enforces the invariants):

@@ -4,6 +4,7 @@ import time
 
 import requests
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.test.utils import override_settings
 from django_q.conf import Conf
 
@@ -35,10 +36,22 @@ class Command(BaseCommand):
         parser.add_argument("--repos", type=int, default=10000)
         parser.add_argument("--projects", type=int, default=100)
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark tenant and its rows.")
+        parser.add_argument(
+            "--analyze",
+            action="store_true",
+            help="VACUUM ANALYZE the inventory tables first (PostgreSQL): planner statistics of empty tables.",
+        )
 
-    def handle(self, *args, repos: int, projects: int, keep: bool, **options):
+    def handle(self, *args, repos: int, projects: int, keep: bool, analyze: bool = False, **options):
         if repos < 1 or projects < 1:
             raise CommandError("--repos and --projects must be positive.")
+        if analyze:
+            if connection.vendor != "postgresql":
+                raise CommandError("--analyze needs PostgreSQL.")
+            with connection.cursor() as cursor:
+                for model in (Namespace, Project, Reference, Member):
+                    cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+            self.stdout.write("VACUUM ANALYZE of the inventory tables done")
         receive, send = multiprocessing.Pipe(duplex=False)
         process = multiprocessing.get_context("fork").Process(target=_serve, args=(repos, projects, send), daemon=True)
         process.start()
