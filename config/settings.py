@@ -121,6 +121,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # PostgreSQL caches a generic plan for the foreign-key checks it runs at commit; made
+    # while the inventory tables were empty (after VACUUM ANALYZE of a fresh database) it turns
+    # a large first sync superlinear. Custom plans keep it linear whatever the statistics say
+    # (docs/performance.md). Empty: PostgreSQL's default (auto).
+    PG_PLAN_CACHE_MODE = env.str("PG_PLAN_CACHE_MODE", default="force_custom_plan")
+    if PG_PLAN_CACHE_MODE:
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c plan_cache_mode={PG_PLAN_CACHE_MODE}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

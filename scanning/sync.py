@@ -28,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from common.db import statistics_refresh
 from integrations.bitbucket import client as bb
 from integrations.bitbucket.budget import GIT
 from integrations.models import Integration, Member, Namespace, Project, Reference
@@ -128,6 +129,8 @@ class OrgSync:
         namespaces = self._sync_namespaces()
         seen = self._sync_repositories(namespaces)
         self.outcome.complete = True
+        created = self.counts.data.get("projects", {}).get("created", 0)
+        statistics_refresh(Project, Reference, Namespace, rows_written=created * 2)
         self._remove_missing(seen)
         self._sync_members()
         self._run_scanners()
