@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -39,7 +38,7 @@ from scanning.models import ScanChunk, ScannerState, ScanRun, ScanStatus
 from scanning.runs import scan_run_finish
 from scanning.scanners import due, merge_counts, scanners_pass, scanners_paused_record, selected_scanners
 from scanning.shutdown import WorkerStopping
-from scanning.sync import ScanAbandoned
+from scanning.sync import Heartbeat, ScanAbandoned
 from synclogs.models import Operation
 from synclogs.services import sync_log_record
 
@@ -80,25 +79,20 @@ def scan_chunks_create(*, run: ScanRun, reference_ids: list[int]) -> int:
     return len(chunks)
 
 
-class ChunkHeartbeat:
-    """A running chunk's sign of life, and its scan's, at most every ``SCAN_HEARTBEAT_SECONDS``
-    from the chunk's own thread. Raises :class:`ScanAbandoned` when the dispatcher gave the
-    chunk to another worker or the scan was ended."""
+class ChunkHeartbeat(Heartbeat):
+    """A running chunk's sign of life, and its scan's (so the scan is not taken for dead).
+    Raises :class:`ScanAbandoned` when the dispatcher gave the chunk to another worker or
+    the scan was ended."""
 
     def __init__(self, chunk: ScanChunk) -> None:
-        self.chunk, self.owner, self.last = chunk, threading.get_ident(), 0.0
+        super().__init__(chunk.scan_run_id)
+        self.chunk = chunk
 
-    def __call__(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if threading.get_ident() != self.owner or (not force and now - self.last < settings.SCAN_HEARTBEAT_SECONDS):
-            return
-        self.last = now
-        moment = timezone.now()
+    def touch(self, moment) -> None:
         mine = ScanChunk.objects.filter(pk=self.chunk.pk, status=Status.RUNNING, worker=_worker())
         if not mine.update(heartbeat_at=moment):
             raise ScanAbandoned(f"Chunk {self.chunk.pk} was handed to another worker.")
-        if not ScanRun.objects.filter(pk=self.chunk.scan_run_id, status=ScanStatus.RUNNING).update(heartbeat_at=moment):
-            raise ScanAbandoned(f"Scan #{self.chunk.scan_run_id} was ended while this chunk ran.")
+        super().touch(moment)
 
 
 def _claim(chunk_id: int) -> bool:

@@ -77,7 +77,11 @@ class Heartbeat:
         if threading.get_ident() != self.owner or (not force and now - self.last < settings.SCAN_HEARTBEAT_SECONDS):
             return
         self.last = now
-        if not ScanRun.objects.filter(pk=self.run_id, status=ScanStatus.RUNNING).update(heartbeat_at=timezone.now()):
+        self.touch(timezone.now())
+
+    def touch(self, moment) -> None:
+        """Write the sign of life, or raise :class:`ScanAbandoned`."""
+        if not ScanRun.objects.filter(pk=self.run_id, status=ScanStatus.RUNNING).update(heartbeat_at=moment):
             raise ScanAbandoned(f"Scan #{self.run_id} was ended while this worker ran it.")
 
 

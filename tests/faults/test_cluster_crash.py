@@ -176,19 +176,25 @@ def _group_alive(process: subprocess.Popen) -> bool:
     )
 
 
-def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
+def _connect(name: str, scanners: list[str] | None = None):
+    """An integration on the sandbox whose scans the clusters below run (not this process)."""
     tenant = TenantFactory()
-    with mock.patch("integrations.services.lifecycle.enqueue"):  # the clusters below run the scans, not this process
-        integration = services.integration_create(
+    with mock.patch("integrations.services.lifecycle.enqueue"):
+        return services.integration_create(
             tenant=tenant,
             parent=NamespaceFactory(tenant=tenant),
-            name="Crash",
+            name=name,
             workspace="demo",
             auth_method="access_token",
             credentials={"token": SANDBOX_WORKSPACE_TOKEN},
             actor=None,
+            scanners=scanners or [],
             verify=False,
         )
+
+
+def test_sigterm_and_kill_9_in_the_middle_of_a_scan(stack, capsys):
+    integration = _connect("Crash")
 
     # 1. SIGTERM to the whole process group (what systemd sends) during a scan.
     stack["slow_listing"]()
@@ -266,19 +272,7 @@ def _pids_of(process: subprocess.Popen) -> set[int]:
 
 
 def test_three_clusters_share_a_scan_in_chunks_and_a_killed_one_loses_nothing(stack, capsys):
-    tenant = TenantFactory()
-    with mock.patch("integrations.services.lifecycle.enqueue"):
-        integration = services.integration_create(
-            tenant=tenant,
-            parent=NamespaceFactory(tenant=tenant),
-            name="Shared",
-            workspace="demo",
-            auth_method="access_token",
-            credentials={"token": SANDBOX_WORKSPACE_TOKEN},
-            actor=None,
-            scanners=["dependencies"],
-            verify=False,
-        )
+    integration = _connect("Shared", scanners=["dependencies"])
     stack["slow_git"](REPOS)  # 50 ms a fetch: chunks take long enough to be shared and killed
     clusters = [stack["cluster"]() for _ in range(3)]
     started = time.monotonic()
