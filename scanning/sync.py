@@ -354,7 +354,8 @@ class OrgSync:
 
         def read(slug: str) -> tuple[str, dict[str, str] | None, BaseException | None, bool]:
             try:
-                refs = self.client.git_refs(self.ws, slug)
+                with self.client.budget.joined(batch):  # paid for below, at once
+                    refs = self.client.git_refs(self.ws, slug)
                 return (
                     slug,
                     {n[len("refs/heads/") :]: h for n, h in refs.items() if n.startswith("refs/heads/")},
@@ -379,7 +380,7 @@ class OrgSync:
 
         # The git reads run on threads, paid for at once from the account's git budget; REST
         # fallbacks (git refused) follow here, one by one, from the scan's own REST budget.
-        with self.client.budget.batch(GIT, len(slugs)):
+        with self.client.budget.batch(GIT, len(slugs)) as batch:
             with ThreadPoolExecutor(max_workers=max(1, settings.BITBUCKET_GIT_CONCURRENCY)) as pool:
                 read_by_git = list(pool.map(read, slugs))
         results: dict[str, dict[str, str] | None] = {}

@@ -196,6 +196,18 @@ def _store() -> _DatabaseStore | _RedisStore:
 # --- The budget --------------------------------------------------------------------------------
 
 
+@dataclass
+class Batch:
+    """Requests paid for at once (:meth:`RequestBudget.open_batch`) and spent by worker
+    threads that joined it (:meth:`RequestBudget.joined`): they never touch the store; what
+    they owe, retried and saw is settled by :meth:`RequestBudget.close_batch` in the caller's
+    thread. Threads that did not join (the caller's own requests) are counted as usual."""
+
+    prepaid: dict[str, int]
+    owed: dict[str, int]
+    seen: list[tuple[str, tuple]]
+
+
 class RequestBudget:
     """One account's budget, as one client sees it. Thread-safe; the counts themselves live
     in the shared store, so every process and thread agrees."""
@@ -206,10 +218,7 @@ class RequestBudget:
         self.account = account
         self.store = _store()
         self._lock = threading.Lock()
-        self._batch_depth = 0
-        self._prepaid = dict.fromkeys(RESOURCES, 0)
-        self._owed = dict.fromkeys(RESOURCES, 0)
-        self._seen: list[tuple[str, tuple]] = []
+        self._local = threading.local()  # .batch: the Batch this thread joined, if any
         self._limits: dict[str, tuple[int, bool, float]] = {}
 
     # What the allowance is.
@@ -233,16 +242,20 @@ class RequestBudget:
         return sum(counts.values()), counts
 
     # Spending.
+    def _joined(self) -> Batch | None:
+        return getattr(self._local, "batch", None)
+
     def take(self, resource: str, n: int = 1, *, reserve: int = 0) -> None:
         """Count ``n`` requests before they are sent, or raise :class:`BudgetSpent` (nothing
-        counted) when they would leave fewer than ``reserve`` for others. Inside
-        :meth:`batch` the batch's prepaid requests are used (and any beyond them owed)."""
-        with self._lock:
-            if self._batch_depth:
-                prepaid = min(self._prepaid[resource], n)
-                self._prepaid[resource] -= prepaid
-                self._owed[resource] += n - prepaid
-                return
+        counted) when they would leave fewer than ``reserve`` for others. A thread that
+        joined a batch uses its prepaid requests (and owes any beyond them)."""
+        batch = self._joined()
+        if batch is not None:
+            with self._lock:
+                prepaid = min(batch.prepaid[resource], n)
+                batch.prepaid[resource] -= prepaid
+                batch.owed[resource] += n - prepaid
+            return
         self._take(resource, n, reserve)
 
     def _take(self, resource: str, n: int, reserve: int) -> None:
@@ -259,38 +272,53 @@ class RequestBudget:
             retry_after=wait,
         )
 
-    @contextmanager
-    def batch(self, resource: str, n: int, *, reserve: int = 0) -> Iterator[None]:
-        """Take ``n`` at once for a batch of requests about to be sent from worker threads:
-        one store round trip instead of ``n``, and the threads never touch the store (their
-        takes, retries and observations are settled here, in the caller's thread, when the
-        batch ends; what it did not use is handed back)."""
+    def open_batch(self, resource: str, n: int, *, reserve: int = 0) -> Batch:
+        """Take ``n`` at once (one store round trip instead of ``n``) for requests worker
+        threads are about to send; raises :class:`BudgetSpent` when they do not fit."""
         if n > 0:
             self._take(resource, n, reserve)
-        with self._lock:
-            self._batch_depth += 1
-            self._prepaid[resource] += max(n, 0)
+        prepaid = dict.fromkeys(RESOURCES, 0)
+        prepaid[resource] = max(n, 0)
+        return Batch(prepaid=prepaid, owed=dict.fromkeys(RESOURCES, 0), seen=[])
+
+    @contextmanager
+    def joined(self, batch: Batch) -> Iterator[None]:
+        """Within this, the current (worker) thread spends from ``batch``."""
+        self._local.batch = batch
         try:
             yield
         finally:
-            with self._lock:
-                self._batch_depth -= 1
-                unused, self._prepaid = self._prepaid, dict.fromkeys(RESOURCES, 0)
-                owed, self._owed = self._owed, dict.fromkeys(RESOURCES, 0)
-                seen, self._seen = self._seen, []
-            slot = self._window()[1]
-            for name in RESOURCES:
-                if owed[name] - unused[name]:
-                    self.store.add(self.account, name, slot, owed[name] - unused[name])
-            for name, signal in seen:
-                self._learn(name, *signal)
+            self._local.batch = None
+
+    def close_batch(self, batch: Batch) -> None:
+        """Settle a batch in the caller's thread: hand back what was not used, count what was
+        owed (retries, requests beyond the prepaid), learn from what the threads saw."""
+        with self._lock:
+            unused, owed, seen = dict(batch.prepaid), dict(batch.owed), list(batch.seen)
+            batch.prepaid, batch.owed, batch.seen = dict.fromkeys(RESOURCES, 0), dict.fromkeys(RESOURCES, 0), []
+        slot = self._window()[1]
+        for name in RESOURCES:
+            if owed[name] - unused[name]:
+                self.store.add(self.account, name, slot, owed[name] - unused[name])
+        for name, signal in seen:
+            self._learn(name, *signal)
+
+    @contextmanager
+    def batch(self, resource: str, n: int, *, reserve: int = 0) -> Iterator[Batch]:
+        """:meth:`open_batch` ... :meth:`close_batch` around a block (threads still join it)."""
+        batch = self.open_batch(resource, n, reserve=reserve)
+        try:
+            yield batch
+        finally:
+            self.close_batch(batch)
 
     def spend(self, resource: str, n: int = 1) -> None:
         """Count requests that were sent without asking (a retry urllib3 made)."""
-        with self._lock:
-            if self._batch_depth:
-                self._owed[resource] += n
-                return
+        batch = self._joined()
+        if batch is not None:
+            with self._lock:
+                batch.owed[resource] += n
+            return
         if n > 0:
             self.store.add(self.account, resource, self._window()[1], n)
 
@@ -315,10 +343,11 @@ class RequestBudget:
             _int(headers.get("X-RateLimit-Remaining")),
             str(headers.get("X-RateLimit-NearLimit", "")).lower() == "true",
         )
-        with self._lock:
-            if self._batch_depth:
-                self._seen.append((resource, signal))
-                return
+        batch = self._joined()
+        if batch is not None:
+            with self._lock:
+                batch.seen.append((resource, signal))
+            return
         self._learn(resource, *signal)
 
     def _learn(self, resource: str, status: int, header_limit: int | None, remaining: int | None, near: bool) -> None:

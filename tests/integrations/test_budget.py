@@ -103,12 +103,23 @@ def test_only_the_rate_limited_resources_are_counted(bitbucket):
 
 def test_a_batch_pays_once_and_hands_back_what_it_did_not_use():
     budget = budgets.RequestBudget(uuid.uuid4().hex)
-    with budget.batch(budgets.GIT, 10):
-        for _ in range(4):
-            budget.take(budgets.GIT)
-        budget.spend(budgets.GIT)  # a retry
-        assert RequestBucket.objects.get(account=budget.account).used == 10
-    assert budget.standing(budgets.GIT).used == 5
+    with budget.batch(budgets.GIT, 10) as batch:
+
+        def worker():
+            with budget.joined(batch):
+                for _ in range(2):
+                    budget.take(budgets.GIT)
+                budget.spend(budgets.GIT)  # a retry
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert RequestBucket.objects.get(account=budget.account).used == 10  # paid once, threads never asked
+        budget.take(budgets.GIT)  # the caller's own request is counted as usual, not from the batch
+        assert RequestBucket.objects.get(account=budget.account).used == 11
+    assert budget.standing(budgets.GIT).used == 7  # 4 sent + 2 retries by the threads, 1 by the caller
 
 
 def _concurrent_takes(budget_factory, limit: int, threads: int, each: int) -> int:
