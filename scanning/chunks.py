@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -48,10 +49,11 @@ Status = ScanChunk.Status
 ACTIVE = (Status.QUEUED, Status.RUNNING)
 
 
-def _worker() -> str:
-    """This process (a cluster's worker), as ``host:pid``; asked each time, not at import,
-    since the cluster imports before it forks its workers."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _claimant() -> str:
+    """Who claims a chunk: ``host:pid:token``. The pid is asked each time, not at import
+    (the cluster imports before it forks its workers); the random token tells two claims of
+    one chunk apart even where containers share host names and pids."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def chunk_runners() -> int:
@@ -89,21 +91,22 @@ class ChunkHeartbeat(Heartbeat):
         self.chunk = chunk
 
     def touch(self, moment) -> None:
-        mine = ScanChunk.objects.filter(pk=self.chunk.pk, status=Status.RUNNING, worker=_worker())
+        mine = ScanChunk.objects.filter(pk=self.chunk.pk, status=Status.RUNNING, worker=self.chunk.worker)
         if not mine.update(heartbeat_at=moment):
             raise ScanAbandoned(f"Chunk {self.chunk.pk} was handed to another worker.")
         super().touch(moment)
 
 
-def _claim(chunk_id: int) -> bool:
-    return bool(
-        ScanChunk.objects.filter(pk=chunk_id, status=Status.QUEUED).update(
-            status=Status.RUNNING, heartbeat_at=timezone.now(), attempts=F("attempts") + 1, worker=_worker()
-        )
+def _claim(chunk_id: int) -> str | None:
+    """Claim a queued chunk for this worker; returns the claim (None if another worker has it)."""
+    claim = _claimant()
+    claimed = ScanChunk.objects.filter(pk=chunk_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, heartbeat_at=timezone.now(), attempts=F("attempts") + 1, worker=claim
     )
+    return claim if claimed else None
 
 
-def _claim_next(run_id: int) -> int | None:
+def _claim_next(run_id: int) -> tuple[int, str] | None:
     """The scan's next queued chunk, claimed for this worker (None when none is left)."""
     while True:
         candidates = list(
@@ -114,8 +117,8 @@ def _claim_next(run_id: int) -> int | None:
         if not candidates:
             return None
         for chunk_id in candidates:
-            if _claim(chunk_id):
-                return chunk_id
+            if claim := _claim(chunk_id):
+                return chunk_id, claim
 
 
 def scan_chunks_work(*, run_id: int, client: bb.BitbucketClient | None = None) -> int:
@@ -123,8 +126,8 @@ def scan_chunks_work(*, run_id: int, client: bb.BitbucketClient | None = None) -
     ``SCAN_CHUNK_RUNNER_SECONDS`` it hands itself out again (a task must end well within
     the cluster's timeout). Returns how many chunks it ran."""
     started, ran = time.monotonic(), 0
-    while (chunk_id := _claim_next(run_id)) is not None:
-        _run(chunk_id, client)
+    while (claimed := _claim_next(run_id)) is not None:
+        _run(*claimed, client)
         ran += 1
         if time.monotonic() - started > settings.SCAN_CHUNK_RUNNER_SECONDS:
             _hand_out(run_id, 1)
@@ -134,21 +137,25 @@ def scan_chunks_work(*, run_id: int, client: bb.BitbucketClient | None = None) -
 
 def scan_chunk_execute(*, chunk_id: int, client: bb.BitbucketClient | None = None) -> ScanChunk | None:
     """Run one queued chunk. Safe to call twice: only one caller claims it."""
-    if _claim(chunk_id):
-        _run(chunk_id, client)
+    if claim := _claim(chunk_id):
+        _run(chunk_id, claim, client)
     return ScanChunk.objects.filter(pk=chunk_id).first()
 
 
-def _run(chunk_id: int, client: bb.BitbucketClient | None) -> None:
-    """Run a chunk this worker claimed, end it, and finish the scan if it was the last."""
+def _run(chunk_id: int, claim: str, client: bb.BitbucketClient | None) -> None:
+    """Run a chunk this worker claimed, end it, and finish the scan if it was the last. Every
+    write to the chunk names the claim: a worker the dispatcher gave up on cannot end the
+    chunk another worker now runs."""
     chunk = ScanChunk.objects.select_related("scan_run__integration").get(pk=chunk_id)
+    chunk.worker = claim
     run, integration = chunk.scan_run, chunk.scan_run.integration
     if run.status != ScanStatus.RUNNING or integration.status == IntegrationStatus.DELETING:
         _end(chunk, Status.FAILED, message="The scan had already ended.")
         return
     heartbeat = ChunkHeartbeat(chunk)
     client = client or bb.client_for(integration)
-    client.before_request, client.stats = heartbeat, type(client.stats)(on_retry=client.stats.on_retry)
+    client.before_request = heartbeat
+    before = (client.stats.rest, client.stats.git)
     try:
         refs = list(
             Reference.objects.filter(pk__in=chunk.reference_ids, project__integration=integration, is_default=True)
@@ -162,7 +169,7 @@ def _run(chunk_id: int, client: bb.BitbucketClient | None) -> None:
     except WorkerStopping:
         # The cluster is shutting down: the chunk goes back to the queue, and a runner to
         # Redis for another cluster.
-        ScanChunk.objects.filter(pk=chunk.pk, status=Status.RUNNING, worker=_worker()).update(
+        ScanChunk.objects.filter(pk=chunk.pk, status=Status.RUNNING, worker=claim).update(
             status=Status.QUEUED, heartbeat_at=timezone.now()
         )
         _hand_out(run.pk, 1)
@@ -173,7 +180,7 @@ def _run(chunk_id: int, client: bb.BitbucketClient | None) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded on the chunk and in the sync log; the scan goes on
         logger.exception("Chunk %s of scan %s failed unexpectedly", chunk.pk, run.pk)
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
-        _end(chunk, Status.FAILED, message=entry.message, client=client)
+        _end(chunk, Status.FAILED, message=entry.message, client=client, before=before)
         scan_chunks_finish(run_id=run.pk)
         return
     _end(
@@ -183,15 +190,26 @@ def _run(chunk_id: int, client: bb.BitbucketClient | None) -> None:
         deferred=done.deferred,
         resume_after=(done.paused.retry_after or 3600.0) if done.paused else None,
         client=client,
+        before=before,
     )
     scan_chunks_finish(run_id=run.pk)
 
 
-def _end(chunk: ScanChunk, status: str, *, client: bb.BitbucketClient | None = None, **fields) -> None:
-    stats = {"rest_requests": client.stats.rest, "git_requests": client.stats.git} if client else {}
-    ScanChunk.objects.filter(pk=chunk.pk, status=Status.RUNNING).update(
-        status=status, finished_at=timezone.now(), **stats, **fields
+def _end(
+    chunk: ScanChunk,
+    status: str,
+    *,
+    client: bb.BitbucketClient | None = None,
+    before: tuple[int, int] = (0, 0),
+    **fields,
+) -> None:
+    stats = (
+        {"rest_requests": client.stats.rest - before[0], "git_requests": client.stats.git - before[1]} if client else {}
     )
+    if not ScanChunk.objects.filter(pk=chunk.pk, status=Status.RUNNING, worker=chunk.worker).update(
+        status=status, finished_at=timezone.now(), **stats, **fields
+    ):
+        return  # handed to another worker meanwhile: its claim ends it
     ended = ScanChunk.objects.filter(scan_run_id=chunk.scan_run_id).exclude(status__in=ACTIVE).count()
     total = ScanChunk.objects.filter(scan_run_id=chunk.scan_run_id).count()
     ScanRun.objects.filter(pk=chunk.scan_run_id, status=ScanStatus.RUNNING).update(
@@ -255,8 +273,8 @@ def scan_chunks_finish(*, run_id: int) -> ScanRun | None:
 def scan_chunks_look_after(*, now: datetime) -> dict[str, int]:
     """The dispatcher's care of chunks: a running chunk silent for ``SCAN_STALE_SECONDS``
     lost its worker and is queued again (or failed after ``SCAN_CHUNK_ATTEMPTS``); a scan
-    with queued chunks but fewer running than it has runners, and nothing handed out for
-    ``SCAN_STALE_SECONDS``, gets runners again (its tasks were lost with a killed cluster);
+    with queued chunks, none running and nothing handed out for ``SCAN_STALE_SECONDS`` gets
+    runners again (its runner tasks were lost with a killed cluster);
     a scan whose chunks all ended but which was not finished (its finisher died) is finished."""
     stale = now - timedelta(seconds=settings.SCAN_STALE_SECONDS)
     requeued = failed = topped_up = 0
@@ -280,8 +298,12 @@ def scan_chunks_look_after(*, now: datetime) -> dict[str, int]:
     )
     for row in list(waiting[:100]):
         run_id = row["scan_run_id"]
-        running = ScanChunk.objects.filter(scan_run_id=run_id, status=Status.RUNNING, heartbeat_at__gte=stale).count()
-        wanted = chunk_runners() - running
+        # Only a scan none of whose chunks is running has lost its runners (those alive take the
+        # queued chunks in turn); topping up busier scans would pile up tasks behind other work.
+        if ScanChunk.objects.filter(scan_run_id=run_id, status=Status.RUNNING, heartbeat_at__gte=stale).exists():
+            continue
+        queued = ScanChunk.objects.filter(scan_run_id=run_id, status=Status.QUEUED).count()
+        wanted = min(chunk_runners(), queued)
         if wanted > 0:
             ScanChunk.objects.filter(scan_run_id=run_id, status=Status.QUEUED).update(heartbeat_at=now)
             _hand_out(run_id, wanted)

@@ -132,12 +132,15 @@ class DependenciesScanner(Scanner):
                 f"its manifests are read over REST from now on: {exc} (SCANNER_GIT_MAX_MB). This is said once."
             )
             return None
-        except (bb.Unauthorized, bb.Forbidden):
-            result.via = "rest"  # git refused for this repository: REST, as for head commits
+        except (bb.Unauthorized, bb.Forbidden, bb.FetchTooSlow):
+            result.via = "rest"  # git refused for this repository, or slow this time: REST, git next time
             return None
         result.via = "git"
         result.counts["git_bytes"] = snapshot.fetched_bytes
-        files = [f for f in snapshot.files(settings.SCANNER_MAX_DEPTH) if parser_for(f.path)]
+        try:
+            files = [f for f in snapshot.files(settings.SCANNER_MAX_DEPTH) if parser_for(f.path)]
+        except KeyError as exc:  # a tree the pack did not carry
+            raise bb.UnexpectedResponse(f"git's pack lacks an object of {target.project.full_name}.") from exc
         return [(f.path, lambda f=f: snapshot.text(f)) for f in files]
 
     @staticmethod
@@ -335,17 +338,27 @@ def scanners_pass(
     *, integration: Integration, pending: list[tuple[Reference, Scanner]], client: bb.BitbucketClient
 ) -> Pass:
     """Run the pending scanner work in order, as background work: it leaves
-    ``BITBUCKET_REST_RESERVE`` of the account's hour to listings, webhooks and people, and
-    stops at the first refusal (the rest waits for the next scan; state is per reference)."""
+    ``BITBUCKET_REST_RESERVE`` of the account's hour to listings, webhooks and people. When a
+    resource's hour is spent, the work that needs it waits for the next scan (state is per
+    reference); work on other resources goes on."""
     done = Pass()
+    paused: set[str] = set()  # resources whose hour is spent: scanners needing them wait
     client.reserve = settings.BITBUCKET_REST_RESERVE
     try:
-        for index, (ref, scanner) in enumerate(pending):
+        for ref, scanner in pending:
+            needs = set(scanner.requests_per_repository(integration)) or {REST, GIT}
+            if needs & paused:
+                done.deferred += 1
+                continue
             try:
                 result = run_scanner(scanner, Target(integration, ref.project, ref, client))
             except bb.RateLimited as exc:
-                done.deferred, done.paused = len(pending) - index, exc
-                return done
+                # Only what needs this resource waits: dependency scans over git go on when
+                # posture has spent the REST hour.
+                paused |= {exc.resource} if getattr(exc, "resource", None) else needs
+                done.deferred += 1
+                done.paused = done.paused or exc
+                continue
             if result is None:
                 continue
             bucket = done.counts.setdefault(f"{scanner.name} scanner", {"references": 0})

@@ -145,14 +145,15 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     if sync.outcome.chunked_refs and status != ScanStatus.FAILED:
         # The inventory is written; its scanner work goes out in chunks any cluster may take,
         # and the scan stays running until the last one ends (chunks.py finishes it).
-        ScanRun.objects.filter(pk=run.pk).update(
+        handed = ScanRun.objects.filter(pk=run.pk, status=ScanStatus.RUNNING).update(
             counts=sync.counts.data,
             rest_requests=stats.rest + stats.oauth,
             git_requests=stats.git,
             problems=sync.outcome.problems,
             summary=f"Scanners: 0 of {-(-len(sync.outcome.chunked_refs) // settings.SCAN_CHUNK_SIZE)} chunks done.",
         )
-        scan_chunks_create(run=run, reference_ids=sync.outcome.chunked_refs)
+        if handed:  # (not if the dispatcher ended this scan as stale meanwhile: its successor scans)
+            scan_chunks_create(run=run, reference_ids=sync.outcome.chunked_refs)
         return ScanRun.objects.get(pk=run.pk)
     return scan_run_finish(
         run,

@@ -94,9 +94,11 @@ class GitRoutes(SandboxCore):
             refs += [(f"refs/heads/{n}", h) for n, h in sorted(repo.branches.items())]
             refs += [(f"refs/tags/{n}", h) for n, h in sorted(repo.tags.items())]
         body = bytearray(pkt(b"# service=git-upload-pack\n") + b"0000")
+        # What this server implements (no multi_ack, thin packs or tag following: a client
+        # that asks nothing of them works the same), and no filter, as Bitbucket.
         caps = (
-            f"multi_ack thin-pack side-band side-band-64k ofs-delta shallow no-progress include-tag "
-            f"multi_ack_detailed symref=HEAD:refs/heads/{repo.mainbranch} agent=git/bitbucket-sandbox"
+            f"side-band side-band-64k ofs-delta shallow no-progress "
+            f"symref=HEAD:refs/heads/{repo.mainbranch} agent=git/bitbucket-sandbox"
         )
         for i, (name, head) in enumerate(refs):
             line = f"{head} {name}" + (f"\0{caps}" if i == 0 else "") + "\n"
@@ -109,9 +111,9 @@ class GitRoutes(SandboxCore):
         )
 
     def _upload_pack(self, request: Request, repo: Repo, headers: dict[str, str]) -> Response:
-        """One stateless round of upload-pack: wants (advertised tips only, as Bitbucket),
-        an optional ``deepen N``, then ``done`` (or haves, which this server never has in
-        common: it answers NAK and lets the client say done)."""
+        """One stateless round of upload-pack: wants (tips, or commits reachable from them), an
+        optional ``deepen N``, then ``done``; without ``done`` (haves: this server finds none
+        in common) it answers the shallow lines and NAK and lets the client say done."""
         body = request.body
         if request.headers.get("content-encoding", "") == "gzip":
             body = gzip.decompress(body)
@@ -130,8 +132,15 @@ class GitRoutes(SandboxCore):
             elif line == b"done":
                 done = True
         with self.lock:
-            tips = set(repo.branches.values()) | set(repo.tags.values())
-            unknown = [w for w in wants if w not in tips]
+            # Stateless RPC (smart HTTP): git serves a want that is a tip or reachable from one
+            # (the client may have read an older advertisement); anything else is "not our ref".
+            reachable, stack = set(), list(set(repo.branches.values()) | set(repo.tags.values()))
+            while stack:
+                sha = stack.pop()
+                if sha not in reachable and sha in repo.commits:
+                    reachable.add(sha)
+                    stack += repo.commits[sha].parents
+            unknown = [w for w in wants if w not in reachable]
             if not wants or unknown:
                 message = f"upload-pack: not our ref {unknown[0]}" if unknown else "upload-pack: no wants"
                 return Response(200, pkt(b"ERR " + message.encode()), self._pack_headers(headers))
@@ -139,6 +148,8 @@ class GitRoutes(SandboxCore):
         out = bytearray()
         if depth:
             out += b"".join(pkt(f"shallow {w}\n".encode()) for w in wants) + b"0000"
+        if not done and any(line is not None and line.startswith(b"have ") for line in lines):
+            out += pkt(b"NAK\n")
         if done:
             out += pkt(b"NAK\n")
             data = pack(objects)

@@ -39,10 +39,11 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
+from django.db.models.functions import Greatest
 
 from integrations.bitbucket.credentials import Credentials
 from integrations.bitbucket.errors import RateLimited
-from integrations.models import AuthMethod, RequestAllowance, RequestBucket
+from integrations.models import RequestAllowance, RequestBucket
 
 REST, GIT = "repositories", "git"
 RESOURCES = (REST, GIT)
@@ -51,14 +52,23 @@ SLICES = 60  # the window is cut in 60 slices; 61 are counted (the current one i
 
 class BudgetSpent(RateLimited):
     """The account's hourly allowance is spent (by the portal or, as Bitbucket told us,
-    elsewhere): nothing was sent. ``retry_after``: seconds until there is room again."""
+    elsewhere): nothing was sent. ``retry_after``: seconds until there is room again;
+    ``resource``: which allowance ("repositories" or "git")."""
+
+    def __init__(self, message: str, *, resource: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.resource = resource
 
 
 def account_key(credentials: Credentials, api_url: str) -> str:
-    """What Bitbucket counts requests by, as a digest: the user of an API token, the OAuth
-    consumer, or the access token itself (each has its own allowance)."""
-    who = credentials.secret if credentials.method == AuthMethod.ACCESS_TOKEN else credentials.identity.lower()
-    material = "\0".join([credentials.method, who, api_url.rstrip("/")])
+    """The budget's key, as a digest: the whole credential (method, identity and secret).
+
+    Bitbucket counts an API token's requests by its user and an OAuth consumer's by the
+    consumer, but an email or a consumer key alone is typed, not proven: keyed by it, a tenant
+    could spend (or watch) another tenant's budget by typing the same email. So integrations
+    share a budget when they use the same credential; two tokens of one user count apart,
+    and Bitbucket's ``X-RateLimit-*`` headers and 429s bring the portal's count in line."""
+    material = "\0".join([credentials.method, credentials.identity.lower(), credentials.secret, api_url.rstrip("/")])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
 
@@ -97,7 +107,7 @@ class Standing:
 class _DatabaseStore:
     def add(self, account: str, resource: str, slot: int, n: int) -> None:
         rows = RequestBucket.objects.filter(account=account, resource=resource, slot=slot)
-        if rows.update(used=F("used") + n) or n < 0:
+        if rows.update(used=Greatest(F("used") + n, 0)) or n < 0:  # never below zero
             return
         try:
             with transaction.atomic():
@@ -206,6 +216,7 @@ class Batch:
     prepaid: dict[str, int]
     owed: dict[str, int]
     seen: list[tuple[str, tuple]]
+    slot: int = 0  # where the prepaid requests were counted: unused ones are handed back there
 
 
 class RequestBudget:
@@ -270,16 +281,18 @@ class RequestBudget:
             f"The Bitbucket account's hourly allowance for {resource} is spent ({used} of {limit} "
             f"used in the last hour); there is room again in about {_minutes(wait)}.",
             retry_after=wait,
+            resource=resource,
         )
 
     def open_batch(self, resource: str, n: int, *, reserve: int = 0) -> Batch:
         """Take ``n`` at once (one store round trip instead of ``n``) for requests worker
         threads are about to send; raises :class:`BudgetSpent` when they do not fit."""
+        slot = self._window()[1]
         if n > 0:
             self._take(resource, n, reserve)
         prepaid = dict.fromkeys(RESOURCES, 0)
         prepaid[resource] = max(n, 0)
-        return Batch(prepaid=prepaid, owed=dict.fromkeys(RESOURCES, 0), seen=[])
+        return Batch(prepaid=prepaid, owed=dict.fromkeys(RESOURCES, 0), seen=[], slot=slot)
 
     @contextmanager
     def joined(self, batch: Batch) -> Iterator[None]:
@@ -298,8 +311,10 @@ class RequestBudget:
             batch.prepaid, batch.owed, batch.seen = dict.fromkeys(RESOURCES, 0), dict.fromkeys(RESOURCES, 0), []
         slot = self._window()[1]
         for name in RESOURCES:
-            if owed[name] - unused[name]:
-                self.store.add(self.account, name, slot, owed[name] - unused[name])
+            if owed[name]:
+                self.store.add(self.account, name, slot, owed[name])
+            if unused[name]:
+                self.store.add(self.account, name, batch.slot, -unused[name])
         for name, signal in seen:
             self._learn(name, *signal)
 

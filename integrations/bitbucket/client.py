@@ -28,11 +28,13 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    DecodeError,
     MaxRetryError,
     NameResolutionError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from integrations.bitbucket.budget import GIT, REST, budget_for
@@ -51,7 +53,8 @@ from integrations.bitbucket.errors import (  # noqa: F401 - the client's failure
     Unauthorized,
     UnexpectedResponse,
 )
-from integrations.bitbucket.packs import (  # noqa: F401 - bb.PackTooLarge, bb.HeadMoved
+from integrations.bitbucket.packs import (  # noqa: F401 - bb.PackTooLarge, bb.HeadMoved, bb.FetchTooSlow
+    FetchTooSlow,
     HeadMoved,
     PackTooLarge,
     Snapshot,
@@ -555,12 +558,14 @@ class BitbucketClient:
         with response:
             response.raw.decode_content = True
             try:
-                store, fetched = read_fetch_response(response.raw, shallow=True, max_bytes=max_bytes, timeout=timeout)
+                store, fetched = read_fetch_response(
+                    response.raw, shallow=True, max_bytes=max_bytes, timeout=timeout, alive=self.before_request
+                )
             except UnexpectedResponse as exc:
                 if "not our ref" in str(exc):
                     raise HeadMoved(f"{commit[:12]} is no longer a head of {workspace}/{slug}.") from exc
                 raise
-            except (ProtocolError, ReadTimeoutError) as exc:  # raised by the streaming read itself
+            except (ProtocolError, ReadTimeoutError, SSLError, DecodeError) as exc:  # from the streaming read
                 raise self._transport_error(requests.exceptions.ConnectionError(exc), "POST", url) from exc
         return Snapshot(store, commit, fetched)
 

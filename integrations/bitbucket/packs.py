@@ -7,8 +7,10 @@ repository's files are never written to disk and nothing of it outlives the scan
 
 from __future__ import annotations
 
+import io
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dulwich.object_store import MemoryObjectStore, iter_tree_contents
@@ -25,22 +27,29 @@ class HeadMoved(Exception):
 
 
 class PackTooLarge(Exception):
-    """The fetch passed ``SCANNER_GIT_MAX_MB`` or its time bound: the caller reads the
-    repository another way (REST) and says so."""
+    """The pack passed ``SCANNER_GIT_MAX_MB``, on the wire or inflated: the caller reads
+    the repository another way (REST) from now on and says so."""
+
+
+class FetchTooSlow(Exception):
+    """The fetch passed its time bound: read over REST this time, over git again next time."""
 
 
 class _Wire:
     """Bounded reads from a streaming response body."""
 
-    def __init__(self, raw, max_bytes: int, deadline: float) -> None:
+    def __init__(self, raw, max_bytes: int, deadline: float, alive: Callable[[], None] | None = None) -> None:
         self.raw, self.max_bytes, self.deadline, self.read_bytes = raw, max_bytes, deadline, 0
+        self.alive = alive  # the running scan's heartbeat, so a long fetch is not taken for a dead worker
 
     def read(self, n: int) -> bytes:
         chunks, want = [], n
         while want > 0:
             if time.monotonic() > self.deadline:
-                raise PackTooLarge("its git fetch took longer than its time bound")
-            chunk = self.raw.read(want)
+                raise FetchTooSlow("its git fetch took longer than SCANNER_GIT_TIMEOUT")
+            if self.alive is not None:
+                self.alive()
+            chunk = self.raw.read(min(want, 65536))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -100,10 +109,15 @@ class _Sideband:
         return bytes(out)
 
 
-def read_fetch_response(raw, *, shallow: bool, max_bytes: int, timeout: float) -> tuple[MemoryObjectStore, int]:
+def read_fetch_response(
+    raw, *, shallow: bool, max_bytes: int, timeout: float, alive: Callable[[], None] | None = None
+) -> tuple[MemoryObjectStore, int]:
     """Read an upload-pack answer (shallow lines, NAK, side-band-64k pack) into memory;
-    returns the objects and the bytes read from the wire."""
-    wire = _Wire(raw, max_bytes, time.monotonic() + timeout)
+    returns the objects and the bytes read from the wire. At most ``max_bytes`` are read,
+    and the pack may not inflate to more than ``max_bytes`` either (a small pack of highly
+    compressible data would otherwise fill the worker's memory): checked before dulwich
+    resolves it."""
+    wire = _Wire(raw, max_bytes, time.monotonic() + timeout, alive)
     line = wire.pkt()
     if shallow:
         while line is not FLUSH:
@@ -117,10 +131,52 @@ def read_fetch_response(raw, *, shallow: bool, max_bytes: int, timeout: float) -
         raise UnexpectedResponse(f"git refused the fetch: {line[4:200].decode('utf-8', 'replace')}")
     if line is FLUSH or line.rstrip(b"\n") != b"NAK":
         raise UnexpectedResponse("git's answer has no NAK before the pack.")
-    store = MemoryObjectStore()
     band = _Sideband(wire)
-    store.add_thin_pack(band.read_all, band.read_some)
+    data = bytearray()
+    while chunk := band.read_some(65536):
+        data += chunk
+    try:
+        _check_inflated_size(data, max_bytes)
+    except (zlib.error, IndexError) as exc:
+        raise UnexpectedResponse(f"git's pack could not be read ({type(exc).__name__}).") from exc
+    store = MemoryObjectStore()
+    stream = io.BytesIO(data)
+    try:
+        store.add_thin_pack(stream.read, stream.read)
+    except Exception as exc:  # noqa: BLE001 - dulwich's many failures (checksum, zlib, delta): one typed error
+        raise UnexpectedResponse(f"git's pack could not be read ({type(exc).__name__}).") from exc
     return store, wire.read_bytes
+
+
+def _check_inflated_size(pack: bytes | bytearray, limit: int) -> None:
+    """Walk the pack's entries, inflating each in bounded steps and discarding the output,
+    and raise :class:`PackTooLarge` once the total passes ``limit``."""
+    if len(pack) < 12 or pack[:4] != b"PACK":
+        raise UnexpectedResponse("git's answer has no pack.")
+    count, pos, total = int.from_bytes(pack[8:12], "big"), 12, 0
+    for _ in range(count):
+        byte = pack[pos]
+        kind, pos = (byte >> 4) & 7, pos + 1
+        while byte & 0x80:
+            byte, pos = pack[pos], pos + 1
+        if kind == 6:  # OFS_DELTA: a variable-length offset follows
+            while pack[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif kind == 7:  # REF_DELTA: the base's id follows
+            pos += 20
+        inflater, fed, tail = zlib.decompressobj(), pos, b""
+        while not inflater.eof:
+            if not tail:
+                tail = bytes(pack[fed : fed + 65536])
+                fed += len(tail)
+                if not tail:
+                    raise UnexpectedResponse("git's pack ended early.")
+            total += len(inflater.decompress(tail, 1 << 20))
+            if total > limit:
+                raise PackTooLarge(f"its git pack inflates to more than {limit / 1048576:g} MB")
+            tail = inflater.unconsumed_tail
+        pos = fed - len(inflater.unused_data)
 
 
 @dataclass(frozen=True)

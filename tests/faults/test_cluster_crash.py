@@ -290,7 +290,7 @@ def test_three_clusters_share_a_scan_in_chunks_and_a_killed_one_loses_nothing(st
         60,
         "a running chunk",
     )
-    victim_pid = int(victim_chunk.worker.rsplit(":", 1)[1])
+    victim_pid = int(victim_chunk.worker.rsplit(":", 2)[1])  # host:pid:claim
     victim = next(c for c in clusters if victim_pid in _pids_of(c))
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -308,7 +308,7 @@ def test_three_clusters_share_a_scan_in_chunks_and_a_killed_one_loses_nothing(st
     assert all(c.status == "done" for c in chunks)
     assert ScanChunk.objects.get(pk=victim_chunk.pk).attempts >= 2  # handed out again after the kill
     owners = {
-        next((i for i, c in enumerate(clusters) if int(chunk.worker.rsplit(":", 1)[1]) in _pids_of(c)), "gone")
+        next((i for i, c in enumerate(clusters) if int(chunk.worker.rsplit(":", 2)[1]) in _pids_of(c)), "gone")
         for chunk in chunks
     }
     assert len(owners - {"gone"}) >= 2, f"chunks ran on clusters {owners}"

@@ -22,9 +22,12 @@ def api_token(email: str = SANDBOX_EMAIL, token: str = SANDBOX_API_TOKEN) -> Cre
     return Credentials(AuthMethod.API_TOKEN, email, token)
 
 
-def test_an_api_token_user_is_one_account_whatever_the_token_and_access_tokens_are_their_own():
+def test_integrations_share_a_budget_when_they_share_the_credential_and_only_then():
+    """Keyed by the whole credential: typing someone's email with another token never spends
+    (or shows) their budget; Bitbucket's headers bring two tokens of one user in line."""
     api = "https://api.bitbucket.org/2.0"
-    assert budgets.account_key(api_token(token="a"), api) == budgets.account_key(api_token(token="b"), api)
+    assert budgets.account_key(api_token(token="a"), api) == budgets.account_key(api_token(token="a"), api)
+    assert budgets.account_key(api_token(token="a"), api) != budgets.account_key(api_token(token="b"), api)
     assert budgets.account_key(api_token(), api) != budgets.account_key(api_token("other@example.com"), api)
     one = Credentials(AuthMethod.ACCESS_TOKEN, "", "token-one")
     two = Credentials(AuthMethod.ACCESS_TOKEN, "", "token-two")

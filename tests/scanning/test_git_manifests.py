@@ -115,13 +115,42 @@ def test_where_git_is_refused_manifests_are_read_over_rest(bitbucket):
     assert DependencyPackage.objects.exists()
 
 
-def test_a_head_that_moved_is_left_for_the_next_scan(bitbucket):
+def test_a_head_that_was_forced_away_is_left_for_the_next_scan(bitbucket):
     client = bb.BitbucketClient(Credentials(AuthMethod.API_TOKEN, SANDBOX_EMAIL, SANDBOX_API_TOKEN))
     repo = next(r for r in bitbucket.sandbox.world.workspaces["demo"].repos.values() if not r.tags)
     old = repo.branches[repo.mainbranch]
     bitbucket.sandbox.push("demo", repo.slug, repo.mainbranch, files={"x.txt": "x"}, fire=False)
+    # Pushed on top: the old head is still reachable, and git serves it (stateless RPC).
+    snapshot = client.git_fetch_commit("demo", repo.slug, old, max_bytes=1 << 20, timeout=10)
+    assert "x.txt" not in {f.path for f in snapshot.files()}
+    # Force-pushed away: "not our ref".
+    bitbucket.sandbox.world.workspaces["demo"].repos[repo.slug].commits[repo.branches[repo.mainbranch]].parents = []
     with pytest.raises(bb.HeadMoved):
         client.git_fetch_commit("demo", repo.slug, old, max_bytes=1 << 20, timeout=10)
+
+
+def test_a_small_pack_that_inflates_past_the_bound_is_read_over_rest(bitbucket, settings):
+    """A few KB on the wire, megabytes in memory: refused before it is inflated."""
+    settings.SCANNER_GIT_MAX_MB = 1
+    repo = bitbucket.sandbox.world.workspaces["demo"].repos["api"]
+    bitbucket.sandbox.push("demo", "api", repo.mainbranch, files={"assets/blank.bin": "0" * (3 << 20)}, fire=False)
+    integration = connect()
+    helpers.scan(integration)
+    api = Reference.objects.get(project__full_name="demo/api", is_default=True)
+    assert ScannerState.objects.get(reference=api).via == "rest:over-1MB"
+    assert SyncLog.objects.filter(integration=integration, message__contains="inflates to more than 1 MB").exists()
+    assert DependencyPackage.objects.filter(reference=api).exists()
+
+
+def test_dependency_scans_over_git_go_on_when_posture_has_spent_the_rest_hour(bitbucket, settings):
+    bitbucket.sandbox.rate_limit = 12
+    settings.BITBUCKET_REST_RESERVE = 2
+    integration = helpers.connect(name="Both", scanners=["dependencies", "posture"])
+    run = helpers.scan(integration)
+    assert "Scanners paused" in run.summary  # posture waits for the REST hour
+    assert run.counts["dependencies scanner"]["references"] == 8  # git's hour has room: all done
+    assert run.counts["posture scanner"]["references"] < 8
+    assert not [r for r in bitbucket.sandbox.requests if r.status == 429]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command line")
