@@ -357,6 +357,7 @@ class RequestBudget:
             _int(headers.get("X-RateLimit-Limit")),
             _int(headers.get("X-RateLimit-Remaining")),
             str(headers.get("X-RateLimit-NearLimit", "")).lower() == "true",
+            _int(headers.get("Retry-After")),
         )
         batch = self._joined()
         if batch is not None:
@@ -365,7 +366,15 @@ class RequestBudget:
             return
         self._learn(resource, *signal)
 
-    def _learn(self, resource: str, status: int, header_limit: int | None, remaining: int | None, near: bool) -> None:
+    def _learn(
+        self,
+        resource: str,
+        status: int,
+        header_limit: int | None,
+        remaining: int | None,
+        near: bool,
+        retry_after: int | None = None,
+    ) -> None:
         limit, learned = self.limit(resource)
         if header_limit and (header_limit != limit or not learned):
             self.store.learn(self.account, resource, header_limit)
@@ -373,8 +382,15 @@ class RequestBudget:
             limit = header_limit
         floor = 0
         if status == 429:
-            floor = limit
-        elif remaining is not None:
+            used, _ = self.used(resource)
+            if limit > used:
+                # Full until Bitbucket said to come back: counted in the slice that leaves the
+                # window then (the whole hour when it did not say).
+                first, last = self._window()
+                slot = last if retry_after is None else first - 1 + math.ceil(retry_after / _slice_seconds())
+                self.store.add(self.account, resource, min(last, max(first, slot)), limit - used)
+            return
+        if remaining is not None:
             floor = limit - remaining
         elif near:
             floor = math.ceil(limit * 0.8)  # Bitbucket's "near the limit" is under 20% left

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import responses
+from django.utils import timezone
 
 from integrations.bitbucket import budget as budgets
 from integrations.bitbucket import client as bb
@@ -160,3 +161,24 @@ def test_the_redis_store_is_shared_and_exact_under_concurrency(settings):
     assert granted == 50
     assert budgets.RequestBudget(account).standing(budgets.REST).left == 0
     assert not RequestBucket.objects.exists()  # counted in Redis, not the database
+
+
+@responses.activate
+def test_a_429_with_retry_after_blocks_the_account_only_that_long(settings):
+    settings.BITBUCKET_API_URL = api = "https://api.example.test/2.0"
+    settings.BITBUCKET_RETRIES = 0
+    responses.get(
+        f"{api}/repositories/acme/api",
+        status=429,
+        headers={"Retry-After": "120"},
+        json={"type": "error", "error": {"message": "slow"}},
+    )
+    with pytest.raises(bb.RateLimited):
+        bb.BitbucketClient(api_token()).repository("acme/api")
+    client = bb.BitbucketClient(api_token())
+    with pytest.raises(budgets.BudgetSpent) as refused:
+        client.repository("acme/api")
+    assert refused.value.retry_after <= 120 + 60  # not the whole hour
+    standing = client.budget.standing(budgets.REST)
+    assert standing.left == 0
+    assert (standing.resets_at - timezone.now()).total_seconds() <= 180
