@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max, Q, Sum
+from django.db.models import Count, F, Max, Q, Sum
 from django.utils import timezone
 
 from integrations.bitbucket import client as bb
@@ -77,8 +77,19 @@ def scan_chunks_create(*, run: ScanRun, reference_ids: list[int]) -> int:
     runners = min(len(chunks), chunk_runners())
     with transaction.atomic():
         ScanChunk.objects.bulk_create(chunks, batch_size=500)
+        _progress(run.pk)
         transaction.on_commit(lambda: _hand_out(run.pk, runners))
     return len(chunks)
+
+
+def _progress(run_id: int) -> None:
+    """The running scan's summary: how many of its chunks have ended."""
+    chunks = ScanChunk.objects.filter(scan_run_id=run_id).aggregate(
+        total=Count("pk"), ended=Count("pk", filter=~Q(status__in=ACTIVE))
+    )
+    ScanRun.objects.filter(pk=run_id, status=ScanStatus.RUNNING).update(
+        summary=f"Scanners: {chunks['ended']} of {chunks['total']} chunks done."
+    )
 
 
 class ChunkHeartbeat(Heartbeat):
@@ -210,11 +221,7 @@ def _end(
         status=status, finished_at=timezone.now(), **stats, **fields
     ):
         return  # handed to another worker meanwhile: its claim ends it
-    ended = ScanChunk.objects.filter(scan_run_id=chunk.scan_run_id).exclude(status__in=ACTIVE).count()
-    total = ScanChunk.objects.filter(scan_run_id=chunk.scan_run_id).count()
-    ScanRun.objects.filter(pk=chunk.scan_run_id, status=ScanStatus.RUNNING).update(
-        summary=f"Scanners: {ended} of {total} chunks done."
-    )
+    _progress(chunk.scan_run_id)
 
 
 def scan_chunks_finish(*, run_id: int) -> ScanRun | None:

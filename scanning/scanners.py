@@ -35,6 +35,7 @@ class Target:
     project: Project
     reference: Reference
     client: bb.BitbucketClient
+    previous_via: str = ""  # how this scanner read the reference last time (ScannerState.via)
 
 
 @dataclass
@@ -109,10 +110,7 @@ class DependenciesScanner(Scanner):
     def _git_allowed(target: Target) -> bool:
         if not settings.SCANNER_GIT_MANIFESTS:
             return False
-        via = ScannerState.objects.filter(reference=target.reference, scanner="dependencies").values_list(
-            "via", flat=True
-        )
-        over = re.fullmatch(r"rest:over-(\d+)MB", next(iter(via), "") or "")
+        over = re.fullmatch(r"rest:over-(\d+)MB", target.previous_via)
         return over is None or int(over[1]) < settings.SCANNER_GIT_MAX_MB  # re-tried when the bound is raised
 
     def _over_git(self, target: Target, result: Result) -> list[tuple[str, Callable[[], str]]] | None:
@@ -334,6 +332,16 @@ class Pass:
     paused: bb.RateLimited | None = None
 
 
+def previous_vias(refs: list[Reference]) -> dict[tuple[int, str], str]:
+    """{(reference id, scanner): how it was read last time}, in one query for a pass."""
+    return {
+        (ref_id, name): via
+        for ref_id, name, via in ScannerState.objects.filter(reference__in=refs).values_list(
+            "reference_id", "scanner", "via"
+        )
+    }
+
+
 def scanners_pass(
     *, integration: Integration, pending: list[tuple[Reference, Scanner]], client: bb.BitbucketClient
 ) -> Pass:
@@ -342,6 +350,7 @@ def scanners_pass(
     resource's hour is spent, the work that needs it waits for the next scan (state is per
     reference); work on other resources goes on."""
     done = Pass()
+    vias = previous_vias([ref for ref, _ in pending])
     paused: set[str] = set()  # resources whose hour is spent: scanners needing them wait
     client.reserve = settings.BITBUCKET_REST_RESERVE
     try:
@@ -351,7 +360,8 @@ def scanners_pass(
                 done.deferred += 1
                 continue
             try:
-                result = run_scanner(scanner, Target(integration, ref.project, ref, client))
+                target = Target(integration, ref.project, ref, client, vias.get((ref.pk, scanner.name), ""))
+                result = run_scanner(scanner, target)
             except bb.RateLimited as exc:
                 # Only what needs this resource waits: dependency scans over git go on when
                 # posture has spent the REST hour.
@@ -409,10 +419,12 @@ def run_for_project(*, integration: Integration, project: Project, client: bb.Bi
     if not selected:
         return "up to date"
     client = client or bb.client_for(integration)
+    vias = previous_vias([ref])
     ran = []
     for scanner in selected:
         try:
-            if run_scanner(scanner, Target(integration, project, ref, client)) is not None:
+            target = Target(integration, project, ref, client, vias.get((ref.pk, scanner.name), ""))
+            if run_scanner(scanner, target) is not None:
                 ran.append(scanner.name)
         except bb.RateLimited:
             ran.append(f"{scanner.name} (deferred: rate limited)")

@@ -150,7 +150,6 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
             rest_requests=stats.rest + stats.oauth,
             git_requests=stats.git,
             problems=sync.outcome.problems,
-            summary=f"Scanners: 0 of {-(-len(sync.outcome.chunked_refs) // settings.SCAN_CHUNK_SIZE)} chunks done.",
         )
         if handed:  # (not if the dispatcher ended this scan as stale meanwhile: its successor scans)
             scan_chunks_create(run=run, reference_ids=sync.outcome.chunked_refs)

@@ -158,6 +158,11 @@ class _RedisStore:
             self.redis = self._clients[url]
 
     @staticmethod
+    def _ttl() -> int:
+        """Slices are kept a little over two windows (the window, and the one before it)."""
+        return math.ceil(settings.BITBUCKET_RATE_WINDOW_SECONDS * 2.1)
+
+    @staticmethod
     def _key(account: str, resource: str, slot: int | str) -> str:
         return f"portal:budget:{account}:{resource}:{slot}"
 
@@ -165,7 +170,7 @@ class _RedisStore:
         key = self._key(account, resource, slot)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incrby(key, n)
-        pipe.expire(key, math.ceil(settings.BITBUCKET_RATE_WINDOW_SECONDS * 2.1))
+        pipe.expire(key, self._ttl())
         pipe.execute()
 
     # Sum the window and count n only if it fits, atomically (one round trip, exact).
@@ -183,8 +188,7 @@ class _RedisStore:
 
     def take(self, account: str, resource: str, first: int, last: int, n: int, ceiling: int) -> bool:
         keys = [self._key(account, resource, s) for s in range(first, last + 1)]
-        ttl = math.ceil(settings.BITBUCKET_RATE_WINDOW_SECONDS * 2.1)
-        return bool(self.redis.eval(self.TAKE, len(keys), *keys, n, ceiling, ttl))
+        return bool(self.redis.eval(self.TAKE, len(keys), *keys, n, ceiling, self._ttl()))
 
     def counts(self, account: str, resource: str, first: int, last: int) -> dict[int, int]:
         slots = list(range(first, last + 1))
@@ -208,10 +212,10 @@ def _store() -> _DatabaseStore | _RedisStore:
 
 @dataclass
 class Batch:
-    """Requests paid for at once (:meth:`RequestBudget.open_batch`) and spent by worker
-    threads that joined it (:meth:`RequestBudget.joined`): they never touch the store; what
-    they owe, retried and saw is settled by :meth:`RequestBudget.close_batch` in the caller's
-    thread. Threads that did not join (the caller's own requests) are counted as usual."""
+    """Requests paid for at once (:meth:`RequestBudget.batch`) and spent by worker threads
+    that joined it (:meth:`RequestBudget.joined`): they never touch the store; what they
+    owe, retried and saw is settled when the batch ends, in the caller's thread. Threads
+    that did not join (the caller's own requests) are counted as usual."""
 
     prepaid: dict[str, int]
     owed: dict[str, int]
@@ -284,15 +288,33 @@ class RequestBudget:
             resource=resource,
         )
 
-    def open_batch(self, resource: str, n: int, *, reserve: int = 0) -> Batch:
-        """Take ``n`` at once (one store round trip instead of ``n``) for requests worker
-        threads are about to send; raises :class:`BudgetSpent` when they do not fit."""
+    @contextmanager
+    def batch(self, resource: str, n: int, *, reserve: int = 0) -> Iterator[Batch]:
+        """Take ``n`` at once (one store round trip instead of ``n``; :class:`BudgetSpent`
+        when they do not fit) for requests worker threads are about to send; they spend it
+        inside :meth:`joined`. On leaving, settled here in the caller's thread: what was not
+        used is handed back to the slice it was counted in, what was owed (retries, requests
+        beyond the prepaid) is counted, and what the threads saw is learned from."""
         slot = self._window()[1]
         if n > 0:
             self._take(resource, n, reserve)
         prepaid = dict.fromkeys(RESOURCES, 0)
         prepaid[resource] = max(n, 0)
-        return Batch(prepaid=prepaid, owed=dict.fromkeys(RESOURCES, 0), seen=[], slot=slot)
+        batch = Batch(prepaid=prepaid, owed=dict.fromkeys(RESOURCES, 0), seen=[], slot=slot)
+        try:
+            yield batch
+        finally:
+            with self._lock:
+                unused, owed, seen = dict(batch.prepaid), dict(batch.owed), list(batch.seen)
+                batch.prepaid, batch.owed, batch.seen = dict.fromkeys(RESOURCES, 0), dict.fromkeys(RESOURCES, 0), []
+            now = self._window()[1]
+            for name in RESOURCES:
+                if owed[name]:
+                    self.store.add(self.account, name, now, owed[name])
+                if unused[name]:
+                    self.store.add(self.account, name, batch.slot, -unused[name])
+            for name, signal in seen:
+                self._learn(name, *signal)
 
     @contextmanager
     def joined(self, batch: Batch) -> Iterator[None]:
@@ -302,30 +324,6 @@ class RequestBudget:
             yield
         finally:
             self._local.batch = None
-
-    def close_batch(self, batch: Batch) -> None:
-        """Settle a batch in the caller's thread: hand back what was not used, count what was
-        owed (retries, requests beyond the prepaid), learn from what the threads saw."""
-        with self._lock:
-            unused, owed, seen = dict(batch.prepaid), dict(batch.owed), list(batch.seen)
-            batch.prepaid, batch.owed, batch.seen = dict.fromkeys(RESOURCES, 0), dict.fromkeys(RESOURCES, 0), []
-        slot = self._window()[1]
-        for name in RESOURCES:
-            if owed[name]:
-                self.store.add(self.account, name, slot, owed[name])
-            if unused[name]:
-                self.store.add(self.account, name, batch.slot, -unused[name])
-        for name, signal in seen:
-            self._learn(name, *signal)
-
-    @contextmanager
-    def batch(self, resource: str, n: int, *, reserve: int = 0) -> Iterator[Batch]:
-        """:meth:`open_batch` ... :meth:`close_batch` around a block (threads still join it)."""
-        batch = self.open_batch(resource, n, reserve=reserve)
-        try:
-            yield batch
-        finally:
-            self.close_batch(batch)
 
     def spend(self, resource: str, n: int = 1) -> None:
         """Count requests that were sent without asking (a retry urllib3 made)."""

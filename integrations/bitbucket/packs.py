@@ -76,37 +76,16 @@ class _Wire:
         return self.read(length - 4)
 
 
-class _Sideband:
-    """The pack data of band 1, as dulwich's ``read_all``/``read_some`` want it."""
-
-    def __init__(self, wire: _Wire) -> None:
-        self.wire, self.buffer, self.ended = wire, bytearray(), False
-
-    def _fill(self) -> None:
-        while not self.buffer and not self.ended:
-            payload = self.wire.pkt()
-            if payload is FLUSH:
-                self.ended = True
-            elif payload[:1] == b"\x01":
-                self.buffer += payload[1:]
-            elif payload[:1] == b"\x03":
-                raise UnexpectedResponse(f"git reported an error: {payload[1:200].decode('utf-8', 'replace')}")
-            # band 2: progress text, ignored
-
-    def read_some(self, n: int) -> bytes:
-        self._fill()
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
-
-    def read_all(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            chunk = self.read_some(n - len(out))
-            if not chunk:
-                raise UnexpectedResponse("git's pack ended early.")
-            out += chunk
-        return bytes(out)
+def _pack_data(wire: _Wire) -> bytearray:
+    """The pack: the data of side-band 1 up to the flush (progress on band 2 is dropped, an
+    error on band 3 raised)."""
+    data = bytearray()
+    while (payload := wire.pkt()) is not FLUSH:
+        if payload[:1] == b"\x01":
+            data += payload[1:]
+        elif payload[:1] == b"\x03":
+            raise UnexpectedResponse(f"git reported an error: {payload[1:200].decode('utf-8', 'replace')}")
+    return data
 
 
 def read_fetch_response(
@@ -131,10 +110,7 @@ def read_fetch_response(
         raise UnexpectedResponse(f"git refused the fetch: {line[4:200].decode('utf-8', 'replace')}")
     if line is FLUSH or line.rstrip(b"\n") != b"NAK":
         raise UnexpectedResponse("git's answer has no NAK before the pack.")
-    band = _Sideband(wire)
-    data = bytearray()
-    while chunk := band.read_some(65536):
-        data += chunk
+    data = _pack_data(wire)
     try:
         _check_inflated_size(data, max_bytes)
     except (zlib.error, IndexError) as exc:
