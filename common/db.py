@@ -20,3 +20,15 @@ def statistics_refresh(*tables: type[models.Model], rows_written: int) -> bool:
         for model in tables:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
     return True
+
+
+def generic_plans_allow() -> None:
+    """Let PostgreSQL reuse generic plans for the rest of the current transaction (``SET
+    LOCAL``; a no-op elsewhere). The portal's connections force custom plans
+    (``PG_PLAN_CACHE_MODE``) so that a plan cached while tables were empty never outlives
+    their growth; a bulk delete of tables that are known to be full runs one foreign-key
+    check per deleted row, and re-planning each of them made a purge three times slower."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = auto")

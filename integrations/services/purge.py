@@ -7,6 +7,7 @@ import logging
 from django.conf import settings
 from django.db import models, transaction
 
+from common.db import generic_plans_allow
 from integrations.models import Integration, IntegrationStatus, Namespace, Project
 from integrations.selectors import cascade_querysets, integration_subtree_levels
 from integrations.services.audit import audit
@@ -44,6 +45,7 @@ def integration_purge(*, integration_id: int, chunk_size: int | None = None) -> 
     after = 0
     while True:
         with transaction.atomic():
+            generic_plans_allow()
             # Keyset order: each chunk starts past the last, never re-reading the dead rows
             # the chunks before it left behind (not yet vacuumed).
             ids = list(projects.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:chunk_size])
@@ -87,6 +89,7 @@ def _delete_in_chunks(qs: models.QuerySet, chunk_size: int) -> int:
     total = 0
     while True:
         with transaction.atomic():
+            generic_plans_allow()
             ids = list(qs.order_by().values_list("pk", flat=True)[:chunk_size])
             if not ids:
                 return total

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.db import generic_plans_allow
 from integrations import services
 from integrations.models import Integration, IntegrationStatus, Namespace, Project, Reference
 from integrations.selectors import integration_purge_plan
@@ -117,6 +118,7 @@ class Command(BaseCommand):
     def _cascade(integration: Integration, counter: Statements) -> None:
         counter.begin()
         with transaction.atomic():
+            generic_plans_allow()  # as the product's purge does: a fair comparison
             for qs in integration_purge_plan(integration=integration):
                 qs._raw_delete(qs.db)
         counter.end()
