@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for a choice set that several components share (an integration as read, and as updated).
+    "ENUM_NAME_OVERRIDES": {"IntegrationStatusEnum": "integrations.models.IntegrationStatus"},
 }
 
 # --- Security (``manage.py check --deploy`` passes when DEBUG is off) -------------

@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from integrations import services
 from integrations.forms import (
-    CredentialsForm,
+    CredentialsUpdateForm,
     DeleteConfirmForm,
     IntegrationCreateForm,
     IntegrationSettingsForm,
@@ -389,13 +389,18 @@ class IntegrationAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
         form = IntegrationSettingsForm(request.POST or None, initial=IntegrationSettingsForm.initial_from(integration))
+        report = None
         if request.method == "POST" and form.is_valid():
-            try:
-                services.integration_update(integration=integration, actor=request.user, **form.settings_values())
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                self.message_user(request, "Saved. Changes apply from the next scan.", messages.SUCCESS)
+            saved, report = form.save_to(integration, actor=request.user)
+            if saved:
+                failed = report is not None and not report.ok
+                self.message_user(
+                    request,
+                    "Saved although the credentials lack what the new settings need."
+                    if failed
+                    else "Saved. Changes apply from the next scan.",
+                    messages.WARNING if failed else messages.SUCCESS,
+                )
                 return HttpResponseRedirect(request.path)
         return self._render(
             request,
@@ -406,6 +411,7 @@ class IntegrationAdmin(admin.ModelAdmin):
                 "integration": integration,
                 "original": integration,
                 "submit_label": "Save",
+                "report": report,
                 "show_tools": True,
                 "note": "Changes to scanners and settings apply from the next scan; Rescan Org applies them now.",
                 **self.extra_integration_context(request, integration),
@@ -421,10 +427,18 @@ class IntegrationAdmin(admin.ModelAdmin):
         integration = self._get(request, object_id)
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
-        form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
-        if request.method == "POST" and form.is_valid() and form.save_to(integration, actor=request.user):
-            self.message_user(request, "Credentials updated.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
+        form = CredentialsUpdateForm(request.POST or None, initial=CredentialsUpdateForm.initial_for(integration))
+        report = None
+        if request.method == "POST" and form.is_valid():
+            saved, report, _ = form.save_to(integration, actor=request.user)  # the admin asks for the secret again
+            if saved:
+                failed = report is not None and not report.ok
+                self.message_user(
+                    request,
+                    "Credentials saved although verification failed." if failed else "Credentials verified and saved.",
+                    messages.WARNING if failed else messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:integrations_integration_change", args=[integration.pk]))
         return self._render(
             request,
             "admin/integrations/integration/form.html",
@@ -433,8 +447,12 @@ class IntegrationAdmin(admin.ModelAdmin):
                 "form": form,
                 "integration": integration,
                 "original": integration,
-                "submit_label": "Update credentials",
-                "note": "The current secret is never shown. Enter a new one to replace it.",
+                "submit_label": "Verify and save",
+                "report": report,
+                "note": (
+                    "The current secret is never shown. Enter a new one to replace it: it is verified against "
+                    "Bitbucket before it is saved."
+                ),
             },
         )
 

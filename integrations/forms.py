@@ -67,20 +67,41 @@ class CredentialsForm(forms.Form):
             "key": identity if integration.auth_method == AuthMethod.OAUTH else "",
         }
 
-    def save_to(self, integration: Integration, *, actor) -> bool:
-        """Replace the integration's credentials through the service (the admin and the
-        portal page both come here). False, with the reasons on the form, when refused."""
+
+class CredentialsUpdateForm(CredentialsForm):
+    """Update Credentials (portal page and admin): the credential fields, and the explicit
+    confirmation that saves credentials which failed a required check."""
+
+    confirm_failed = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="Save these credentials although a required check failed (scans will fail where they fall short).",
+    )
+
+    def save_to(self, integration: Integration, *, actor, credentials: dict | None = None, rescan: bool = False):
+        """Verify and save through the service. Returns ``(saved, report, kept)``: the
+        verification report to show, and the checked credentials, encrypted, when they were
+        refused (for a confirmation without retyping); the reasons are on the form."""
         try:
-            services.credentials_update(
+            report = services.credentials_update(
                 integration=integration,
                 auth_method=self.cleaned_data["auth_method"],
-                credentials=self.credentials(),
+                credentials=credentials or self.credentials(),
                 actor=actor,
+                confirmed=self.cleaned_data["confirm_failed"],
+                rescan=rescan,
             )
+        except services.VerificationFailed as exc:
+            self.add_error(
+                None,
+                "Bitbucket verification failed; nothing was saved. Fix what the checks below name, or tick "
+                "'Save anyway' to keep these credentials regardless.",
+            )
+            return False, exc.report, exc.kept
         except ValidationError as exc:
             apply_service_errors(self, exc)
-            return False
-        return True
+            return False, None, None
+        return True, report, None
 
 
 def _scanner_choices() -> list[tuple[str, str]]:
@@ -236,10 +257,37 @@ class IntegrationSettingsForm(SettingsFieldsMixin):
     status = forms.ChoiceField(
         choices=[(IntegrationStatus.ACTIVE, "Active"), (IntegrationStatus.PAUSED, "Paused (no scheduled scans)")],
     )
+    confirm_failed = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="Save these settings although the credentials lack a scope they need (that part will fail).",
+    )
     field_order = ["name", "status", "scanners", "scan_interval_hours", "labels", "description"]
 
     def settings_values(self) -> dict:
         return {**super().settings_values(), "name": self.cleaned_data["name"], "status": self.cleaned_data["status"]}
+
+    def save_to(self, integration: Integration, *, actor):
+        """Save through the service (new scanners and PR scans are checked against
+        Bitbucket first). Returns ``(saved, report)``; the reasons are on the form."""
+        try:
+            report = services.integration_update(
+                integration=integration,
+                actor=actor,
+                confirmed=self.cleaned_data["confirm_failed"],
+                **self.settings_values(),
+            )
+        except services.VerificationFailed as exc:
+            self.add_error(
+                None,
+                "The credentials lack what the new settings need; nothing was saved. Update the credentials, or "
+                "tick 'Save anyway' to keep these settings regardless.",
+            )
+            return False, exc.report
+        except ValidationError as exc:
+            apply_service_errors(self, exc)
+            return False, None
+        return True, report
 
 
 class DeleteConfirmForm(forms.Form):

@@ -52,6 +52,22 @@ def integrations_with_health(queryset: QuerySet[Integration]) -> QuerySet[Integr
     )
 
 
+def integrations_overlapping(
+    *, tenant: Tenant | int, workspace: str, project_key: str = "", exclude_pk: int | None = None
+) -> list[Integration]:
+    """The tenant's integrations whose scope overlaps this one's: the same workspace and
+    project, the whole workspace around this project, or (for a workspace) any of its
+    projects. Integrations being deleted do not count; other tenants never do."""
+    qs = Integration.objects.filter(tenant=tenant, workspace__iexact=workspace).exclude(
+        status=IntegrationStatus.DELETING
+    )
+    if project_key:
+        qs = qs.filter(Q(project_key="") | Q(project_key__iexact=project_key))
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    return list(qs.order_by("project_key", "name"))
+
+
 def integration_get_credentials(*, integration: Integration):
     """The decrypted credentials, for the Bitbucket client only. Fails closed."""
     return Credentials.from_json(integration.auth_method, integration.credentials.reveal())

@@ -26,10 +26,9 @@ from django.views.decorators.http import require_POST
 
 from integrations import services
 from integrations.bitbucket.credentials import Credentials
-from integrations.bitbucket.verify import verify_draft
 from integrations.crypto import SealedSecret, seal
 from integrations.forms import (
-    CredentialsForm,
+    CredentialsUpdateForm,
     DeleteConfirmForm,
     IntegrationCreateForm,
     IntegrationSettingsForm,
@@ -95,10 +94,10 @@ def bitbucket_manage(request):
     return render(request, "portal/bitbucket_manage.html", {"integrations": integrations})
 
 
-def _pending_credentials(request, form) -> dict | None:
-    """Credentials kept (encrypted) in the session after a successful Verify, so the
-    secret need not be typed twice and is never echoed into the page."""
-    pending = request.session.get(PENDING_KEY)
+def _pending_credentials(request, form, key: str = PENDING_KEY) -> dict | None:
+    """Credentials kept (encrypted) in the session after a Verify (passed or failed), so
+    the secret need not be typed twice and is never echoed into the page."""
+    pending = request.session.get(key)
     if not pending or form.cleaned_data.get("token") or form.cleaned_data.get("secret"):
         return None
     if pending.get("auth_method") != form.cleaned_data["auth_method"]:
@@ -126,7 +125,8 @@ def bitbucket_add(request):
         pr_enabled = form.settings_values()["pr_settings"]["enabled"]
         if request.POST.get("action") == "verify":
             try:
-                _, creds, report = verify_draft(
+                _, creds, report = services.integration_verify_draft(
+                    tenant=request.tenant,
                     auth_method=data["auth_method"],
                     credentials=credentials,
                     bitbucket_url=data["bitbucket_url"],
@@ -138,13 +138,9 @@ def bitbucket_add(request):
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                if report.ok:
-                    request.session[PENDING_KEY] = {
-                        "auth_method": creds.method,
-                        "sealed": seal(creds.to_json()).ciphertext,
-                    }
-                else:
-                    request.session.pop(PENDING_KEY, None)
+                _pending_keep(
+                    request, PENDING_KEY, {"auth_method": creds.method, "sealed": seal(creds.to_json()).ciphertext}
+                )
         else:
             try:
                 integration = services.integration_create(
@@ -162,6 +158,7 @@ def bitbucket_add(request):
             except services.VerificationFailed as exc:
                 report = exc.report
                 form.add_error(None, "Bitbucket verification failed; nothing was saved. See the checks below.")
+                _pending_keep(request, PENDING_KEY, exc.kept)
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -175,34 +172,69 @@ def bitbucket_add(request):
     )
 
 
+def _pending_keep(request, key: str, kept: dict | None) -> None:
+    """Keep verified (or refused) credentials for the next attempt: encrypted, in the session."""
+    if kept is not None:
+        request.session[key] = kept
+
+
 @sensitive
 @tenant_view(Role.ADMIN)
 def bitbucket_credentials(request, pk: int):
+    """Update Credentials: the new credentials are verified as on Add before anything is
+    saved; a failing required check is saved only when the person confirms it."""
     integration = get_integration(request, pk)
-    form = CredentialsForm(request.POST or None, initial=CredentialsForm.initial_for(integration))
-    if request.method == "POST" and form.is_valid() and form.save_to(integration, actor=request.user):
-        messages.success(request, f"Credentials of '{integration}' updated. Rescan Org to use them now.")
-        return redirect("portal:bitbucket_manage")
-    return render(request, "portal/bitbucket_credentials.html", {"form": form, "integration": integration})
+    key = f"{PENDING_KEY}:{integration.pk}"
+    form = CredentialsUpdateForm(request.POST or None, initial=CredentialsUpdateForm.initial_for(integration))
+    report = None
+    if request.method == "GET":
+        request.session.pop(key, None)
+    if request.method == "POST" and form.is_valid():
+        rescan = request.POST.get("action") != "save"
+        saved, report, kept = form.save_to(
+            integration, actor=request.user, credentials=_pending_credentials(request, form, key), rescan=rescan
+        )
+        _pending_keep(request, key, kept)
+        if saved:
+            request.session.pop(key, None)
+            done = "A scan has started with them." if rescan else "Rescan to use them now."
+            if report is not None and not report.ok:
+                messages.warning(request, f"Credentials of '{integration}' saved although verification failed. {done}")
+            else:
+                messages.success(request, f"Credentials of '{integration}' verified and saved. {done}")
+            return redirect("portal:bitbucket_manage")
+    return render(
+        request,
+        "portal/bitbucket_credentials.html",
+        {
+            "form": form,
+            "integration": integration,
+            "report": report,
+            "credentials_kept": bool(request.session.get(key)),
+        },
+    )
 
 
 @tenant_view(Role.ADMIN)
 def bitbucket_edit(request, pk: int):
     integration = get_integration(request, pk)
     form = IntegrationSettingsForm(request.POST or None, initial=IntegrationSettingsForm.initial_from(integration))
+    report = None
     if request.method == "POST" and form.is_valid():
-        try:
-            services.integration_update(integration=integration, actor=request.user, **form.settings_values())
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, "Saved. Changes apply from the next scan; Rescan Org applies them now.")
+        saved, report = form.save_to(integration, actor=request.user)
+        if saved:
+            if report is not None and not report.ok:
+                messages.warning(request, "Saved although the credentials lack what the new settings need.")
+            else:
+                checked = " The credentials were checked for them." if report is not None else ""
+                messages.success(request, f"Saved.{checked} Changes apply from the next scan; Rescan applies them now.")
             return redirect("portal:bitbucket_edit", pk=integration.pk)
     return render(
         request,
         "portal/bitbucket_edit.html",
         {
             "form": form,
+            "report": report,
             "integration": integration,
             # Only reaches admins and owners (this view needs the admin role).
             "webhook_secret": integration.webhook_secret.reveal() if integration.webhook_secret else "",

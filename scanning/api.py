@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from integrations.api.errors import Conflict
 from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
+from integrations.api.serializers import VerificationSerializer
 from integrations.api.views import ERRORS, TenantScoped, _pick_tenant, get_visible, get_visible_integration
 from integrations.models import Reference, Role
 from integrations.selectors import has_role
@@ -119,14 +120,7 @@ class VerifyView(APIView):
         summary="Test configuration: verify the stored credentials against Bitbucket",
         request=None,
         responses={
-            200: inline_serializer(
-                "Verification",
-                {
-                    "ok": serializers.BooleanField(),
-                    "missing_scopes": serializers.ListField(child=serializers.CharField()),
-                    "checks": serializers.ListField(child=serializers.DictField()),
-                },
-            ),
+            200: VerificationSerializer,
             **ERRORS,
         },
     )

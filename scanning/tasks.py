@@ -18,6 +18,12 @@ from synclogs.services import sync_logs_prune
 
 
 def first_scan_task(integration_id: int, actor_id: int | None = None) -> None:
+    scan_request_task(integration_id, actor_id)
+
+
+def scan_request_task(integration_id: int, actor_id: int | None = None) -> None:
+    """A manual scan asked for by a service that does not own scans (a new integration,
+    "Save and rescan"); nothing happens when one is already queued or running."""
     integration = Integration.objects.filter(pk=integration_id).first()
     if integration is None:
         return

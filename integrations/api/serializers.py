@@ -124,6 +124,10 @@ class IntegrationCreateSerializer(SettingsFields, CredentialFields):
 
 
 class IntegrationUpdateSerializer(SettingsFields):
+    confirm = serializers.BooleanField(
+        default=False,
+        help_text="Save although the credentials lack a scope the new scanners or PR settings need.",
+    )
     name = serializers.CharField(max_length=200, required=False)
     status = serializers.ChoiceField(choices=[IntegrationStatus.ACTIVE, IntegrationStatus.PAUSED], required=False)
     bitbucket_url = serializers.CharField(required=False, help_text="Immutable: changing it is refused.")
@@ -136,10 +140,54 @@ class IntegrationUpdateSerializer(SettingsFields):
         return values
 
 
-class CredentialsResultSerializer(serializers.ModelSerializer):
+class VerificationCheckSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    ok = serializers.BooleanField()
+    required = serializers.BooleanField()
+    message = serializers.CharField()
+    missing_scopes = serializers.ListField(child=serializers.CharField())
+
+
+class VerificationSerializer(serializers.Serializer):
+    """A verification report: every check against Bitbucket, and the scopes missing."""
+
+    ok = serializers.BooleanField()
+    missing_scopes = serializers.ListField(child=serializers.CharField())
+    checks = VerificationCheckSerializer(many=True)
+
+
+class VerifiedChange:
+    """``verification``: the report of the checks a change ran (None when it needed none),
+    passed in the serializer's context by the view."""
+
+    @extend_schema_field(VerificationSerializer(allow_null=True))
+    def get_verification(self, obj) -> dict | None:
+        report = self.context.get("verification")
+        return report.as_dict() if report is not None else None
+
+
+class CredentialsUpdateSerializer(CredentialFields):
+    confirm = serializers.BooleanField(
+        default=False,
+        help_text="Save although a required check failed (after reading the report of a refused attempt).",
+    )
+    rescan = serializers.BooleanField(default=False, help_text="Start a scan once saved.")
+
+
+class IntegrationUpdatedSerializer(VerifiedChange, IntegrationSerializer):
+    verification = serializers.SerializerMethodField()
+
+    class Meta(IntegrationSerializer.Meta):
+        fields = [*IntegrationSerializer.Meta.fields, "verification"]
+        read_only_fields = fields
+
+
+class CredentialsResultSerializer(VerifiedChange, serializers.ModelSerializer):
+    verification = serializers.SerializerMethodField()
+
     class Meta:
         model = Integration
-        fields = ["auth_method", "credential_identity", "credentials_updated_at"]
+        fields = ["auth_method", "credential_identity", "credentials_updated_at", "verification"]
         read_only_fields = fields
 
 

@@ -159,15 +159,29 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
 
     @extend_schema(
         summary="Edit settings (applies from the next scan)",
+        description=(
+            "New scanners, or pull-request scans turned on, are checked against Bitbucket first: a credential "
+            "that lacks what they need is refused with the report (400 `verification_failed`) unless `confirm` "
+            "is true. The response carries the report of the checks that ran (`verification`, null when none)."
+        ),
         request=s.IntegrationUpdateSerializer,
-        responses={200: s.IntegrationSerializer, **ERRORS},
+        responses={200: s.IntegrationUpdatedSerializer, **ERRORS},
     )
     def partial_update(self, request, pk=None):
         integration = self.get_object()
         data = s.IntegrationUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.integration_update(integration=integration, actor=request.user, **data.settings_values())
-        return Response(s.IntegrationSerializer(self.get_queryset().get(pk=integration.pk)).data)
+        report = services.integration_update(
+            integration=integration,
+            actor=request.user,
+            confirmed=data.validated_data["confirm"],
+            **data.settings_values(),
+        )
+        return Response(
+            s.IntegrationUpdatedSerializer(
+                self.get_queryset().get(pk=integration.pk), context={"verification": report}
+            ).data
+        )
 
     @extend_schema(
         summary="Delete (or preview with ?dry_run=1)",
@@ -182,23 +196,31 @@ class IntegrationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMod
         return Response({"dry_run": False, "preview": preview}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        summary="Replace the credentials (write-only; never returned)",
-        request=s.CredentialFields,
+        summary="Replace the credentials (write-only; never returned), verified first",
+        description=(
+            "The new credentials are verified against Bitbucket for everything this integration's scanners and "
+            "pull-request settings need, as on create. A failing required check refuses the change with the "
+            "report (400 `verification_failed`) unless `confirm` is true; `rescan` starts a scan once saved. "
+            "The response carries the report (`verification`)."
+        ),
+        request=s.CredentialsUpdateSerializer,
         responses={200: s.CredentialsResultSerializer, **ERRORS},
     )
     @action(detail=True, methods=["post"])
     def credentials(self, request, pk=None):
         integration = self.get_object()
-        data = s.CredentialFields(data=request.data)
+        data = s.CredentialsUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.credentials_update(
+        report = services.credentials_update(
             integration=integration,
             auth_method=data.validated_data["auth_method"],
             credentials=data.credentials(),
             actor=request.user,
+            confirmed=data.validated_data["confirm"],
+            rescan=data.validated_data["rescan"],
         )
         integration.refresh_from_db()
-        return Response(s.CredentialsResultSerializer(integration).data)
+        return Response(s.CredentialsResultSerializer(integration, context={"verification": report}).data)
 
 
 class NamespaceFilter(django_filters.FilterSet):

@@ -27,7 +27,9 @@ from integrations.services.lifecycle import (
     integration_create,
     integration_delete_request,
     integration_feature_refused,
+    integration_overlap_problem,
     integration_update,
+    integration_verify_draft,
     webhook_secret_rotate,
 )
 from integrations.services.namespaces import namespace_create, namespace_delete, namespace_update
@@ -63,8 +65,10 @@ __all__ = [
     "integration_create",
     "integration_delete_request",
     "integration_feature_refused",
+    "integration_overlap_problem",
     "integration_purge",
     "integration_update",
+    "integration_verify_draft",
     "membership_set",
     "namespace_create",
     "namespace_delete",

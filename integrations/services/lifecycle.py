@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from integrations.bitbucket.credentials import clean_credentials
 from integrations.bitbucket.urls import parse_target
-from integrations.bitbucket.verify import verify_connection
+from integrations.bitbucket.verify import VerificationReport, verify_connection, verify_draft
 from integrations.crypto import seal
 from integrations.models import (
     Integration,
@@ -26,6 +26,8 @@ from integrations.models import (
 from integrations.queue import enqueue
 from integrations.selectors import (
     integration_delete_preview,
+    integration_get_credentials,
+    integrations_overlapping,
 )
 from integrations.services.audit import Actor, actor_or_none, audit
 from integrations.services.namespaces import sibling_slugs
@@ -39,11 +41,83 @@ logger = logging.getLogger(__name__)
 
 
 class VerificationFailed(ValidationError):
-    """Verification against Bitbucket failed; ``report`` says which checks and why."""
+    """Verification against Bitbucket failed; ``report`` says which checks and why.
+    ``kept`` holds the credentials that were checked, encrypted (``{"auth_method",
+    "sealed"}``), so a page can keep them for the next attempt without echoing them."""
 
-    def __init__(self, report) -> None:
+    def __init__(self, report, credentials=None) -> None:
         self.report = report
+        self.kept = (
+            {"auth_method": credentials.method, "sealed": seal(credentials.to_json()).ciphertext}
+            if credentials is not None
+            else None
+        )
         super().__init__({"__all__": report.summary_lines() or ["Verification against Bitbucket failed."]})
+
+
+def integration_overlap_problem(
+    *, tenant: Tenant, workspace: str, project_key: str = "", exclude_pk: int | None = None
+) -> str | None:
+    """Why this scope may not be connected in ``tenant`` (another integration already lists
+    some of its repositories: they would be inventoried twice), naming that integration and
+    what to do; None when nothing overlaps. Other tenants' integrations never count."""
+    found = integrations_overlapping(tenant=tenant, workspace=workspace, project_key=project_key, exclude_pk=exclude_pk)
+    if not found:
+        return None
+    same = next((i for i in found if i.project_key.lower() == project_key.lower()), None)
+    if same is not None:
+        what = f"Project {project_key} of workspace {workspace}" if project_key else f"Workspace {workspace}"
+        return (
+            f"{what} is already connected as integration '{same.name}'. Edit '{same.name}' to change its "
+            "scanners, settings or credentials, or delete it before connecting this again."
+        )
+    whole = next((i for i in found if not i.project_key), None)
+    if whole is not None:
+        return (
+            f"Project {project_key} is already covered by integration '{whole.name}', which connects all of "
+            f"workspace {workspace}: connecting it too would list its repositories twice. Keep '{whole.name}', "
+            "or delete it and connect the projects you want one by one."
+        )
+    names = ", ".join(f"'{i.name}' (project {i.project_key})" for i in found)
+    them = "that integration" if len(found) == 1 else "those integrations"
+    return (
+        f"Workspace {workspace} already has projects connected: {names}. Connecting the whole workspace would "
+        f"list their repositories twice. Delete {them} first (the workspace integration then covers their "
+        "repositories), or connect the other projects one by one."
+    )
+
+
+def integration_verify_draft(
+    *,
+    tenant: Tenant,
+    auth_method: str,
+    credentials: dict[str, str],
+    bitbucket_url: str = "",
+    workspace: str = "",
+    project_key: str = "",
+    scanners: Iterable[str] = (),
+    pr_enabled: bool = False,
+):
+    """The Add page's Verify: what a person typed, checked before anything is saved. A scope
+    another integration of the tenant already covers is refused first (``ValidationError``
+    on ``bitbucket_url``), without asking Bitbucket. Returns ``(target, credentials, report)``."""
+    try:
+        target = parse_target(url=bitbucket_url, workspace=workspace, project_key=project_key)
+    except ValidationError:
+        target = None  # verify_draft reports it with the other fields
+    if target is not None:
+        problem = integration_overlap_problem(tenant=tenant, workspace=target.workspace, project_key=target.project_key)
+        if problem:
+            raise ValidationError({"bitbucket_url": problem})
+    return verify_draft(
+        auth_method=auth_method,
+        credentials=credentials,
+        bitbucket_url=bitbucket_url,
+        workspace=workspace,
+        project_key=project_key,
+        scanners=list(scanners),
+        pr_enabled=pr_enabled,
+    )
 
 
 def integration_create(
@@ -107,13 +181,10 @@ def integration_create(
     except ValidationError as exc:
         errors.update(exc.message_dict)
         cleaned = {}
-    if (
-        target is not None
-        and Integration.objects.filter(tenant=tenant, workspace=target.workspace, project_key=target.project_key)
-        .exclude(status=IntegrationStatus.DELETING)
-        .exists()
-    ):
-        errors["bitbucket_url"] = f"{target.url} is already connected in this organisation."
+    if target is not None:
+        problem = integration_overlap_problem(tenant=tenant, workspace=target.workspace, project_key=target.project_key)
+        if problem:
+            errors["bitbucket_url"] = problem
     if errors:
         raise ValidationError(errors)
 
@@ -127,7 +198,7 @@ def integration_create(
             pr_enabled=bool(cleaned.get("pr_settings", {}).get("enabled")),
         )
         if not report.ok:
-            raise VerificationFailed(report)
+            raise VerificationFailed(report, creds)
 
     with transaction.atomic():
         integration = Integration.objects.create(
@@ -189,10 +260,17 @@ EDITABLE_FIELDS = (
 )
 
 
-@transaction.atomic
-def integration_update(*, integration: Integration, actor: Actor, **changes: Any) -> Integration:
+def integration_update(
+    *, integration: Integration, actor: Actor, verify: bool = True, confirmed: bool = False, **changes: Any
+) -> VerificationReport | None:
     """Edit settings (scanners, PR settings, interval, labels, description, name,
-    active/paused). They apply from the next scan."""
+    active/paused). They apply from the next scan.
+
+    Newly selected scanners, or pull-request scans turned on, may need scopes the credential
+    lacks: with ``verify`` (the default) Bitbucket is asked first, for what is new only,
+    and a failing required
+    check raises :class:`VerificationFailed` (nothing saved) unless ``confirmed``. Returns
+    the report of the checks that ran, or None when the change needed none."""
     immutable = [f for f in IMMUTABLE_FIELDS if f in changes and changes[f] != getattr(integration, f)]
     if immutable:
         raise ValidationError(
@@ -238,7 +316,36 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
         raise ValidationError(errors)
     changed = sorted(f for f, v in cleaned.items() if getattr(integration, f) != v)
     if not changed:
-        return integration
+        return None
+    report = None
+    added, pr_on = _newly_needed(integration, cleaned)
+    if verify and (added or pr_on):
+        # Only what this change asks for anew (a gap confirmed earlier is not asked again).
+        # Outside any transaction: these are network calls.
+        report = verify_connection(
+            target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
+            credentials=integration_get_credentials(integration=integration),
+            scanners=added,
+            pr_enabled=pr_on,
+        )
+        if not report.ok and not confirmed:
+            raise VerificationFailed(report)
+    with transaction.atomic():
+        _settings_save(integration, cleaned, changed, actor, report)
+    return report
+
+
+def _newly_needed(integration: Integration, cleaned: dict) -> tuple[list[str], bool]:
+    """What this change asks of Bitbucket that the integration did not: the scanners added,
+    and whether pull-request scans are turned on."""
+    added = [n for n in cleaned.get("scanners", integration.scanners) if n not in integration.scanners]
+    pr_on = bool(cleaned.get("pr_settings", integration.pr_config).get("enabled"))
+    return added, pr_on and not integration.pr_config.get("enabled")
+
+
+def _settings_save(
+    integration: Integration, cleaned: dict, changed: list[str], actor: Actor, report: VerificationReport | None
+) -> None:
     if "pr_settings" in changed and cleaned["pr_settings"].get("enabled") != integration.pr_config.get("enabled"):
         integration_id = integration.pk
         transaction.on_commit(lambda: enqueue("scanning.tasks.webhooks_sync_task", integration_id))
@@ -254,51 +361,79 @@ def integration_update(*, integration: Integration, actor: Actor, **changes: Any
         action="integration.update",
         target=integration,
         tenant=integration.tenant,
-        details={"changed": changed},
+        details={"changed": changed, **_verified(report)},
     )
-    return integration
 
 
-@transaction.atomic
 def credentials_update(
     *,
     integration: Integration,
     auth_method: str,
     credentials: dict[str, str],
     actor: Actor,
-) -> Integration:
+    verify: bool = True,
+    confirmed: bool = False,
+    rescan: bool = False,
+) -> VerificationReport | None:
     """Replace the credentials (possibly switching method). The old secret is never
-    read back or shown; the new one is encrypted before it leaves this function."""
+    read back or shown; the new one is encrypted before it leaves this function.
+
+    With ``verify`` (the default) the new credentials are checked against Bitbucket first,
+    for everything this integration's scanners and pull-request settings need, as Add does:
+    a failing required check raises :class:`VerificationFailed` and nothing is saved, unless
+    ``confirmed`` (the person saw the report and saves anyway). With ``rescan`` a scan is
+    requested once saved ("Save and rescan"). Returns the report."""
     if integration.status == IntegrationStatus.DELETING:
         raise ValidationError("This integration is being deleted.")
     creds = clean_credentials(auth_method, credentials)
+    report = None
+    if verify:
+        report = verify_connection(
+            target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
+            credentials=creds,
+            scanners=integration.scanners,
+            pr_enabled=bool(integration.pr_config.get("enabled")),
+        )
+        if not report.ok and not confirmed:
+            raise VerificationFailed(report, creds)
     previous_method = integration.auth_method
-    integration.auth_method = auth_method
-    integration.credential_identity = creds.identity
-    integration.credentials = seal(creds.to_json())
-    integration.credentials_updated_at = timezone.now()
-    integration.refused_features = {}  # new credentials may have what the old ones lacked
-    integration.save(
-        update_fields=[
-            "auth_method",
-            "credential_identity",
-            "credentials",
-            "credentials_updated_at",
-            "refused_features",
-            "updated_at",
-        ]
-    )
-    audit(
-        actor=actor,
-        action="integration.credentials_update",
-        target=integration,
-        tenant=integration.tenant,
-        details={"auth_method": auth_method, "previous_auth_method": previous_method},
-    )
-    return integration
+    with transaction.atomic():
+        integration.auth_method = auth_method
+        integration.credential_identity = creds.identity
+        integration.credentials = seal(creds.to_json())
+        integration.credentials_updated_at = timezone.now()
+        integration.refused_features = {}  # new credentials may have what the old ones lacked
+        integration.save(
+            update_fields=[
+                "auth_method",
+                "credential_identity",
+                "credentials",
+                "credentials_updated_at",
+                "refused_features",
+                "updated_at",
+            ]
+        )
+        audit(
+            actor=actor,
+            action="integration.credentials_update",
+            target=integration,
+            tenant=integration.tenant,
+            details={"auth_method": auth_method, "previous_auth_method": previous_method, **_verified(report)},
+        )
+        if rescan:
+            integration_id, actor_id = integration.pk, (actor.pk if actor_or_none(actor) else None)
+            # Scanning owns scans (referenced by path only); one already running is left to end.
+            transaction.on_commit(lambda: enqueue("scanning.tasks.scan_request_task", integration_id, actor_id))
+    return report
 
 
-@transaction.atomic
+def _verified(report: VerificationReport | None) -> dict:
+    """What the audit trail says about the checks a change ran (never a secret)."""
+    if report is None:
+        return {}
+    return {"verified": report.ok, "missing_scopes": report.missing_scopes}
+
+
 def webhook_secret_rotate(*, integration: Integration, actor: Actor) -> Integration:
     """A new webhook secret. Bitbucket keeps signing with the old one until each hook the
     portal registered is updated (queued at once, and re-checked by every scan), so the

@@ -10,6 +10,7 @@ from django.urls import get_resolver, reverse
 from rest_framework.test import APIClient
 
 from bitbucket_sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from integrations import services
 from integrations.models import Integration, IntegrationStatus, Role
 from integrations.services import api_token_create
 from scanning.models import PullRequest, PullRequestScan, ScanRun
@@ -177,12 +178,18 @@ def test_writes_need_admin(world, role):
 def test_admin_edits_settings_and_the_url_stays(world):
     c = client_for(world["users"]["admin"])
     i = world["integration"].pk
-    ok = c.patch(
-        f"/api/v1/integrations/{i}/",
-        {"scanners": ["posture"], "scan_interval_hours": 6, "labels": ["prod"], "status": "paused"},
-        format="json",
-    )
+    change = {"scanners": ["posture"], "scan_interval_hours": 6, "labels": ["prod"], "status": "paused"}
+    # A new scanner is checked against Bitbucket first (unreachable for this test world): refused with
+    # the report, nothing saved; saved when confirmed, with the report in the answer.
+    err = assert_error(c.patch(f"/api/v1/integrations/{i}/", change, format="json"), 400, "verification_failed")
+    assert err["verification"]["ok"] is False
+    assert Integration.objects.get(pk=i).status == "active"
+    ok = c.patch(f"/api/v1/integrations/{i}/", {**change, "confirm": True}, format="json")
     assert ok.status_code == 200
+    assert ok.json()["verification"]["ok"] is False
+    assert ok.json()["scanners"] == ["posture"]
+    unchecked = c.patch(f"/api/v1/integrations/{i}/", {"scan_interval_hours": 6}, format="json")
+    assert unchecked.json()["verification"] is None  # nothing new asked of Bitbucket: no checks
     assert ok.json()["scan_interval_hours"] == 6
     assert ok.json()["status"] == "paused"
     err = assert_error(
@@ -200,12 +207,13 @@ def test_admin_edits_settings_and_the_url_stays(world):
 def test_credentials_are_write_only(world):
     c = client_for(world["users"]["owner"])
     i = world["integration"].pk
-    response = c.post(
-        f"/api/v1/integrations/{i}/credentials/",
-        {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"},
-        format="json",
-    )
+    new = {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xBrandNewSecret9"}
+    refused = c.post(f"/api/v1/integrations/{i}/credentials/", new, format="json")
+    assert_error(refused, 400, "verification_failed")
+    assert "ATATT3xBrandNewSecret9" not in refused.content.decode()
+    response = c.post(f"/api/v1/integrations/{i}/credentials/", {**new, "confirm": True}, format="json")
     assert response.status_code == 200
+    assert response.json()["verification"]["ok"] is False
     assert "ATATT3xBrandNewSecret9" not in response.content.decode()
     assert response.json()["auth_method"] == "api_token"
     assert response.json()["credential_identity"] == "ops@example.com"
@@ -267,6 +275,10 @@ def test_create_verifies_and_reports_missing_scopes(world, bitbucket, django_cap
         "token": SANDBOX_API_TOKEN_NO_ADMIN,
         "scanners": ["posture"],
     }
+    # The world's integration connects all of workspace demo: the project is refused as covered.
+    err = assert_error(c.post("/api/v1/integrations/", body, format="json"), 400, "invalid")
+    assert "already covered by integration 'Alpha BB'" in err["fields"]["bitbucket_url"][0]
+    services.integration_delete_request(integration=world["integration"], actor=None)
     err = assert_error(c.post("/api/v1/integrations/", body, format="json"), 400, "verification_failed")
     assert "admin:repository:bitbucket" in err["verification"]["missing_scopes"]
     assert SANDBOX_API_TOKEN_NO_ADMIN not in str(err)

@@ -192,6 +192,7 @@ def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, 
             "scanners": ["dependencies"],
             "pr_target_branches": "*",
             "pr_deny_packages": "lodash <4.17.21\nevent-stream",
+            "confirm_failed": "on",  # a new scanner: checked against Bitbucket, which this test site cannot reach
         },
     )
     assert response.status_code == 302
@@ -204,8 +205,19 @@ def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, 
     ]
 
     creds = reverse("admin:integrations_integration_credentials", args=[populated.pk])
-    response = staff_client.post(
+    refused = staff_client.post(
         creds, {"auth_method": "api_token", "email": "ops@example.com", "token": "ATATT3xReplacement77"}
+    ).content.decode()
+    assert "Bitbucket verification failed; nothing was saved" in refused
+    assert "ATATT3xReplacement77" not in refused
+    response = staff_client.post(
+        creds,
+        {
+            "auth_method": "api_token",
+            "email": "ops@example.com",
+            "token": "ATATT3xReplacement77",
+            "confirm_failed": "on",
+        },
     )
     assert response.status_code == 302
     populated.refresh_from_db()

@@ -48,7 +48,7 @@ def test_create_makes_a_managed_root_under_the_chosen_parent(tenant, actor):
 
 def test_several_integrations_share_a_parent_with_their_own_roots(tenant):
     parent = NamespaceFactory(tenant=tenant)
-    a = make_integration(tenant=tenant, parent=parent, workspace="acme")
+    a = make_integration(tenant=tenant, parent=parent, workspace="acme", project_key="WEB")
     b = make_integration(tenant=tenant, parent=parent, workspace="acme", project_key="CORE")
     assert a.root_namespace != b.root_namespace
     assert {a.root_namespace.slug, b.root_namespace.slug} == {"acme", "acme-2"}
@@ -84,10 +84,43 @@ def test_create_reports_every_bad_field_and_saves_nothing(tenant):
 
 
 def test_same_workspace_twice_in_a_tenant_is_refused(tenant):
-    make_integration(tenant=tenant, workspace="acme")
+    make_integration(tenant=tenant, workspace="acme", name="Acme")
     with pytest.raises(ValidationError) as e:
-        make_integration(tenant=tenant, workspace="acme")
-    assert "already connected" in e.value.message_dict["bitbucket_url"][0]
+        make_integration(tenant=tenant, workspace="ACME")
+    message = e.value.message_dict["bitbucket_url"][0]
+    assert "Workspace acme is already connected as integration 'Acme'" in message
+    assert "Edit 'Acme'" in message
+
+
+def test_overlapping_scopes_are_refused_naming_the_integration_and_what_to_do(tenant):
+    """A project inside a connected workspace, or a workspace around connected projects,
+    would inventory the same repositories twice; other tenants and other projects may."""
+    make_integration(tenant=tenant, workspace="acme", name="Acme all")
+    with pytest.raises(ValidationError) as e:
+        make_integration(tenant=tenant, workspace="acme", project_key="CORE")
+    message = e.value.message_dict["bitbucket_url"][0]
+    assert "Project CORE is already covered by integration 'Acme all'" in message
+    assert "twice" in message
+    assert "delete it" in message
+
+    make_integration(tenant=tenant, workspace="beta", project_key="CORE", name="Beta core")
+    make_integration(tenant=tenant, workspace="beta", project_key="WEB", name="Beta web")  # another project: fine
+    with pytest.raises(ValidationError) as e:
+        make_integration(tenant=tenant, workspace="beta")
+    message = e.value.message_dict["bitbucket_url"][0]
+    assert "Workspace beta already has projects connected: 'Beta core' (project CORE), 'Beta web' (project WEB)" in (
+        message
+    )
+    assert "Delete those integrations first" in message
+    with pytest.raises(ValidationError) as e:
+        make_integration(tenant=tenant, workspace="beta", project_key="core")
+    assert "already connected as integration 'Beta core'" in e.value.message_dict["bitbucket_url"][0]
+
+    # Another tenant may connect the same workspace; an integration being deleted no longer counts.
+    make_integration(workspace="acme")
+    doomed = Integration.objects.get(name="Acme all")
+    services.integration_delete_request(integration=doomed, actor=None)
+    assert make_integration(tenant=tenant, workspace="acme", project_key="CORE").scope == "project"
 
 
 def test_bitbucket_url_cannot_change(tenant, actor):
@@ -106,6 +139,7 @@ def test_update_settings_records_what_changed(tenant, actor):
     services.integration_update(
         integration=integration,
         actor=actor,
+        verify=False,  # the scopes a change needs: tests/integrations/test_verify_on_change.py
         scanners=["dependencies"],
         scan_interval=timedelta(hours=6),
         status="paused",
@@ -131,6 +165,7 @@ def test_credentials_update_switches_method_and_never_logs_the_secret(tenant, ac
         auth_method="api_token",
         actor=actor,
         credentials={"email": "ops@example.com", "token": "ATATT3xNEWSECRET99"},
+        verify=False,  # verification of new credentials: tests/integrations/test_verify_on_change.py
     )
     loaded = Integration.objects.get(pk=integration.pk)
     assert loaded.auth_method == "api_token"

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import get_resolver, reverse
 
 from bitbucket_sandbox.data import SANDBOX_API_TOKEN_NO_ADMIN, SANDBOX_EMAIL, SANDBOX_WORKSPACE_TOKEN
+from integrations import services
 from integrations.models import Integration, IntegrationStatus, Namespace, Project, Role
 from scanning.models import PullRequest, PullRequestScan, ScanRun
 from synclogs.models import SyncLog
@@ -247,6 +248,14 @@ def test_verify_then_start_scanning_without_retyping_the_token(
         "scan_interval_hours": 24,
         "scanners": ["posture"],
     }
+    # The site's integration connects all of workspace demo: a project inside it is refused by
+    # Verify itself, before Bitbucket is asked, naming the integration and what to do.
+    covered = client.post(
+        url, {**base, "action": "verify", "auth_method": "access_token", "token": SANDBOX_WORKSPACE_TOKEN}
+    ).content.decode()
+    assert "already covered by integration &#x27;Alpha BB&#x27;" in covered
+    assert "all required checks passed" not in covered
+    services.integration_delete_request(integration=site["integration"], actor=None)  # "delete one of them"
     missing = client.post(
         url,
         {
@@ -285,8 +294,19 @@ def test_credentials_page_never_shows_the_secret(client, site):
     bad = client.post(url, {"auth_method": "oauth", "key": "", "secret": "short"}).content.decode()
     assert "Enter the OAuth consumer key" in bad
     assert "too short" in bad
-    ok = client.post(url, {"auth_method": "oauth", "key": "consumer", "secret": "s" * 30}, follow=True)
-    assert "Credentials of" in ok.content.decode()
+    # Bitbucket cannot confirm them (the test site's workspace is not reachable): refused with the
+    # report, nothing saved, the secret kept encrypted for the confirmation and never echoed.
+    refused = client.post(url, {"auth_method": "oauth", "key": "consumer", "secret": "s" * 30}).content.decode()
+    assert "Bitbucket verification failed; nothing was saved" in refused
+    assert "Save anyway" in refused
+    assert "s" * 30 not in refused
+    assert Integration.objects.get(pk=site["integration"].pk).auth_method != "oauth"
+    ok = client.post(
+        url,
+        {"auth_method": "oauth", "key": "consumer", "secret": "", "confirm_failed": "on", "action": "save"},
+        follow=True,
+    )
+    assert "saved although verification failed" in ok.content.decode()
     assert Integration.objects.get(pk=site["integration"].pk).auth_method == "oauth"
 
 
@@ -307,6 +327,7 @@ def test_edit_page_saves_settings(client, site):
             "pr_enabled": "on",
             "pr_target_branches": "main",
             "pr_deny_packages": "lodash <4.17.21",
+            "confirm_failed": "on",  # the new scanner and PR scans cannot be checked against this test site
         },
     )
     integration = Integration.objects.get(pk=site["integration"].pk)
