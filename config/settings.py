@@ -300,6 +300,11 @@ SCAN_CHUNK_SIZE = env.int("SCAN_CHUNK_SIZE", default=200)
 SCAN_CHUNK_RUNNERS = env.int("SCAN_CHUNK_RUNNERS", default=0)
 SCAN_CHUNK_RUNNER_SECONDS = env.int("SCAN_CHUNK_RUNNER_SECONDS", default=600)
 SCAN_CHUNK_ATTEMPTS = env.int("SCAN_CHUNK_ATTEMPTS", default=3)
+# A scan that failed for a passing reason (Bitbucket unavailable or timing out, rate limited)
+# is retried after SCAN_RETRY_SECONDS, doubling with each failure in a row up to
+# SCAN_RETRY_MAX_SECONDS, instead of waiting for the whole scan interval.
+SCAN_RETRY_SECONDS = env.int("SCAN_RETRY_SECONDS", default=120)
+SCAN_RETRY_MAX_SECONDS = env.int("SCAN_RETRY_MAX_SECONDS", default=3600)
 
 # --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----
 # The dependency scanner reads manifests from a shallow git fetch of the head commit (git's

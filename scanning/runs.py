@@ -26,6 +26,23 @@ def next_scan_time(integration: Integration, after: datetime) -> datetime:
     return after + interval - offset
 
 
+def retry_delay(integration: Integration) -> timedelta:
+    """How long after a failed scan the next is tried: ``SCAN_RETRY_SECONDS``, doubled for
+    each failed scan before it in a row, at most ``SCAN_RETRY_MAX_SECONDS`` (and never later
+    than the interval would)."""
+    in_a_row = 0
+    for status in (
+        ScanRun.objects.filter(integration=integration, finished_at__isnull=False)
+        .order_by("-pk")
+        .values_list("status", flat=True)[:12]
+    ):
+        if status != ScanStatus.FAILED:
+            break
+        in_a_row += 1
+    seconds = settings.SCAN_RETRY_SECONDS * 2 ** max(0, in_a_row - 1)
+    return timedelta(seconds=min(seconds, settings.SCAN_RETRY_MAX_SECONDS))
+
+
 def scan_run_finish(
     run: ScanRun,
     *,
@@ -35,10 +52,13 @@ def scan_run_finish(
     rest: int | None = None,
     git: int | None = None,
     resume_after: float | None = None,
+    transient: bool = False,
 ) -> ScanRun:
     """Record how the scan ended and when the next one runs: the interval from when this
     one started, brought forward to when the account's hour has room if scanner work was
-    left (``resume_after`` seconds)."""
+    left (``resume_after`` seconds), or, for a scan that failed for a passing reason
+    (``transient``: Bitbucket unavailable, timing out, rate limited), to a retry with
+    backoff (:func:`retry_delay`)."""
     integration = run.integration
     started = run.started_at or timezone.now()
     finished = timezone.now()
@@ -59,6 +79,11 @@ def scan_run_finish(
                 schedule["next_scan_at"],
                 finished + timedelta(seconds=max(settings.BITBUCKET_RATE_WINDOW_SECONDS / 60, resume_after)),
             )
+        if transient and status == ScanStatus.FAILED:
+            retry = finished + retry_delay(integration)
+            schedule["next_scan_at"] = min(schedule["next_scan_at"], retry)
+            run.summary = f"{run.summary} Retrying at {retry:%H:%M} UTC.".strip()[:2000]
+            run.save(update_fields=["summary"])
         if integration.status != IntegrationStatus.PAUSED:
             schedule["status"] = IntegrationStatus.ERROR if status == ScanStatus.FAILED else IntegrationStatus.ACTIVE
     Integration.objects.filter(pk=integration.pk).update(**schedule)

@@ -29,8 +29,11 @@ from scanning.runs import next_scan_time, scan_run_finish
 from scanning.shutdown import WorkerStopping
 from scanning.sync import ListingIncomplete, OrgSync, ScanAbandoned
 from synclogs.classify import classify
-from synclogs.models import Level, Operation
+from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
+
+# Failures that pass by themselves: the scan is retried in minutes (runs.retry_delay).
+TRANSIENT = (Category.UNAVAILABLE, Category.RATE_LIMITED)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     run = ScanRun.objects.select_related("integration__root_namespace", "integration__tenant").get(pk=scan_run_id)
     integration = run.integration
     sync = None
-    status, summary = ScanStatus.FAILED, ""
+    status, summary, transient = ScanStatus.FAILED, "", False
     try:
         if integration.status == IntegrationStatus.DELETING:
             raise ValidationError("The integration is being deleted.")
@@ -125,6 +128,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
             message="The scan stopped while listing Bitbucket, so nothing was removed: " + classified.message,
         )
         summary = entry.message
+        transient = entry.category in TRANSIENT
         if isinstance(cause, bb.RateLimited) and sync is not None:
             # The account's hour is spent: what was listed is kept, and the scan resumes by
             # itself when there is room (unchanged repositories cost nothing the second time).
@@ -132,7 +136,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
             sync.outcome.resume_after = cause.retry_after or 3600.0
     except bb.BitbucketError as exc:
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
-        summary = entry.message
+        summary, transient = entry.message, entry.category in TRANSIENT
     except ValidationError as exc:
         summary = " ".join(exc.messages)
     except Exception as exc:  # noqa: BLE001 - recorded, classified, and re-raised nowhere: the scan is over
@@ -140,7 +144,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
         summary = entry.message
     if sync is None:
-        return scan_run_finish(run, status=status, summary=summary)
+        return scan_run_finish(run, status=status, summary=summary, transient=transient)
     stats = sync.client.stats
     if sync.outcome.chunked_refs and status != ScanStatus.FAILED:
         # The inventory is written; its scanner work goes out in chunks any cluster may take,
@@ -162,6 +166,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         rest=stats.rest + stats.oauth,
         git=stats.git,
         resume_after=sync.outcome.resume_after,
+        transient=transient,
     )
 
 

@@ -115,7 +115,7 @@ def classify(exc: BaseException, *, auth_method: str = "") -> Classified:
             exc.message,
             "Bitbucket is failing, slow or dropping connections right now (see "
             "bitbucket.status.atlassian.com), or a proxy in between is. Nothing to change here: this is "
-            "usually transient and the next scan retries.",
+            "usually transient: the scan is retried within minutes (backing off while it lasts).",
             **common,
         )
     return Classified(

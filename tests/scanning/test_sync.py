@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -351,12 +353,39 @@ def test_a_storm_of_5xx_counts_every_request_sent(bitbucket):
     assert run.rest_requests == len(sent) == 3
 
 
-def test_5xx_storm_is_unavailable(bitbucket):
+def test_5xx_storm_is_unavailable_and_retried_in_minutes_with_backoff(bitbucket, settings):
+    """A passing failure is not left for the whole scan interval (24 hours): the next scan
+    comes in SCAN_RETRY_SECONDS, doubling while failures go on, capped; a scan that works
+    returns to the interval."""
+    settings.SCAN_RETRY_SECONDS, settings.SCAN_RETRY_MAX_SECONDS = 120, 400
     integration = connect()
-    bitbucket.sandbox.faults.errors.append({"status": 502, "count": 100, "path": "/repositories/"})
+    bitbucket.sandbox.faults.errors.append({"status": 502, "count": 1000, "path": "/repositories/"})
+    waits = []
+    for _ in range(4):
+        run = scan(Integration.objects.get(pk=integration.pk))
+        assert run.status == ScanStatus.FAILED
+        assert "Retrying at" in run.summary
+        integration.refresh_from_db()
+        waits.append(round((integration.next_scan_at - run.finished_at).total_seconds()))
+    assert waits == [120, 240, 400, 400]
+    assert SyncLog.objects.filter(integration=integration).first().category == Category.UNAVAILABLE
+    assert "retried within minutes" in SyncLog.objects.filter(integration=integration).first().hint
+    assert integration.status == "error"
+    bitbucket.sandbox.faults.errors.clear()
+    run = scan(Integration.objects.get(pk=integration.pk))
+    assert run.status == ScanStatus.SUCCEEDED
+    integration.refresh_from_db()
+    assert integration.status == "active"
+    assert integration.next_scan_at - run.finished_at > timedelta(hours=20)
+
+
+def test_a_permanent_failure_waits_for_the_interval(bitbucket):
+    integration = connect(credentials={"token": "ATCTT3xNotATokenBitbucketKnows000"}, verify=False)
     run = scan(integration)
     assert run.status == ScanStatus.FAILED
-    assert SyncLog.objects.get(integration=integration).category == Category.UNAVAILABLE
+    assert "Retrying" not in run.summary
+    integration.refresh_from_db()
+    assert integration.next_scan_at - run.finished_at > timedelta(hours=20)
 
 
 def test_listing_failing_part_way_deletes_nothing(bitbucket):
