@@ -15,6 +15,8 @@ urlpatterns = [
     path("integrations/bitbucket/", pages.bitbucket_manage, name="bitbucket_manage"),
     path("integrations/bitbucket/add/", pages.bitbucket_add, name="bitbucket_add"),
     path("integrations/bitbucket/rescan/", scan_pages.rescan_all, name="rescan_all"),
+    path("integrations/bitbucket/<int:pk>/", scan_pages.integration_detail, name="integration_detail"),
+    path("integrations/bitbucket/<int:pk>/test/", scan_pages.integration_test, name="integration_test"),
     path("integrations/bitbucket/<int:pk>/credentials/", pages.bitbucket_credentials, name="bitbucket_credentials"),
     path("integrations/bitbucket/<int:pk>/edit/", pages.bitbucket_edit, name="bitbucket_edit"),
     path(

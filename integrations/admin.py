@@ -413,7 +413,7 @@ class IntegrationAdmin(admin.ModelAdmin):
                 "submit_label": "Save",
                 "report": report,
                 "show_tools": True,
-                "note": "Changes to scanners and settings apply from the next scan; Rescan Org applies them now.",
+                "note": "Changes to scanners and settings apply from the next scan; a rescan applies them now.",
                 **self.extra_integration_context(request, integration),
             },
         )

@@ -15,14 +15,18 @@ from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import IntegrationStatus, Project, Reference
 from integrations.selectors import integration_get_credentials
 from scanning.models import (
+    ACTIVE_SCAN_STATUSES,
     DependencyPackage,
     PostureFinding,
     PostureRule,
     PullRequest,
     PullRequestScan,
+    ScanChunk,
     ScannerState,
 )
-from scanning.scanners import selected_scanners
+from scanning.scanners import REGISTRY, selected_scanners
+
+CHUNK_ACTIVE = (ScanChunk.Status.QUEUED, ScanChunk.Status.RUNNING)
 
 
 def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = "") -> QuerySet | list:
@@ -200,6 +204,68 @@ def pr_scans_visible(*, tenant) -> QuerySet:
     )
 
 
+def scanner_coverage(*, integration) -> dict[str, dict]:
+    """Per selected scanner, the default branches it has read at their current head
+    (posture: within ``POSTURE_MAX_AGE_HOURS``): ``{name: {"covered", "total"}}``."""
+    refs = Reference.objects.filter(project__integration=integration, is_default=True).exclude(head_commit="")
+    total = refs.count()
+    now = timezone.now()
+    coverage = {}
+    for scanner in selected_scanners(integration):
+        current = ScannerState.objects.filter(reference__in=refs, scanner=scanner.name, ok=True)
+        if scanner.follows_head:
+            current = current.filter(commit=F("reference__head_commit"))
+        if scanner.max_age() is not None:
+            current = current.filter(scanned_at__gte=now - scanner.max_age())
+        coverage[scanner.name] = {"covered": current.count(), "total": total}
+    return coverage
+
+
+def scan_phases(*, run) -> list[dict]:
+    """Where a scan stands, phase by phase: the listing (repositories and their branch heads,
+    page by page), the scanner chunks when its scanners were handed out, and each selected
+    scanner's coverage. ``[{"name", "done", "total", "state"}]`` with state
+    ``done``/``running``/``waiting``."""
+    finished = run.status not in ACTIVE_SCAN_STATUSES
+    listed = bool(run.progress_total) and run.progress_done >= run.progress_total
+    phases = [
+        {
+            "name": "Listing repositories and branch heads",
+            "done": run.progress_done,
+            "total": run.progress_total,
+            "state": "done" if finished or listed else ("running" if run.status == "running" else "waiting"),
+        }
+    ]
+    chunks = ScanChunk.objects.filter(scan_run=run).aggregate(
+        total=Count("pk"), ended=Count("pk", filter=~Q(status__in=CHUNK_ACTIVE))
+    )
+    if chunks["total"]:
+        phases.append(
+            {
+                "name": "Scanner chunks",
+                "done": chunks["ended"],
+                "total": chunks["total"],
+                "state": "done" if finished or chunks["ended"] >= chunks["total"] else "running",
+            }
+        )
+    for name, coverage in scanner_coverage(integration=run.integration).items():
+        if not (listed or finished):
+            state = "waiting"  # the listing decides what there is to scan
+        elif coverage["covered"] >= coverage["total"]:
+            state = "done"
+        else:
+            state = "waiting" if finished else "running"  # (a finished scan left the rest for the next)
+        phases.append(
+            {
+                "name": f"{name.capitalize()} scanner",
+                "done": coverage["covered"],
+                "total": coverage["total"],
+                "state": state,
+            }
+        )
+    return phases
+
+
 def inventory_status(*, integration) -> dict:
     """Where an integration's inventory stands and what Bitbucket still allows this hour:
 
@@ -212,21 +278,13 @@ def inventory_status(*, integration) -> dict:
     """
     budget = budget_for(integration_get_credentials(integration=integration), settings.BITBUCKET_API_URL)
     standings = {resource: budget.standing(resource) for resource in RESOURCES}
-    refs = Reference.objects.filter(project__integration=integration, is_default=True).exclude(head_commit="")
-    total = refs.count()
     now = timezone.now()
-    scanners, need = {}, dict.fromkeys(RESOURCES, 0.0)
-    for scanner in selected_scanners(integration):
-        current = ScannerState.objects.filter(reference__in=refs, scanner=scanner.name, ok=True)
-        if scanner.follows_head:
-            current = current.filter(commit=F("reference__head_commit"))
-        if scanner.max_age() is not None:
-            current = current.filter(scanned_at__gte=now - scanner.max_age())
-        covered = current.count()
-        cost = scanner.requests_per_repository(integration)
+    scanners, need = scanner_coverage(integration=integration), dict.fromkeys(RESOURCES, 0.0)
+    for name, coverage in scanners.items():
+        cost = REGISTRY[name].requests_per_repository(integration)
         for resource, n in cost.items():
-            need[resource] += (total - covered) * n
-        scanners[scanner.name] = {"covered": covered, "total": total, "requests_per_repository": cost}
+            need[resource] += (coverage["total"] - coverage["covered"]) * n
+        coverage["requests_per_repository"] = cost
     hours = 0.0
     for resource, standing in standings.items():
         per_hour = max(1, standing.limit - (settings.BITBUCKET_REST_RESERVE if resource == REST else 0))

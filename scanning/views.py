@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
 from django.http import (
+    Http404,
     HttpResponseBadRequest,
     HttpResponseRedirect,
     JsonResponse,
@@ -24,9 +25,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from integrations.api.filters import MAX_DAYS
-from integrations.models import Project, Reference, Role
+from integrations.models import Member, Project, Reference, Role
 from integrations.net import client_ip
-from integrations.portal import tenant_view
+from integrations.portal import can, tenant_view
+from integrations.selectors import integrations_with_health
 from integrations.views import get_integration, tenant_integrations
 from scanning import services
 from scanning.models import (
@@ -46,6 +48,7 @@ from scanning.selectors import (
     pr_scans_visible,
     pull_requests_with_latest_scan,
     reference_sbom,
+    scan_phases,
 )
 from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
 from synclogs.models import Category, Operation
@@ -150,6 +153,8 @@ def sync_log(request, pk: int | None = None):
         days=window,
     )
     page = Paginator(entries.order_by("-created_at", "-id"), 50).get_page(request.GET.get("page"))
+    for entry in page:
+        entry.fix = fix_for(request, entry)
     return render(
         request,
         "portal/sync_log.html",
@@ -164,6 +169,81 @@ def sync_log(request, pk: int | None = None):
             "recent_scans": ScanRun.objects.filter(integration=integration)[:10] if integration else [],
         },
     )
+
+
+# What fixes each kind of sync log entry: (label, portal URL name, needs POST, minimum role).
+FIXES = {
+    Category.INVALID_CREDENTIALS: ("Update credentials", "portal:bitbucket_credentials", False, Role.ADMIN),
+    Category.APP_PASSWORD: ("Update credentials", "portal:bitbucket_credentials", False, Role.ADMIN),
+    Category.INSUFFICIENT_PERMISSIONS: ("Update credentials", "portal:bitbucket_credentials", False, Role.ADMIN),
+    Category.NOT_FOUND: ("Test configuration", "portal:integration_test", True, Role.ADMIN),
+    Category.INVALID_HOST: ("Test configuration", "portal:integration_test", True, Role.ADMIN),
+    Category.CERTIFICATE: ("Test configuration", "portal:integration_test", True, Role.ADMIN),
+    Category.RATE_LIMITED: ("Edit scan interval", "portal:bitbucket_edit", False, Role.ADMIN),
+    Category.UNAVAILABLE: ("Rescan now", "portal:rescan", True, Role.MEMBER),
+    Category.UNEXPECTED: ("Rescan now", "portal:rescan", True, Role.MEMBER),
+}
+
+
+def fix_for(request, entry) -> dict | None:
+    """The one-click fix of an open sync log entry, if this person may use it."""
+    fix = FIXES.get(entry.category)
+    if entry.resolved_at is not None or fix is None or not can(request, fix[3]):
+        return None
+    label, name, post, _ = fix
+    return {"label": label, "url": reverse(name, args=[entry.integration_id]), "post": post}
+
+
+@tenant_view()
+def integration_detail(request, pk: int, report=None):
+    """The integration's page: health, live progress by phase, scan history, webhook,
+    request budget, members and every action."""
+    integration = integrations_with_health(tenant_integrations(request).filter(pk=pk)).first()
+    if integration is None:
+        raise Http404("No such integration.")
+    runs = list(ScanRun.objects.filter(integration=integration).order_by("-pk")[:20])
+    open_errors = list(
+        sync_log_list(integration_ids=[integration.pk], state="open", days=None).order_by("-created_at", "-id")[:5]
+    )
+    for entry in open_errors:
+        entry.fix = fix_for(request, entry)
+    members = Member.objects.filter(integration=integration)
+    return render(
+        request,
+        "portal/integration_detail.html",
+        {
+            "integration": integration,
+            "runs": runs,
+            "latest": runs[0] if runs else None,
+            "phases": scan_phases(run=runs[0]) if runs else [],
+            "last_good": ScanRun.objects.filter(integration=integration, status=ScanStatus.SUCCEEDED)
+            .order_by("-pk")
+            .first(),
+            "open_errors": open_errors,
+            "inventory": _inventory_for_page(integration),
+            "members": members[:100],
+            "members_count": members.count(),
+            "webhook_url": request.build_absolute_uri(reverse("bitbucket-webhook", args=[integration.uuid])),
+            # Only for admins and owners (the template shows it to them alone).
+            "webhook_secret": integration.webhook_secret.reveal()
+            if can(request, Role.ADMIN) and integration.webhook_secret
+            else "",
+            "report": report,
+        },
+    )
+
+
+@tenant_view(Role.ADMIN)
+@require_POST
+def integration_test(request, pk: int):
+    """Test configuration: the stored credentials verified now; the report on the page."""
+    integration = get_integration(request, pk)
+    report = services.integration_test_configuration(integration=integration, actor=request.user)
+    if report.ok:
+        messages.success(request, "Test configuration: all required checks passed.")
+    else:
+        messages.error(request, "Test configuration: some required checks failed. See the report below.")
+    return integration_detail(request, pk, report=report)
 
 
 @tenant_view()
@@ -187,6 +267,7 @@ def scan_progress(request):
                     "total": run.progress_total,
                     "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                     "summary": run.summary,
+                    "phases": scan_phases(run=run) if run.status in ACTIVE_SCAN_STATUSES else [],
                 }
                 for run in latest.values()
             ]

@@ -30,27 +30,53 @@
     form.addEventListener("change", sync);
     sync();
   });
-  // Scan progress: poll while any scan on the page is queued or running.
+  // Scan progress: poll while any scan on the page is queued or running; a scan that
+  // starts or ends (status changed to or from an active one) reloads the page, so rows,
+  // badges and counts are never left stale.
+  var ACTIVE = { queued: true, running: true };
   document.querySelectorAll("[data-progress-url]").forEach(function (box) {
     var url = box.getAttribute("data-progress-url");
-    var wasActive = false;
-    function render(scan) {
-      var row = box.querySelector('[data-integration="' + scan.integration + '"]') ||
-                (box.getAttribute("data-integration") == scan.integration ? box : null);
-      var target = row && row.querySelector("[data-scan-state]");
-      if (!target) return;
-      target.textContent = scan.active
-        ? (scan.total ? "scanning " + scan.done + "/" + scan.total + " repositories" : scan.status + "…")
-        : scan.status + (scan.total ? " (" + scan.done + "/" + scan.total + " repositories)" : "");
+    function holder(scan) {
+      return box.querySelector('[data-integration="' + scan.integration + '"]') ||
+             (box.getAttribute("data-integration") == scan.integration ? box : null);
+    }
+    function render(scan, row) {
+      var target = row.querySelector("[data-scan-state]");
+      if (target) {
+        target.textContent = scan.active
+          ? (scan.total ? "scanning " + scan.done + "/" + scan.total + " repositories" : scan.status + "…")
+          : scan.status + (scan.total ? " (" + scan.done + "/" + scan.total + " repositories)" : "");
+      }
+      var list = row.querySelector("[data-phases]") || box.querySelector("[data-phases]");
+      if (list && scan.phases && scan.phases.length) {
+        list.textContent = "";
+        scan.phases.forEach(function (phase) {
+          var item = document.createElement("li");
+          item.className = "phase " + phase.state;
+          var meter = document.createElement("meter");
+          meter.min = 0; meter.max = phase.total || 1; meter.value = phase.done;
+          item.appendChild(document.createTextNode(phase.name + " "));
+          item.appendChild(meter);
+          item.appendChild(document.createTextNode(" " + phase.done + " of " + phase.total + " (" + phase.state + ")"));
+          list.appendChild(item);
+        });
+      }
     }
     function poll() {
       fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : { scans: [] }; })
         .then(function (data) {
-          var active = false;
-          data.scans.forEach(function (scan) { render(scan); active = active || scan.active; });
-          if (wasActive && !active) { window.location.reload(); return; }
-          wasActive = active;
+          var active = false, reload = false;
+          data.scans.forEach(function (scan) {
+            var row = holder(scan);
+            if (!row) return;
+            var before = row.getAttribute("data-status");
+            if (before !== null && before !== scan.status && !(ACTIVE[before] && ACTIVE[scan.status])) reload = true;
+            row.setAttribute("data-status", scan.status);
+            render(scan, row);
+            active = active || scan.active;
+          });
+          if (reload) { window.location.reload(); return; }
           window.setTimeout(poll, active ? 1500 : 10000);
         })
         .catch(function () { window.setTimeout(poll, 10000); });

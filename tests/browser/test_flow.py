@@ -151,14 +151,14 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
     page.fill("#id_email", SANDBOX_EMAIL)
     page.fill("#id_token", SANDBOX_API_TOKEN)
     shot(page, "05-update-credentials")
-    page.click("button:has-text('Update credentials')")
-    assert "Credentials of" in page.content()
+    page.click("button[value=save]")  # verified first (it passes), saved without a rescan
+    assert "verified and saved" in page.content()
     integration.refresh_from_db()
     assert integration.auth_method == "api_token"
 
     # Break the token in Bitbucket: the rescan's failure is classified in the sync log.
     requests.post(f"{bitbucket.web_url}/_sandbox/credentials/expire", json={"secret": SANDBOX_API_TOKEN})
-    row_menu(page, "Demo workspace", "Rescan Org")
+    row_menu(page, "Demo workspace", "Rescan this integration")
     page.locator("tr", has_text="Demo workspace").get_by_text("failed").wait_for()
     row_menu(page, "Demo workspace", "View Sync Log")
     page.locator("td", has_text="Invalid or expired credentials").first.wait_for()
@@ -166,9 +166,9 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
     assert SANDBOX_API_TOKEN not in page.content()
     shot(page, "06-sync-log-error")
 
-    # Fix it in Bitbucket; Rescan Org resolves the entry.
+    # Fix it in Bitbucket; a rescan resolves the entry.
     requests.post(f"{bitbucket.web_url}/_sandbox/credentials/restore", json={"secret": SANDBOX_API_TOKEN})
-    page.click("button:has-text('Rescan Org')")
+    page.click("button:has-text('Rescan this integration')")
     page.locator(".badge", has_text="resolved").first.wait_for()
     shot(page, "07-sync-log-resolved")
     assert not SyncLog.objects.filter(integration=integration, resolved_at__isnull=True, level="error").exists()
@@ -255,7 +255,7 @@ def test_pull_request_scans_in_the_browser(live_server, bitbucket, browser_page,
     page.fill("#id_pr_deny_packages", "event-stream\nlodash <4.17.21")
     page.click("button:has-text('Save')")
     shot(page, "13-pull-request-settings")
-    page.click("button:has-text('Rescan Org')")  # registers the portal's webhook in Bitbucket
+    page.click("button:has-text('Rescan this integration')")  # registers the portal's webhook in Bitbucket
     assert any(h.url.startswith(base) for h in ws.hooks.values())
 
     manifest = json.loads(repo.commits[repo.branches[repo.mainbranch]].files["package.json"])

@@ -104,6 +104,7 @@ def test_every_page_answers_404_for_another_tenants_ids(client, site):
     ids = {
         "bitbucket": site["integration"].pk,
         "rescan": site["integration"].pk,
+        "integration": site["integration"].pk,
         "sync_log": site["integration"].pk,
         "scan_detail": site["run"].pk,
         "namespace_delete": site["parent"].pk,
@@ -185,7 +186,9 @@ def test_manage_page_columns_and_menu(client, site):
         "View Sync Log",
         "Delete Integration",
         "Add integration",
-        "Rescan Org",
+        "Rescan all integrations",
+        "Rescan this integration",
+        "Test configuration",
         "Scan More Repositories",
     ):
         assert text in page, text
@@ -393,6 +396,7 @@ def test_sync_log_page_filters_and_chart(client, site):
             "total": 0,
             "finished_at": None,
             "summary": "",
+            "phases": [],
         }
     ]
 
