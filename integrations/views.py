@@ -40,17 +40,13 @@ from integrations.selectors import (
     integration_delete_preview,
     integration_list,
     integrations_with_health,
+    namespace_subtree_levels,
     tenants_visible,
     user_has_api_token,
 )
 
 PENDING_KEY = "portal_pending_credentials"
 sensitive = sensitive_post_parameters("token", "secret")
-
-
-@login_required
-def home(request):
-    return redirect("portal:integrations")
 
 
 @login_required
@@ -294,6 +290,13 @@ def namespaces(request):
             yield node
             yield from walk(node.pk, depth + 1)
 
+    def subtree_total(node) -> int:  # projects in the namespace and every namespace under it
+        node.subtree_projects = node.projects_count + sum(subtree_total(c) for c in by_parent.get(node.pk, []))
+        return node.subtree_projects
+
+    for root in by_parent.get(None, []):
+        subtree_total(root)
+
     form = NamespaceForm(request.POST or None)
     form.fields["parent"].queryset = Namespace.objects.filter(tenant=request.tenant, managed=False)
     if request.method == "POST":
@@ -330,7 +333,11 @@ def namespace_delete(request, pk: int):
 
 @tenant_view()
 def projects(request):
-    query = request.GET.get("q", "").strip()
+    query = (request.GET.get("q") or request.GET.get("search") or "").strip()
+    namespace = None
+    namespace_id = request.GET.get("namespace", "")
+    if namespace_id.isdigit() and len(namespace_id) < 19:
+        namespace = get_object_or_404(Namespace, tenant=request.tenant, pk=int(namespace_id))
     qs = (
         Project.objects.filter(namespace__tenant=request.tenant)
         .select_related("namespace", "integration")
@@ -341,8 +348,12 @@ def projects(request):
     )
     if query:
         qs = qs.filter(Q(name__icontains=query) | Q(full_name__icontains=query))
+    if namespace is not None:  # the namespace and everything under it
+        qs = qs.filter(
+            namespace_id__in=[i for level in namespace_subtree_levels(root_ids=[namespace.pk]) for i in level]
+        )
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
-    return render(request, "portal/projects.html", {"page": page, "q": query})
+    return render(request, "portal/projects.html", {"page": page, "q": query, "namespace": namespace})
 
 
 class ProjectImportForm(forms.Form):

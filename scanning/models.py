@@ -168,6 +168,17 @@ class PostureRule(models.TextChoices):
     NO_DEFAULT_REVIEWERS = "no_default_reviewers", "No default reviewers"
 
 
+# Each rule as what passes (the overview and the posture page count passing repositories).
+POSTURE_CHECKS = {
+    PostureRule.FORCE_PUSH: "Default branch refuses force pushes",
+    PostureRule.BRANCH_DELETABLE: "Default branch cannot be deleted",
+    PostureRule.FEW_APPROVALS: "Merges need the required approvals",
+    PostureRule.BUILDS_NOT_REQUIRED: "Merges require passing builds",
+    PostureRule.PUBLIC: "Repository is private",
+    PostureRule.NO_DEFAULT_REVIEWERS: "Default reviewers are set",
+}
+
+
 class PostureFinding(models.Model):
     """A failed posture rule on a project; resolved (not deleted) when it passes again."""
 

@@ -22,13 +22,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from common.versions import comparable_version, version_range
+from common.versions import comparable_version
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
 from integrations.queue import enqueue
 from integrations.services import Actor, audit
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for
 from scanning.models import PullRequest, PullRequestScan, Trigger
+from scanning.policy import denied_by, deny_rules, package_name_normal
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record
 
@@ -157,7 +158,7 @@ def _inventory(found: list[tuple[str, Package]]) -> dict[tuple[str, str], dict]:
     inventory: dict[tuple[str, str], dict] = {}
     for path, package in found:
         entry = inventory.setdefault(
-            (package.ecosystem, _normal(package.name, package.ecosystem)),
+            (package.ecosystem, package_name_normal(package.name, package.ecosystem)),
             {"name": package.name, "versions": set(), "manifests": set()},
         )
         entry["versions"].add(package.version)
@@ -168,11 +169,6 @@ def _inventory(found: list[tuple[str, Package]]) -> dict[tuple[str, str], dict]:
         exact = {v for v in entry["versions"] if v[:1].isdigit() and comparable_version(v) is not None}
         entry["versions"] = exact or entry["versions"]
     return inventory
-
-
-def _normal(name: str, ecosystem: str = "") -> str:
-    name = name.strip().lower()
-    return name.replace("_", "-").replace(".", "-") if ecosystem in ("pypi", "") else name
 
 
 def _read(client: bb.BitbucketClient, full_name: str, commit: str, path: str, review: Review) -> list[Package]:
@@ -256,33 +252,22 @@ def review_change(
 
 def _check_denied(review: Review, denied: list[dict]) -> None:
     """A package version the change brings in (added, or changed to) that the deny list names."""
-    rules = []
-    for rule in denied:
-        try:
-            rules.append((_normal(rule.get("name", "")), rule.get("range", ""), version_range(rule.get("range", ""))))
-        except ValueError as exc:
-            review.warnings.append(f"Deny list entry '{rule.get('name')}' skipped: {exc}")
+    rules = deny_rules(denied, review.warnings)
     for row in review.added + review.changed:
         for version in sorted(set(row["after"]) - set(row["before"])):
-            for name, text, spec in rules:
-                if name not in (_normal(row["name"]), _normal(row["name"], row["ecosystem"])):
-                    continue
-                parsed = comparable_version(version)
-                if spec is not None and parsed is not None and not spec.contains(parsed, prereleases=True):
-                    continue
-                why = "is denied" if spec is None else f"is denied in range {text}"
-                if spec is not None and parsed is None:
-                    why += f" (version '{version}' cannot be compared, so it is treated as affected)"
-                review.violations.append(
-                    {
-                        "check": "dependencies",
-                        "rule": "deny_list",
-                        "package": row["name"],
-                        "version": version,
-                        "path": ", ".join(row["manifests"]),
-                        "message": f"{row['name']} {version} {why}.",
-                    }
-                )
+            hit = denied_by(rules, row["name"], row["ecosystem"], version)
+            if hit is None:
+                continue
+            review.violations.append(
+                {
+                    "check": "dependencies",
+                    "rule": "deny_list",
+                    "package": row["name"],
+                    "version": version,
+                    "path": ", ".join(row["manifests"]),
+                    "message": f"{row['name']} {version} {hit[1]}.",
+                }
+            )
 
 
 def _check_lockfiles(

@@ -12,10 +12,11 @@ from django.utils import timezone
 
 from common.versions import comparable_version
 from integrations.bitbucket.budget import RESOURCES, REST, budget_for
-from integrations.models import IntegrationStatus, Project, Reference
+from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.selectors import integration_get_credentials
 from scanning.models import (
     ACTIVE_SCAN_STATUSES,
+    POSTURE_CHECKS,
     DependencyPackage,
     PostureFinding,
     PostureRule,
@@ -24,7 +25,9 @@ from scanning.models import (
     ScanChunk,
     ScannerState,
 )
+from scanning.policy import denied_by, deny_rules
 from scanning.scanners import REGISTRY, selected_scanners
+from synclogs.models import SyncLog
 
 CHUNK_ACTIVE = (ScanChunk.Status.QUEUED, ScanChunk.Status.RUNNING)
 
@@ -35,7 +38,7 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
     qs = (
         DependencyPackage.objects.filter(reference__project__namespace__tenant=tenant, reference__is_default=True)
         .exclude(reference__project__integration__status=IntegrationStatus.DELETING)
-        .select_related("reference__project")
+        .select_related("reference__project__integration")
         .order_by("name", "reference__project__full_name", "manifest_path")
     )
     if name:
@@ -121,8 +124,9 @@ def reference_sbom(*, reference: Reference) -> dict:
     }
 
 
-def posture_overview(*, tenant) -> dict:
-    """Pass rate per rule over the projects the posture scanner has read, worst projects first."""
+def posture_overview(*, tenant, rule: str = "") -> dict:
+    """Pass rate per rule over the projects the posture scanner has read, worst projects
+    first (only those failing ``rule``, when given)."""
     evaluated = Project.objects.filter(
         namespace__tenant=tenant,
         references__is_default=True,
@@ -139,6 +143,7 @@ def posture_overview(*, tenant) -> dict:
         {
             "rule": value,
             "label": label,
+            "check": POSTURE_CHECKS[value],
             "failing": failing.get(value, 0),
             "passing": total - failing.get(value, 0),
             "pass_rate": round(100 * (total - failing.get(value, 0)) / total) if total else None,
@@ -152,6 +157,8 @@ def posture_overview(*, tenant) -> dict:
         .filter(open_findings__gt=0)
         .order_by("-open_findings", "full_name")
     )
+    if rule:
+        worst = worst.filter(posture_findings__rule=rule, posture_findings__resolved_at__isnull=True)
     return {"evaluated": total, "rules": rules, "worst": worst}
 
 
@@ -195,6 +202,79 @@ def pull_requests_with_latest_scan(*, project: Project | None = None) -> QuerySe
         latest_status=Subquery(latest.values("status")[:1]),
         latest_description=Subquery(latest.values("description")[:1]),
     ).order_by("-last_event_at", "-id")
+
+
+def deny_rules_by_integration(*, tenant) -> dict[int, list]:
+    """{integration id: its deny list as rules} for the tenant's integrations that have one."""
+    rules = {}
+    for pk, pr_settings in (
+        Integration.objects.filter(tenant=tenant)
+        .exclude(status=IntegrationStatus.DELETING)
+        .values_list("pk", "pr_settings")
+    ):
+        found = deny_rules((pr_settings or {}).get("deny_packages", []))
+        if found:
+            rules[pk] = found
+    return rules
+
+
+def deny_marks(packages, *, tenant) -> None:
+    """Mark each package row whose version its integration's deny list names (``denied``:
+    why, or None): wherever a package appears, a hit is visible."""
+    rules = deny_rules_by_integration(tenant=tenant)
+    for package in packages:
+        found = rules.get(package.reference.project.integration_id)
+        hit = denied_by(found, package.name, package.ecosystem, package.version) if found else None
+        package.denied = hit[1] if hit else None
+
+
+def denied_on_default_branches(*, tenant) -> list[DependencyPackage]:
+    """Package rows on default branches that their integration's deny list names, each with
+    ``denied`` (why); in repository order."""
+    rows = []
+    for integration_id, rules in deny_rules_by_integration(tenant=tenant).items():
+        names = Q()
+        for rule in rules:
+            for variant in {rule.name, rule.name.replace("-", "_"), rule.name.replace("-", ".")}:
+                names |= Q(name__iexact=variant)
+        candidates = (
+            DependencyPackage.objects.filter(names, reference__project__integration_id=integration_id)
+            .filter(reference__is_default=True)
+            .select_related("reference__project__integration")
+        )
+        for package in candidates:
+            hit = denied_by(rules, package.name, package.ecosystem, package.version)
+            if hit:
+                package.denied = hit[1]
+                rows.append(package)
+    rows.sort(key=lambda p: (p.reference.project.full_name, p.name.lower(), p.manifest_path))
+    return rows
+
+
+def failing_pr_scans(*, tenant) -> QuerySet:
+    """Pull requests whose latest scan failed (policy) or could not finish."""
+    return pull_requests_with_latest_scan().filter(
+        project__namespace__tenant=tenant,
+        latest_status__in=[PullRequestScan.Status.FAILED, PullRequestScan.Status.ERROR],
+    )
+
+
+def tenant_overview(*, tenant) -> dict:
+    """What the overview page shows, each figure equal to the list it links to."""
+    projects = Project.objects.filter(namespace__tenant=tenant).exclude(integration__status=IntegrationStatus.DELETING)
+    posture = posture_overview(tenant=tenant)
+    denied = denied_on_default_branches(tenant=tenant)
+    return {
+        "repositories": projects.count(),
+        "branches": Reference.objects.filter(project__in=projects).count(),
+        "posture": posture,
+        "denied": denied,
+        "denied_repositories": len({p.reference.project_id for p in denied}),
+        "failing_pull_requests": failing_pr_scans(tenant=tenant).count(),
+        "open_errors": SyncLog.objects.filter(integration__tenant=tenant, resolved_at__isnull=True)
+        .exclude(integration__status=IntegrationStatus.DELETING)
+        .count(),
+    }
 
 
 def pr_scans_visible(*, tenant) -> QuerySet:

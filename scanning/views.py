@@ -31,9 +31,12 @@ from integrations.portal import can, tenant_view
 from integrations.selectors import integrations_with_health
 from integrations.views import get_integration, tenant_integrations
 from scanning import services
+from scanning.charts import pass_rate_bars, scans_per_day_svg
 from scanning.models import (
     ACTIVE_SCAN_STATUSES,
+    POSTURE_CHECKS,
     DependencyPackage,
+    PostureRule,
     PullRequest,
     ScanRun,
     ScanStatus,
@@ -42,6 +45,9 @@ from scanning.models import (
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
 from scanning.selectors import (
     csv_rows,
+    denied_on_default_branches,
+    deny_marks,
+    failing_pr_scans,
     inventory_status,
     package_search,
     posture_overview,
@@ -49,6 +55,7 @@ from scanning.selectors import (
     pull_requests_with_latest_scan,
     reference_sbom,
     scan_phases,
+    tenant_overview,
 )
 from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
 from synclogs.models import Category, Operation
@@ -161,7 +168,7 @@ def sync_log(request, pk: int | None = None):
         {
             "integration": integration,
             "page": page,
-            "chart": scans_per_day(integration) if integration else None,
+            "chart": scans_per_day_svg(scans_per_day(integration)) if integration else None,
             "inventory": _inventory_for_page(integration) if integration else None,
             "categories": Category.choices,
             "operations": Operation.choices,
@@ -285,17 +292,32 @@ def scan_detail(request, pk: int):
 
 @tenant_view()
 def packages(request):
-    """Tenant-wide package search: which repositories use NAME (below VERSION)?"""
+    """Tenant-wide package search: which repositories use NAME (below VERSION)? With
+    ``denied=1``: the package versions the deny lists name, on default branches."""
     name, ecosystem, below = (request.GET.get(k, "").strip() for k in ("name", "ecosystem", "below"))
+    denied_only = request.GET.get("denied") == "1"
     error, rows = "", []
-    if name or ecosystem or below:
+    if denied_only:
+        rows = [
+            p
+            for p in denied_on_default_branches(tenant=request.tenant)
+            if (not name or p.name.lower() == name.lower()) and (not ecosystem or p.ecosystem == ecosystem)
+        ]
+    elif name or ecosystem or below:
         try:
             rows = package_search(tenant=request.tenant, name=name, ecosystem=ecosystem, below=below)
         except ValueError as exc:
             error = str(exc)
     if request.GET.get("format") == "csv" and not error:
         return _csv_response(rows, f"packages-{name or 'all'}.csv")
+    affected = (
+        len({p.reference.project_id for p in rows})
+        if isinstance(rows, list)
+        else rows.values("reference__project").distinct().count()
+    )
     page = Paginator(rows, 100).get_page(request.GET.get("page"))
+    if not denied_only:
+        deny_marks(page.object_list, tenant=request.tenant)
     ecosystems = (
         DependencyPackage.objects.filter(reference__project__namespace__tenant=request.tenant)
         .values_list("ecosystem", flat=True)
@@ -307,12 +329,27 @@ def packages(request):
         "portal/packages.html",
         {
             "page": page,
+            "groups": _grouped(page.object_list),
+            "affected": affected,
             "error": error,
             "ecosystems": ecosystems,
-            "filters": {"name": name, "ecosystem": ecosystem, "below": below},
-            "searched": bool(name or ecosystem or below),
+            "filters": {"name": name, "ecosystem": ecosystem, "below": below, "denied": denied_only},
+            "searched": bool(name or ecosystem or below or denied_only),
         },
     )
+
+
+def _grouped(packages) -> list[dict]:
+    """A repository's rows for one package (its manifest's range and its lock file's exact
+    version) as one group, in the order they come."""
+    groups: list[dict] = []
+    for p in packages:
+        key = (p.reference_id, p.ecosystem, p.name.lower())
+        if not groups or groups[-1]["key"] != key:
+            groups.append({"key": key, "first": p, "rows": [], "denied": None})
+        groups[-1]["rows"].append(p)
+        groups[-1]["denied"] = groups[-1]["denied"] or getattr(p, "denied", None)
+    return groups
 
 
 def _csv_response(rows, filename: str):
@@ -339,9 +376,45 @@ def reference_sbom_download(request, pk: int):
 
 @tenant_view()
 def posture(request):
-    overview = posture_overview(tenant=request.tenant)
+    rule = request.GET.get("rule", "")
+    rule = rule if rule in PostureRule.values else ""
+    overview = posture_overview(tenant=request.tenant, rule=rule)
     page = Paginator(overview["worst"], 50).get_page(request.GET.get("page"))
-    return render(request, "portal/posture.html", {"overview": overview, "page": page})
+    return render(
+        request,
+        "portal/posture.html",
+        {"overview": overview, "page": page, "rule": rule, "rule_check": POSTURE_CHECKS.get(rule, "")},
+    )
+
+
+@tenant_view()
+def overview(request):
+    """The tenant at a glance: each figure links to the list it counts."""
+    figures = tenant_overview(tenant=request.tenant)
+    integrations = integrations_with_health(tenant_integrations(request)).order_by("name")
+    return render(
+        request,
+        "portal/overview.html",
+        {
+            "integrations": integrations,
+            "figures": figures,
+            "pass_rates": pass_rate_bars(figures["posture"]["rules"], reverse("portal:posture")),
+        },
+    )
+
+
+@tenant_view()
+def pull_request_scans(request):
+    """Every pull request of the tenant with its latest scan; ``?status=failing`` for those
+    whose latest scan failed or could not finish."""
+    status = request.GET.get("status", "")
+    if status == "failing":
+        rows = failing_pr_scans(tenant=request.tenant)
+    else:
+        rows = pull_requests_with_latest_scan().filter(project__namespace__tenant=request.tenant)
+    rows = rows.select_related("project__integration")
+    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    return render(request, "portal/pull_request_scans.html", {"page": page, "status": status})
 
 
 @csrf_exempt
