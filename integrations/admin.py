@@ -460,7 +460,11 @@ class IntegrationAdmin(admin.ModelAdmin):
         integration = self._get(request, object_id)
         if not self.has_change_permission(request, integration):
             raise PermissionDenied
-        if request.method == "POST":
+        if request.method == "POST" and request.POST.get("confirm") != "1":
+            self.message_user(
+                request, "Tick the box to confirm: webhooks signed with the old secret will be refused.", messages.ERROR
+            )
+        elif request.method == "POST":
             services.webhook_secret_rotate(integration=integration, actor=request.user)
             self.message_user(
                 request, "Webhook secret rotated; update it in Bitbucket's webhook settings.", messages.SUCCESS

@@ -249,7 +249,12 @@ class IntegrationCreateForm(SettingsFieldsMixin, CredentialsForm):
         super().__init__(*args, **kwargs)
         if parent_queryset is not None:
             self.fields["parent"].queryset = parent_queryset
+            only = list(parent_queryset[:2])
+            if len(only) == 1:  # the only place it can go: chosen already
+                self.fields["parent"].initial = only[0].pk
         self.fields["parent"].label_from_instance = lambda ns: f"{ns.tenant.name} / {ns.name}"
+        # A sensible start: dependencies need only read access (posture needs admin scopes).
+        self.fields["scanners"].initial = ["dependencies"]
 
 
 class IntegrationSettingsForm(SettingsFieldsMixin):

@@ -97,10 +97,10 @@ class IntegrationScanAdmin(IntegrationAdmin):
         runs = list(ScanRun.objects.filter(integration=integration).order_by("-queued_at", "-id")[:5])
         return {
             "scan_tools": format_html(
-                '<form method="post" action="{}" style="display:inline">'
+                '<form method="post" action="{}" class="inline-form">'
                 '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
                 '<input type="submit" value="Rescan Org"></form> '
-                '<form method="post" action="{}" style="display:inline">'
+                '<form method="post" action="{}" class="inline-form">'
                 '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
                 '<input type="submit" value="Test configuration">'
                 "</form> Recent scans: {}",

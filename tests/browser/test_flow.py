@@ -102,8 +102,9 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
     page.fill("#id_username", "olivia")
     page.fill("#id_password", "correct horse battery")
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/integrations/")
-    shot(page, "01-integrations")
+    page.wait_for_url(f"{base}/")
+    shot(page, "01-overview")
+    page.get_by_role("link", name="Integrations", exact=True).click()
     page.get_by_role("link", name="Manage").click()
     page.get_by_role("link", name="Add integration").click()
 
@@ -175,7 +176,7 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
 
     # Other pages.
     page.get_by_role("link", name="Namespaces").click()
-    assert "🔒" in page.content()
+    assert "Managed by" in page.content()  # the lock icon's label
     shot(page, "08-namespaces")
     page.get_by_role("link", name="Projects").click()
     page.fill("#q", "api")
