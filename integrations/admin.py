@@ -35,7 +35,7 @@ from integrations.models import (
     Reference,
     Tenant,
 )
-from integrations.selectors import integration_delete_preview
+from integrations.selectors import delete_preview_in_words, integration_delete_preview
 
 sensitive = method_decorator(sensitive_post_parameters("token", "secret"))
 
@@ -483,7 +483,7 @@ class IntegrationAdmin(admin.ModelAdmin):
                 request,
                 (
                     f"Deleting '{integration}': "
-                    + ", ".join(f"{n} {k}" for k, n in preview.items())
+                    + ", ".join(delete_preview_in_words(preview))
                     + " are being removed in the background."
                 ),
                 messages.SUCCESS,
@@ -497,7 +497,7 @@ class IntegrationAdmin(admin.ModelAdmin):
                 "form": form,
                 "integration": integration,
                 "original": integration,
-                "preview": preview,
+                "preview": delete_preview_in_words(preview),
             },
         )
 

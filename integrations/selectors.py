@@ -174,6 +174,33 @@ def integration_purge_plan(*, integration: Integration) -> list[QuerySet]:
     return plan
 
 
+# What deleting removes, in the words of the people who use the portal (row kinds that are
+# bookkeeping only, such as scanner bookmarks or scan chunks, are not listed).
+PREVIEW_WORDS = {
+    "namespaces": ("namespace", "namespaces (the workspace's and every one under it)"),
+    "projects": ("repository", "repositories"),
+    "references": ("tracked branch", "tracked branches"),
+    "dependency packages": ("dependency record", "dependency records"),
+    "posture findings": ("posture finding", "posture findings"),
+    "pull requests": ("pull request", "pull requests"),
+    "pull request scans": ("pull-request scan result", "pull-request scan results"),
+    "scan runs": ("scan in the history", "scans in the history"),
+    "sync logs": ("sync log entry", "sync log entries"),
+    "members": ("workspace member", "workspace members"),
+    "webhook deliveries": ("webhook delivery received", "webhook deliveries received"),
+}
+
+
+def delete_preview_in_words(preview: dict[str, int]) -> list[str]:
+    """``integration_delete_preview`` as lines a person reads: "1,204 repositories"."""
+    lines = []
+    for key, (one, many) in PREVIEW_WORDS.items():
+        n = preview.get(key, 0)
+        if n or key in ("namespaces", "projects"):
+            lines.append(f"{n:,} {one if n == 1 else many}")
+    return lines
+
+
 def integration_delete_preview(*, integration: Integration) -> dict[str, int]:
     """How many rows of each kind deleting the integration removes.
 

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 
 from integrations import services
 from integrations.bitbucket.credentials import Credentials
+from integrations.bitbucket.verify import scopes_guide
 from integrations.crypto import SealedSecret, seal
 from integrations.forms import (
     CredentialsUpdateForm,
@@ -37,6 +38,7 @@ from integrations.forms import (
 from integrations.models import Integration, Namespace, Project, Reference, Role
 from integrations.portal import SESSION_KEY, can, tenant_view
 from integrations.selectors import (
+    delete_preview_in_words,
     integration_delete_preview,
     integration_list,
     integrations_with_health,
@@ -161,10 +163,24 @@ def bitbucket_add(request):
                 request.session.pop(PENDING_KEY, None)
                 messages.success(request, f"Connected {integration.bitbucket_url}. The first scan has started.")
                 return redirect("portal:bitbucket_manage")
+    connect = ("name", "bitbucket_url", "workspace", "project_key", "parent")
+    credentials = ("email", "token", "key", "secret")
+    steps = {
+        "connect": [form[n] for n in connect],
+        "method": [form["auth_method"]],
+        "secret": [form[n] for n in credentials],
+        "settings": [f for f in form if f.name not in (*connect, *credentials, "auth_method")],
+    }
     return render(
         request,
         "portal/bitbucket_add.html",
-        {"form": form, "report": report, "credentials_kept": bool(request.session.get(PENDING_KEY))},
+        {
+            "form": form,
+            "steps": steps,
+            "scopes": scopes_guide(),
+            "report": report,
+            "credentials_kept": bool(request.session.get(PENDING_KEY)),
+        },
     )
 
 
@@ -257,7 +273,9 @@ def bitbucket_delete(request, pk: int):
         messages.success(request, f"Deleting '{integration}': its namespaces, projects and results are being removed.")
         return redirect("portal:bitbucket_manage")
     return render(
-        request, "portal/bitbucket_delete.html", {"form": form, "integration": integration, "preview": preview}
+        request,
+        "portal/bitbucket_delete.html",
+        {"form": form, "integration": integration, "preview": delete_preview_in_words(preview)},
     )
 
 

@@ -155,6 +155,7 @@ def posture_overview(*, tenant, rule: str = "") -> dict:
             open_findings=Count("posture_findings", filter=Q(posture_findings__resolved_at__isnull=True))
         )
         .filter(open_findings__gt=0)
+        .select_related("integration")
         .order_by("-open_findings", "full_name")
     )
     if rule:

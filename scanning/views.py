@@ -463,7 +463,12 @@ def project_detail(request, pk: int):
         Project.objects.select_related("namespace", "integration"), namespace__tenant=request.tenant, pk=pk
     )
     default = project.references.filter(is_default=True).first()
-    packages = default.packages.order_by("ecosystem", "name")[:500] if default else []
+    packages = (
+        list(default.packages.select_related("reference__project").order_by("ecosystem", "name")[:500])
+        if default
+        else []
+    )
+    deny_marks(packages, tenant=request.tenant)
     return render(
         request,
         "portal/project_detail.html",

@@ -26,6 +26,9 @@
       form.querySelectorAll("[data-auth-field]").forEach(function (field) {
         field.hidden = wanted.indexOf(field.getAttribute("data-auth-field")) === -1;
       });
+      form.querySelectorAll("[data-auth-guide]").forEach(function (guide) {
+        guide.hidden = guide.getAttribute("data-auth-guide") !== (checked ? checked.value : "access_token");
+      });
     }
     form.addEventListener("change", sync);
     sync();

@@ -83,6 +83,34 @@ class VerificationReport:
         return {"ok": self.ok, "missing_scopes": self.missing_scopes, "checks": [c.as_dict() for c in self.checks]}
 
 
+WHERE_TO_CREATE = {
+    "access_token": "Workspace settings > Security > Access tokens (or the project's or repository's settings, "
+    "for a narrower token). A token's scopes cannot be changed later.",
+    "api_token": "Atlassian account settings > Security > API tokens > Create API token with scopes > Bitbucket. "
+    "Use the email of that account with it.",
+    "oauth": "Workspace settings > Apps and features > OAuth consumers > Add consumer: private, with "
+    "client credentials, and the permissions below.",
+}
+
+
+def scopes_guide() -> dict[str, dict]:
+    """Per auth method, the scopes to tick before creating the credential: what every
+    integration needs, what each scanner and pull-request scans add, and where to create it
+    (shown on the Add page before anyone makes a token)."""
+    guide = {}
+    for method in ("access_token", "api_token", "oauth"):
+        guide[method] = {
+            "where": WHERE_TO_CREATE[method],
+            "required": sorted({_scopes(f, method)[0] for f in ("repositories", "projects")}),
+            "optional": _scopes("members", method),
+            "scanners": {name: list(CATALOGUE[name].scopes_for(method)) for name in CATALOGUE},
+            "pull_requests": sorted(
+                {_scopes(f, method)[0] for f in ("pullrequests", "webhooks", "statuses", "comments")}
+            ),
+        }
+    return guide
+
+
 def _scopes(feature: str, method: str) -> list[str]:
     if feature in CATALOGUE:
         return list(CATALOGUE[feature].scopes_for(method))

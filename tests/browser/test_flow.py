@@ -186,7 +186,7 @@ def test_the_whole_flow(live_server, bitbucket, browser_page, transactional_db):
     # Delete, typing the name to confirm; everything under it goes.
     page.goto(f"{base}/integrations/bitbucket/")
     row_menu(page, "Demo workspace", "Delete Integration")
-    assert f"{repositories}</strong> projects" in page.content()
+    assert f"<li>{repositories} repositories</li>" in page.content()
     shot(page, "10-delete-preview")
     page.fill("#id_confirm_name", "demo workspace")
     page.click("button:has-text('Delete integration')")

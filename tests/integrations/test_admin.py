@@ -226,8 +226,10 @@ def test_edit_credentials_and_delete_through_the_admin(staff_client, populated, 
 
     delete = reverse("admin:integrations_integration_delete", args=[populated.pk])
     page = staff_client.get(delete).content.decode()
-    assert "<strong>1</strong> projects" in page
-    assert "<strong>1</strong> references" in page
+    assert "<li>1 repository</li>" in page
+    assert "<li>1 tracked branch</li>" in page
+    assert "scanner states" not in page  # bookkeeping rows are not listed
+    assert "only the webhook the portal registered" in page
     wrong = staff_client.post(delete, {"confirm_name": "acme"})
     assert "Type &#x27;Acme&#x27; exactly" in wrong.content.decode()
     with django_capture_on_commit_callbacks(execute=True):

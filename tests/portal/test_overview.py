@@ -102,3 +102,18 @@ def test_projects_page_accepts_search_and_namespace_filters(client, bitbucket):
     tree = client.get(reverse("portal:namespaces")).content.decode()
     total = Project.objects.filter(integration=integration).count()
     assert f"{total} projects" in tree  # the root counts what its children hold
+
+
+def test_add_page_shows_the_scopes_to_tick_before_a_token_exists(client, bitbucket):
+    integration = connect()
+    client.force_login(member(integration.tenant, Role.ADMIN, username="adder"))
+    page = client.get(reverse("portal:bitbucket_add")).content.decode()
+    for step in ("1</span> Connect", "2</span> Credentials", "3</span> Scanners", "4</span> Verify and start"):
+        assert step in page
+    assert "Scopes to tick" in page
+    assert "<code>read:repository:bitbucket</code>" in page  # API tokens
+    assert "<code>admin:repository:bitbucket</code>" in page  # what the posture scanner adds
+    assert "Access tokens" in page  # where to create one
+    assert 'value="dependencies" checked' in page or 'checked value="dependencies"' in page or (
+        re.search(r'<input[^>]*value="dependencies"[^>]*checked', page) is not None
+    )

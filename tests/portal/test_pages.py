@@ -360,8 +360,10 @@ def test_delete_page_previews_and_needs_the_name(client, site, django_capture_on
     login(client, site["users"]["owner"])
     url = reverse("portal:bitbucket_delete", kwargs={"pk": site["integration"].pk})
     page = client.get(url).content.decode()
-    assert "<strong>1</strong> projects" in page
-    assert "<strong>1</strong> references" in page
+    assert "<li>1 repository</li>" in page
+    assert "<li>1 tracked branch</li>" in page
+    assert "scanner states" not in page  # bookkeeping rows are not listed
+    assert "only the webhook the portal registered" in page
     assert "field-error" in client.post(url, {"confirm_name": "wrong"}).content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         client.post(url, {"confirm_name": "Alpha BB"})
