@@ -43,7 +43,7 @@ def integrations_with_health(queryset: QuerySet[Integration]) -> QuerySet[Integr
     newest = (
         Integration.objects.filter(pk=OuterRef("pk"))
         .values("scan_runs__status")
-        .order_by("-scan_runs__queued_at", "-scan_runs__id")
+        .order_by("-scan_runs__id")  # the newest, as the progress feed picks it (by id)
     )
     return queryset.annotate(
         open_errors=Count("sync_logs", filter=Q(sync_logs__resolved_at__isnull=True), distinct=True),

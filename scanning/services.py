@@ -32,8 +32,9 @@ from synclogs.classify import classify
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
 
-# Failures that pass by themselves: the scan is retried in minutes (runs.retry_delay).
-TRANSIENT = (Category.UNAVAILABLE, Category.RATE_LIMITED)
+# Failures that pass by themselves: the scan is retried in minutes (runs.retry_delay). A rate
+# limit is not one of them: the next scan waits for the account's hour (Retry-After).
+TRANSIENT = (Category.UNAVAILABLE,)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     run = ScanRun.objects.select_related("integration__root_namespace", "integration__tenant").get(pk=scan_run_id)
     integration = run.integration
     sync = None
-    status, summary, transient = ScanStatus.FAILED, "", False
+    status, summary, transient, resume_after = ScanStatus.FAILED, "", False, None
     try:
         if integration.status == IntegrationStatus.DELETING:
             raise ValidationError("The integration is being deleted.")
@@ -137,6 +138,9 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
     except bb.BitbucketError as exc:
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
         summary, transient = entry.message, entry.category in TRANSIENT
+        if isinstance(exc, bb.RateLimited):
+            # The account's hour is spent: come back when Bitbucket said, not in minutes.
+            transient, resume_after = False, exc.retry_after or 3600.0
     except ValidationError as exc:
         summary = " ".join(exc.messages)
     except Exception as exc:  # noqa: BLE001 - recorded, classified, and re-raised nowhere: the scan is over
@@ -144,7 +148,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         entry = sync_log_record(integration=integration, operation=Operation.SYNC, exc=exc)
         summary = entry.message
     if sync is None:
-        return scan_run_finish(run, status=status, summary=summary, transient=transient)
+        return scan_run_finish(run, status=status, summary=summary, transient=transient, resume_after=resume_after)
     stats = sync.client.stats
     if sync.outcome.chunked_refs and status != ScanStatus.FAILED:
         # The inventory is written; its scanner work goes out in chunks any cluster may take,
@@ -165,7 +169,7 @@ def scan_run_execute(*, scan_run_id: int, client: bb.BitbucketClient | None = No
         counts=sync.counts.data,
         rest=stats.rest + stats.oauth,
         git=stats.git,
-        resume_after=sync.outcome.resume_after,
+        resume_after=sync.outcome.resume_after or resume_after,
         transient=transient,
     )
 

@@ -201,6 +201,12 @@ def integration_create(
             raise VerificationFailed(report, creds)
 
     with transaction.atomic():
+        # Verification took seconds: another Add of an overlapping scope may have landed
+        # meanwhile. The tenant's row serialises Adds; the check runs again under it.
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        problem = integration_overlap_problem(tenant=tenant, workspace=target.workspace, project_key=target.project_key)
+        if problem:
+            raise ValidationError({"bitbucket_url": problem})
         integration = Integration.objects.create(
             tenant=tenant,
             name=name,
@@ -331,8 +337,16 @@ def integration_update(
         if not report.ok and not confirmed:
             raise VerificationFailed(report)
     with transaction.atomic():
+        _still_editable(integration)
         _settings_save(integration, cleaned, changed, actor, report)
     return report
+
+
+def _still_editable(integration: Integration) -> None:
+    """Under a row lock, after the network calls: a delete requested meanwhile wins."""
+    current = Integration.objects.select_for_update().filter(pk=integration.pk).values_list("status", flat=True)
+    if current.first() in (None, IntegrationStatus.DELETING):
+        raise ValidationError("This integration is being deleted.")
 
 
 def _newly_needed(integration: Integration, cleaned: dict) -> tuple[list[str], bool]:
@@ -398,6 +412,7 @@ def credentials_update(
             raise VerificationFailed(report, creds)
     previous_method = integration.auth_method
     with transaction.atomic():
+        _still_editable(integration)
         integration.auth_method = auth_method
         integration.credential_identity = creds.identity
         integration.credentials = seal(creds.to_json())
@@ -434,6 +449,7 @@ def _verified(report: VerificationReport | None) -> dict:
     return {"verified": report.ok, "missing_scopes": report.missing_scopes}
 
 
+@transaction.atomic
 def webhook_secret_rotate(*, integration: Integration, actor: Actor) -> Integration:
     """A new webhook secret. Bitbucket keeps signing with the old one until each hook the
     portal registered is updated (queued at once, and re-checked by every scan), so the
