@@ -146,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         )
         env.update(BITBUCKET_API_URL=f"{sandbox}/2.0", BITBUCKET_WEB_URL=sandbox)
+        # Known vulnerabilities from the sandbox's small OSV archives: no internet needed.
+        env.setdefault("OSV_URL", f"{sandbox}/_osv/{{ecosystem}}/all.zip")
         # The sandbox delivers webhooks here (the demo turns pull-request scans on).
         env.setdefault("PORTAL_BASE_URL", f"http://127.0.0.1:{args.port}")
         wait_for(f"{sandbox}/2.0/repositories")

@@ -25,6 +25,8 @@ from bitbucket_sandbox.control import control
 from bitbucket_sandbox.data import World
 from bitbucket_sandbox.faults import fault_response, record
 from bitbucket_sandbox.http import ApiError, Request, Response
+from bitbucket_sandbox.osv import default_archives
+from bitbucket_sandbox.osv import etag as osv_etag
 from bitbucket_sandbox.routes import Route
 from bitbucket_sandbox.routes.git import GitRoutes
 from bitbucket_sandbox.routes.hooks import HookRoutes
@@ -45,6 +47,7 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
 
     def __init__(self, world: World, **options: Any) -> None:
         super().__init__(world, **options)
+        self.osv_archives: dict[str, bytes] = default_archives()  # OSV ecosystem name -> all.zip
         self.routes = [
             Route(m, p, getattr(self, name), lg, gr, b)
             for name in dir(self)
@@ -59,6 +62,8 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
         path = request.path
         if path.startswith("/_sandbox/"):
             return self._control(request)
+        if path.startswith("/_osv/"):
+            return self._osv(request)
         kind = (
             "git"
             if path.endswith(("/info/refs", "/git-upload-pack"))
@@ -82,6 +87,18 @@ class Sandbox(WorkspaceRoutes, RepositoryRoutes, PullRequestRoutes, HookRoutes, 
             response = exc.response()
         self._record(request, auth, kind, response.status, len(response.body))
         return response
+
+    def _osv(self, request: Request) -> Response:
+        """``/_osv/{ecosystem}/all.zip``: the OSV archive of an ecosystem (osv.py), with an
+        ETag, answering 304 to a matching If-None-Match."""
+        parts = request.path.split("/")
+        body = self.osv_archives.get(parts[2]) if len(parts) == 4 and parts[3] == "all.zip" else None
+        if body is None:
+            return Response(404, b"No such archive", {"Content-Type": "text/plain"})
+        tag = osv_etag(body)
+        if request.headers.get("if-none-match") == tag:
+            return Response(304, b"", {"ETag": tag})
+        return Response(200, body, {"Content-Type": "application/zip", "ETag": tag})
 
     def _record(self, request: Request, auth: Auth | None, kind: str, status: int, size: int = 0) -> None:
         record(self.requests, request, auth.label if auth else "anonymous", kind, status, size)

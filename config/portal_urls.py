@@ -36,6 +36,7 @@ urlpatterns = [
     path("packages/", scan_pages.packages, name="packages"),
     path("references/<int:pk>/sbom/", scan_pages.reference_sbom_download, name="reference_sbom"),
     path("posture/", scan_pages.posture, name="posture"),
+    path("vulnerabilities/", scan_pages.vulnerabilities, name="vulnerabilities"),
     path("pull-request-scans/", scan_pages.pull_request_scans, name="pull_request_scans"),
     path("pull-request-scans/<int:pk>/", scan_pages.pr_scan_detail, name="pr_scan_detail"),
     path("pull-requests/<int:pk>/rescan/", scan_pages.pr_rescan, name="pr_rescan"),

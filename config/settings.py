@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here, pinned: no CDN
     "config.apps.ConfigAppConfig",
     "integrations",
+    "advisories",
     "synclogs",
     "scanning",
     # After scanning, whose ``qcluster`` command (schedules from settings, prompt SIGTERM) wins.
@@ -301,10 +302,17 @@ SCAN_CHUNK_SIZE = env.int("SCAN_CHUNK_SIZE", default=200)
 SCAN_CHUNK_RUNNERS = env.int("SCAN_CHUNK_RUNNERS", default=0)
 SCAN_CHUNK_RUNNER_SECONDS = env.int("SCAN_CHUNK_RUNNER_SECONDS", default=600)
 SCAN_CHUNK_ATTEMPTS = env.int("SCAN_CHUNK_ATTEMPTS", default=3)
-# A scan that failed for a passing reason (Bitbucket unavailable or timing out, rate limited)
-# is retried after SCAN_RETRY_SECONDS, doubling with each failure in a row up to
+# A scan that failed for a passing reason (Bitbucket unavailable or timing out) is retried
+# after SCAN_RETRY_SECONDS, doubling with each failure in a row up to
 # SCAN_RETRY_MAX_SECONDS, instead of waiting for the whole scan interval.
 SCAN_RETRY_SECONDS = env.int("SCAN_RETRY_SECONDS", default=120)
+# Known vulnerabilities: the portal's own copy of the OSV database, one archive per ecosystem
+# it sees ({ecosystem} is OSV's name: npm, PyPI, Maven, Go, crates.io, RubyGems, ...). Point
+# OSV_URL at an internal mirror and nothing about the inventory leaves the building.
+OSV_URL = env.str("OSV_URL", default="https://osv-vulnerabilities.storage.googleapis.com/{ecosystem}/all.zip")
+OSV_REFRESH_HOURS = env.int("OSV_REFRESH_HOURS", default=24)
+OSV_TIMEOUT = env.int("OSV_TIMEOUT", default=300)
+OSV_MAX_MB = env.int("OSV_MAX_MB", default=1024)
 SCAN_RETRY_MAX_SECONDS = env.int("SCAN_RETRY_MAX_SECONDS", default=3600)
 
 # --- Scanners (the catalogue is common/scanners.py; implementations scanning/scanners.py) ----

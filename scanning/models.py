@@ -363,3 +363,18 @@ class QueueFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'pending' if self.pending else 'idle'}"
+
+
+class PackageVulnerability(models.Model):
+    """A package row of the inventory that a known advisory affects (matched locally,
+    ``scanning/vulnerabilities.py``)."""
+
+    package = models.ForeignKey(DependencyPackage, on_delete=models.CASCADE, related_name="vulnerabilities")
+    advisory = models.ForeignKey("advisories.Advisory", on_delete=models.CASCADE, related_name="matches")
+    fixed_version = models.CharField(max_length=255, blank=True, help_text="The lowest release that fixes it.")
+
+    class Meta:
+        verbose_name_plural = "package vulnerabilities"
+        constraints = [
+            models.UniqueConstraint(fields=["package", "advisory"], name="package_vulnerability_unique"),
+        ]

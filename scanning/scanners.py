@@ -24,6 +24,7 @@ from integrations.bitbucket.budget import GIT, REST
 from integrations.models import Integration, Project, Reference
 from scanning.manifests import ManifestError, Package, parse_manifest, parser_for
 from scanning.models import DependencyPackage, PostureFinding, PostureRule, ScannerState
+from scanning.vulnerabilities import vulnerabilities_match_references
 from synclogs.classify import Classified
 from synclogs.models import Category, Level, Operation
 from synclogs.services import sync_log_record
@@ -167,6 +168,7 @@ def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> i
                 for (path, *_), p in rows.items()
             ]
         )
+        vulnerabilities_match_references(reference_ids=[reference.pk])  # the new rows, at once
     return len(rows)
 
 

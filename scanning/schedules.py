@@ -27,6 +27,12 @@ def schedules_ensure() -> list[str]:
             "minutes": None,
             "repeats": -1,
         },
+        "refresh-advisories": {
+            "func": "scanning.tasks.advisories_refresh_task",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.OSV_REFRESH_HOURS * 60,
+            "repeats": -1,
+        },
     }
     changed = []
     for name, fields in wanted.items():

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
+from advisories.models import SEVERITY_RANK
+from common.packages import package_url
 from common.versions import comparable_version
 from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import Integration, IntegrationStatus, Project, Reference
@@ -18,6 +20,7 @@ from scanning.models import (
     ACTIVE_SCAN_STATUSES,
     POSTURE_CHECKS,
     DependencyPackage,
+    PackageVulnerability,
     PostureFinding,
     PostureRule,
     PullRequest,
@@ -59,31 +62,9 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
     return rows
 
 
-PURL_TYPES = {
-    "npm": "npm",
-    "pypi": "pypi",
-    "maven": "maven",
-    "go": "golang",
-    "cargo": "cargo",
-    "gem": "gem",
-    "composer": "composer",
-    "nuget": "nuget",
-}
-
-
 def purl(package: DependencyPackage) -> str:
-    kind = PURL_TYPES.get(package.ecosystem, package.ecosystem)
-    name = package.name
-    if package.ecosystem == "maven" and ":" in name:
-        name = name.replace(":", "/", 1)
-    elif package.ecosystem == "npm" and name.startswith("@"):
-        name = "%40" + name[1:]
-    version = (
-        package.version
-        if comparable_version(package.version) is not None and not package.version.startswith(("^", "~", ">", "<", "="))
-        else ""
-    )
-    return f"pkg:{kind}/{name}" + (f"@{version}" if version else "")
+    """The package URL of a package row (common/packages.py: one definition everywhere)."""
+    return package_url(package.ecosystem, package.name, package.version)
 
 
 def reference_sbom(*, reference: Reference) -> dict:
@@ -98,7 +79,8 @@ def reference_sbom(*, reference: Reference) -> dict:
                 "version": package.version,
                 "purl": purl(package),
                 "bom-ref": f"{purl(package)}#{package.manifest_path}",
-                "scope": "optional" if package.dev else "required",
+                # CycloneDX: a development dependency is not part of what ships.
+                "scope": "excluded" if package.dev else "required",
                 "properties": [
                     {"name": "portal:manifest", "value": package.manifest_path},
                     {"name": "portal:direct", "value": str(package.direct).lower()},
@@ -252,6 +234,55 @@ def denied_on_default_branches(*, tenant) -> list[DependencyPackage]:
     return rows
 
 
+def vulnerabilities_visible(*, tenant, severity: str = "", package: str = "", repository: str = "") -> QuerySet:
+    """Known vulnerabilities of the tenant's default branches, worst first: each row a
+    package row of a repository and an advisory affecting its version."""
+    qs = (
+        PackageVulnerability.objects.filter(
+            package__reference__project__namespace__tenant=tenant,
+            package__reference__is_default=True,
+            advisory__withdrawn__isnull=True,
+        )
+        .exclude(package__reference__project__integration__status=IntegrationStatus.DELETING)
+        .select_related("advisory", "package__reference__project__integration")
+    )
+    if severity:
+        qs = qs.filter(advisory__severity=severity)
+    if package:
+        qs = qs.filter(package__name__iexact=package.strip())
+    if repository:
+        qs = qs.filter(package__reference__project__full_name__icontains=repository.strip())
+    order = Case(*[When(advisory__severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()], default=Value(0))
+    return qs.annotate(rank=order).order_by(
+        "-rank", "package__reference__project__full_name", "package__name", "advisory__osv_id"
+    )
+
+
+def vulnerability_counts(*, tenant) -> dict:
+    """{"total", "repositories", "by_severity": {severity: n}} for the overview and pages."""
+    qs = vulnerabilities_visible(tenant=tenant).order_by()
+    by = dict(qs.values_list("advisory__severity").annotate(n=Count("pk")))
+    return {
+        "total": sum(by.values()),
+        "repositories": qs.values("package__reference__project").distinct().count(),
+        "by_severity": {s: by.get(s, 0) for s in SEVERITY_RANK},
+    }
+
+
+def vulnerability_marks(packages) -> None:
+    """``vulns`` on each package row: its live advisories, worst first."""
+    ids = [p.pk for p in packages]
+    found: dict[int, list] = {}
+    for match in (
+        PackageVulnerability.objects.filter(package_id__in=ids, advisory__withdrawn__isnull=True)
+        .select_related("advisory")
+        .order_by("package_id")
+    ):
+        found.setdefault(match.package_id, []).append(match)
+    for package in packages:
+        package.vulns = sorted(found.get(package.pk, []), key=lambda m: -SEVERITY_RANK.get(m.advisory.severity, 0))
+
+
 def failing_pr_scans(*, tenant) -> QuerySet:
     """Pull requests whose latest scan failed (policy) or could not finish."""
     return pull_requests_with_latest_scan().filter(
@@ -272,6 +303,7 @@ def tenant_overview(*, tenant) -> dict:
         "denied": denied,
         "denied_repositories": len({p.reference.project_id for p in denied}),
         "failing_pull_requests": failing_pr_scans(tenant=tenant).count(),
+        "vulnerabilities": vulnerability_counts(tenant=tenant),
         "open_errors": SyncLog.objects.filter(integration__tenant=tenant, resolved_at__isnull=True)
         .exclude(integration__status=IntegrationStatus.DELETING)
         .count(),

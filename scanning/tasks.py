@@ -13,6 +13,7 @@ from scanning.health import cluster_heartbeat
 from scanning.hooks import webhooks_remove, webhooks_sync
 from scanning.models import Trigger
 from scanning.pullrequests import pr_scan_execute
+from scanning.vulnerabilities import advisories_refresh
 from scanning.webhooks import deliveries_drain
 from synclogs.services import sync_logs_prune
 
@@ -47,6 +48,12 @@ def dispatch_due_scans_task() -> dict:
     result = services.scans_dispatch_due()
     result["webhook_deliveries"] = deliveries_drain()  # any delivery whose drain task was lost
     return result
+
+
+def advisories_refresh_task() -> dict:
+    """Refresh the OSV copy of each ecosystem the inventory uses (only changed archives are
+    downloaded) and match what changed."""
+    return advisories_refresh()
 
 
 def prune_sync_logs_task() -> int:

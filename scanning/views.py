@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from advisories.models import OsvFeed, Severity
 from integrations.api.filters import MAX_DAYS
 from integrations.models import Member, Project, Reference, Role
 from integrations.net import client_ip
@@ -45,6 +46,7 @@ from scanning.models import (
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
 from scanning.selectors import (
     csv_rows,
+    csv_safe,
     denied_on_default_branches,
     deny_marks,
     failing_pr_scans,
@@ -56,6 +58,9 @@ from scanning.selectors import (
     reference_sbom,
     scan_phases,
     tenant_overview,
+    vulnerabilities_visible,
+    vulnerability_counts,
+    vulnerability_marks,
 )
 from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
 from synclogs.models import Category, Operation
@@ -173,7 +178,7 @@ def sync_log(request, pk: int | None = None):
             "categories": Category.choices,
             "operations": Operation.choices,
             "filters": {"category": category, "operation": operation, "state": state, "days": days},
-            "recent_scans": ScanRun.objects.filter(integration=integration)[:10] if integration else [],
+            "recent_scans": ScanRun.objects.filter(integration=integration).order_by("-pk")[:10] if integration else [],
         },
     )
 
@@ -274,7 +279,8 @@ def scan_progress(request):
                     "total": run.progress_total,
                     "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                     "summary": run.summary,
-                    "phases": scan_phases(run=run) if run.status in ACTIVE_SCAN_STATUSES else [],
+                    # Phases count rows: only for a page about one integration, not every row of a list.
+                    "phases": scan_phases(run=run) if ids and run.status in ACTIVE_SCAN_STATUSES else [],
                 }
                 for run in latest.values()
             ]
@@ -318,6 +324,7 @@ def packages(request):
     page = Paginator(rows, 100).get_page(request.GET.get("page"))
     if not denied_only:
         deny_marks(page.object_list, tenant=request.tenant)
+    vulnerability_marks(page.object_list)
     ecosystems = (
         DependencyPackage.objects.filter(reference__project__namespace__tenant=request.tenant)
         .values_list("ecosystem", flat=True)
@@ -353,12 +360,18 @@ def _grouped(packages) -> list[dict]:
 
 
 def _csv_response(rows, filename: str):
+    return _stream_csv(csv_rows(rows), filename)
+
+
+def _stream_csv(lines, filename: str):
+    """CSV rows streamed as they are read (an export never builds in memory)."""
+
     class Echo:
         def write(self, value):
             return value
 
     writer = csv.writer(Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in csv_rows(rows)), content_type="text/csv")
+    response = StreamingHttpResponse((writer.writerow(row) for row in lines), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -401,6 +414,50 @@ def overview(request):
             "pass_rates": pass_rate_bars(figures["posture"]["rules"], reverse("portal:posture")),
         },
     )
+
+
+@tenant_view()
+def vulnerabilities(request):
+    """Known vulnerabilities of the tenant's default branches (OSV, matched here), worst
+    first, by severity, package or repository; CSV with ``format=csv``."""
+    severity = request.GET.get("severity", "")
+    severity = severity if severity in Severity.values else ""
+    package, repository = request.GET.get("package", "").strip(), request.GET.get("repository", "").strip()
+    rows = vulnerabilities_visible(tenant=request.tenant, severity=severity, package=package, repository=repository)
+    if request.GET.get("format") == "csv":
+        return _stream_csv(_vulnerability_csv(rows), "vulnerabilities.csv")
+    page = Paginator(rows, 100).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "portal/vulnerabilities.html",
+        {
+            "page": page,
+            "counts": vulnerability_counts(tenant=request.tenant),
+            "feeds": OsvFeed.objects.order_by("ecosystem"),
+            "severities": Severity.choices,
+            "filters": {"severity": severity, "package": package, "repository": repository},
+        },
+    )
+
+
+def _vulnerability_csv(rows):
+    yield ["severity", "advisory", "aliases", "package", "ecosystem", "version", "fixed in", "repository", "manifest"]
+    for m in rows.iterator(chunk_size=1000):
+        p = m.package
+        yield [
+            csv_safe(str(v))
+            for v in (
+                m.advisory.severity,
+                m.advisory.osv_id,
+                " ".join(m.advisory.aliases),
+                p.name,
+                p.ecosystem,
+                p.version,
+                m.fixed_version,
+                p.reference.project.full_name,
+                p.manifest_path,
+            )
+        ]
 
 
 @tenant_view()
@@ -469,6 +526,7 @@ def project_detail(request, pk: int):
         else []
     )
     deny_marks(packages, tenant=request.tenant)
+    vulnerability_marks(packages)
     return render(
         request,
         "portal/project_detail.html",

@@ -114,6 +114,8 @@ def test_add_page_shows_the_scopes_to_tick_before_a_token_exists(client, bitbuck
     assert "<code>read:repository:bitbucket</code>" in page  # API tokens
     assert "<code>admin:repository:bitbucket</code>" in page  # what the posture scanner adds
     assert "Access tokens" in page  # where to create one
-    assert 'value="dependencies" checked' in page or 'checked value="dependencies"' in page or (
-        re.search(r'<input[^>]*value="dependencies"[^>]*checked', page) is not None
+    assert (
+        'value="dependencies" checked' in page
+        or 'checked value="dependencies"' in page
+        or (re.search(r'<input[^>]*value="dependencies"[^>]*checked', page) is not None)
     )

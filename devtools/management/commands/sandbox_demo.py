@@ -7,6 +7,7 @@ from common.scanners import CATALOGUE
 from integrations import services
 from integrations.models import Integration, IntegrationStatus, Namespace, Tenant
 from scanning.services import ScanAlreadyRunning, org_rescan_request
+from scanning.vulnerabilities import advisories_refresh
 
 
 class Command(BaseCommand):
@@ -22,6 +23,11 @@ class Command(BaseCommand):
     def handle(self, *args, tenant: str, workspace: str, **options):
         if "bitbucket.org" in settings.BITBUCKET_WEB_URL:
             raise CommandError("BITBUCKET_WEB_URL points at Bitbucket itself; start the sandbox and point it there.")
+        if "/_osv/" in settings.OSV_URL:
+            # The sandbox's OSV archives, imported before the first scan: its packages are
+            # matched as they are written.
+            for ecosystem, outcome in advisories_refresh(ecosystems=["npm", "pypi", "maven"]).items():
+                self.stdout.write(f"OSV {ecosystem}: {outcome['error'] or str(outcome['advisories']) + ' advisories'}")
         organisation = Tenant.objects.filter(name=tenant).first()
         if organisation is None:
             raise CommandError(f"No organisation named '{tenant}'; run init_portal first.")

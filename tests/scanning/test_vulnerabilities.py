@@ -1,0 +1,147 @@
+"""Known vulnerabilities: the portal's own copy of OSV (the sandbox serves small archives
+of real advisories' facts), matched locally by each ecosystem's version rules; package URLs
+right for every ecosystem."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from advisories.models import Advisory, OsvFeed
+from bitbucket_sandbox.osv import ADVISORIES, archive
+from common.packages import package_url
+from integrations.models import Role
+from scanning.models import DependencyPackage, PackageVulnerability
+from scanning.vulnerabilities import advisories_refresh, vulnerabilities_match_all
+from tests.factories import member
+from tests.helpers import connect, scan
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def osv(bitbucket, settings):
+    settings.OSV_URL = f"{bitbucket.web_url}/_osv/{{ecosystem}}/all.zip"
+    return bitbucket.sandbox.osv_archives
+
+
+def _matched(name: str) -> set[str]:
+    return set(
+        PackageVulnerability.objects.filter(package__name__iexact=name).values_list("advisory__osv_id", flat=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "ecosystem,name,version,expected",
+    [
+        (
+            "maven",
+            "org.springframework:spring-core",
+            "5.3.0.RELEASE",
+            "pkg:maven/org.springframework/spring-core@5.3.0.RELEASE",
+        ),
+        ("maven", "com.example:app", "1.0-SNAPSHOT", "pkg:maven/com.example/app@1.0-SNAPSHOT"),
+        ("maven", "com.google.guava:guava", "32.1.2-jre", "pkg:maven/com.google.guava/guava@32.1.2-jre"),
+        (
+            "go",
+            "golang.org/x/crypto",
+            "v0.0.0-20210921155107-089bfa567519",
+            "pkg:golang/golang.org/x/crypto@v0.0.0-20210921155107-089bfa567519",
+        ),
+        ("gem", "nokogiri", "1.13.10-x86_64-linux", "pkg:gem/nokogiri@1.13.10"),
+        ("pypi", "flask_cors", "4.0.0", "pkg:pypi/flask-cors@4.0.0"),
+        ("pypi", "torch", "2.1.0+cpu", "pkg:pypi/torch@2.1.0%2Bcpu"),
+        ("npm", "@babel/core", "^7.23.0", "pkg:npm/%40babel/core"),
+        ("npm", "lodash", "4.17.20", "pkg:npm/lodash@4.17.20"),
+    ],
+)
+def test_package_urls_keep_versions_every_ecosystem_writes(ecosystem, name, version, expected):
+    assert package_url(ecosystem, name, version) == expected
+
+
+def test_sandbox_advisories_are_imported_and_matched_by_each_ecosystems_rules(osv, client):
+    integration = connect(scanners=["dependencies"])
+    assert scan(integration).status == "succeeded"
+    report = advisories_refresh()
+    assert set(report) >= {"npm", "pypi"}
+    assert not any(r["error"] for r in report.values()), report
+    assert "GHSA-35jh-r3h4-6jhm" in _matched("lodash")  # 4.17.20 < 4.17.21 (SEMVER)
+    assert "GHSA-mh6f-8j2x-4483" in _matched("event-stream")  # the malicious 3.3.6 (explicit versions)
+    if DependencyPackage.objects.filter(name="jinja2", version="3.1.2").exists():
+        assert "GHSA-h5c8-rqwp-cp95" in _matched("jinja2")  # PyPI, ECOSYSTEM range
+    assert not _matched("requests")  # ">=2.31.0" is a range, not a resolved version: not matched
+    assert "GHSA-xxj9-f6rv-m3x4" in _matched("django")  # PyPI name "Django", one of three intervals
+    lodash = PackageVulnerability.objects.filter(advisory__osv_id="GHSA-35jh-r3h4-6jhm").first()
+    assert lodash.fixed_version == "4.17.21"
+    advisory = Advisory.objects.get(osv_id="GHSA-35jh-r3h4-6jhm")
+    assert advisory.severity == "high"
+    assert advisory.score == 7.2
+    assert advisory.aliases == ["CVE-2021-23337"]
+    assert not _matched("react")  # nothing known
+
+    # Unchanged archives are not downloaded again (ETag), and nothing is rewritten.
+    again = advisories_refresh()
+    assert not any(r["changed"] for r in again.values())
+    assert OsvFeed.objects.get(ecosystem="npm").imported_at is not None
+
+    # Shown where people look.
+    client.force_login(member(integration.tenant, Role.VIEWER, username="reader"))
+    page = client.get(reverse("portal:vulnerabilities")).content.decode()
+    assert "GHSA-35jh-r3h4-6jhm" in page
+    assert "CVE-2021-23337" in page
+    total = PackageVulnerability.objects.filter(package__reference__is_default=True).count()
+    overview = client.get("/").content.decode()
+    assert f'data-figure="vulnerabilities">{total}<' in overview
+    csv = b"".join(client.get(reverse("portal:vulnerabilities"), {"format": "csv"}).streaming_content).decode()
+    assert csv.count("\n") == total + 1
+    project = DependencyPackage.objects.filter(name="lodash").first().reference.project
+    assert "GHSA-35jh-r3h4-6jhm" in client.get(reverse("portal:project_detail", args=[project.pk])).content.decode()
+
+
+def test_a_new_inventory_is_matched_as_it_is_written(osv):
+    advisories_refresh(ecosystems=["npm"])  # advisories first, packages later
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    assert "GHSA-35jh-r3h4-6jhm" in _matched("lodash")
+
+
+def test_changed_withdrawn_and_removed_advisories_rematch_only_their_packages(osv):
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    advisories_refresh(ecosystems=["npm"])
+    assert _matched("lodash") == {"GHSA-35jh-r3h4-6jhm", "GHSA-29mw-wpgm-hmr9"}
+    changed = [dict(a) for a in ADVISORIES["npm"]]
+    changed[1] = {**changed[1], "modified": "2026-01-01T00:00:00Z", "withdrawn": "2026-01-01T00:00:00Z"}
+    del changed[2]  # no longer in the archive
+    osv["npm"] = archive(changed)
+    report = advisories_refresh(ecosystems=["npm"])
+    assert report["npm"]["changed"]
+    assert report["npm"]["removed"] == 1
+    assert _matched("lodash") == set()  # withdrawn, and removed
+    assert "GHSA-mh6f-8j2x-4483" in _matched("event-stream")  # untouched
+
+
+def test_a_range_in_another_version_scheme_is_compared_by_its_rules(osv):
+    from advisories.ranges import affects, intervals
+
+    spans = intervals([{"introduced": "2.0-beta9"}, {"fixed": "2.3.1"}, {"introduced": "2.13.0"}, {"fixed": "2.15.0"}])
+    assert affects("maven", "2.14.1", spans, [])
+    assert affects("maven", "2.0-rc1", spans, [])  # Maven: beta9 < rc1
+    assert not affects("maven", "2.15.0", spans, [])
+    assert not affects("maven", "2.12.4", spans, [])
+    go = intervals([{"introduced": "0"}, {"fixed": "0.17.0"}])
+    assert affects("go", "v0.0.0-20210921155107-089bfa567519", go, [])
+    assert not affects("go", "v0.17.0", go, [])
+
+
+def test_a_malformed_archive_keeps_the_previous_copy_and_says_why(osv):
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    advisories_refresh(ecosystems=["npm"])
+    before = (Advisory.objects.count(), PackageVulnerability.objects.count())
+    osv["npm"] = b"this is not a zip archive"
+    report = advisories_refresh(ecosystems=["npm"])
+    assert "BadZipFile" in report["npm"]["error"]
+    assert (Advisory.objects.count(), PackageVulnerability.objects.count()) == before
+    assert "BadZipFile" in OsvFeed.objects.get(ecosystem="npm").error
+    assert vulnerabilities_match_all() == before[1]  # a full re-match finds the same
