@@ -19,6 +19,7 @@ router.register("sync-logs", synclogs.SyncLogViewSet, basename="synclog")
 router.register("posture-findings", scanning.PostureFindingViewSet, basename="posturefinding")
 router.register("pull-requests", scanning.PullRequestViewSet, basename="pullrequest")
 router.register("pull-request-scans", scanning.PullRequestScanViewSet, basename="pullrequestscan")
+router.register("vulnerabilities", scanning.VulnerabilityViewSet, basename="vulnerability")
 
 urlpatterns = [
     path("integrations/<int:pk>/rescan/", scanning.RescanView.as_view(), name="integration-rescan"),

@@ -151,6 +151,23 @@ class SettingsFieldsMixin(forms.Form):
     pr_require_lockfile_update = forms.BooleanField(
         required=False, label="Fail when a manifest changes without its lock file"
     )
+    pr_vulnerabilities = forms.ChoiceField(
+        choices=[
+            ("warn", "Warn in the summary"),
+            ("fail", "Fail the pull request"),
+            ("off", "Do not check"),
+        ],
+        initial="warn",
+        required=False,
+        label="Known vulnerabilities a change brings in",
+        help_text="Versions a pull request adds or moves to that a known advisory (OSV) affects.",
+    )
+    pr_vulnerability_min_severity = forms.ChoiceField(
+        choices=[("critical", "Critical"), ("high", "High and above"), ("medium", "Medium and above"), ("low", "Any")],
+        initial="high",
+        required=False,
+        label="Minimum severity",
+    )
 
     @staticmethod
     def initial_from(integration: Integration) -> dict:
@@ -172,6 +189,8 @@ class SettingsFieldsMixin(forms.Form):
                 " ".join(p for p in (d.get("name", ""), d.get("range", "")) if p) for d in pr["deny_packages"]
             ),
             "pr_require_lockfile_update": pr["require_lockfile_update"],
+            "pr_vulnerabilities": pr["vulnerabilities"],
+            "pr_vulnerability_min_severity": pr["vulnerability_min_severity"],
         }
 
     def clean_pr_deny_packages(self) -> list[dict[str, str]]:
@@ -206,6 +225,8 @@ class SettingsFieldsMixin(forms.Form):
                 "status_per_scanner": data["pr_status_per_scanner"],
                 "deny_packages": data["pr_deny_packages"],
                 "require_lockfile_update": data["pr_require_lockfile_update"],
+                "vulnerabilities": data["pr_vulnerabilities"] or "warn",
+                "vulnerability_min_severity": data["pr_vulnerability_min_severity"] or "high",
             },
         }
 

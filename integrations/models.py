@@ -144,6 +144,9 @@ def default_pr_settings() -> dict:
         "status_per_scanner": False,
         "deny_packages": [],
         "require_lockfile_update": False,
+        # Known vulnerabilities a change brings in: "off", "warn" (in the summary) or "fail".
+        "vulnerabilities": "warn",
+        "vulnerability_min_severity": "high",
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.db.models import Case, Value, When
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -17,6 +18,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from advisories.models import SEVERITY_RANK, Severity
 from integrations.api.errors import Conflict
 from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
@@ -25,9 +27,23 @@ from integrations.api.views import ERRORS, TenantScoped, _pick_tenant, get_visib
 from integrations.models import Reference, Role
 from integrations.selectors import has_role
 from scanning import services
-from scanning.models import PostureFinding, PullRequest, PullRequestScan, ScanRun, ScanStatus, Trigger
+from scanning.models import (
+    PackageVulnerability,
+    PostureFinding,
+    PullRequest,
+    PullRequestScan,
+    ScanRun,
+    ScanStatus,
+    Trigger,
+)
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
-from scanning.selectors import inventory_status, package_search, pull_requests_with_latest_scan, reference_sbom
+from scanning.selectors import (
+    inventory_status,
+    package_search,
+    pull_requests_with_latest_scan,
+    purl,
+    reference_sbom,
+)
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -258,6 +274,92 @@ class PostureFindingViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return self.visible(PostureFinding.objects.select_related("project__namespace")).order_by(
             "-first_seen_at", "-id"
+        )
+
+
+# --- Known vulnerabilities ---------------------------------------------------------------------------
+
+
+class VulnerabilitySerializer(serializers.ModelSerializer):
+    advisory = serializers.CharField(source="advisory.osv_id", read_only=True)
+    aliases = serializers.ListField(source="advisory.aliases", child=serializers.CharField(), read_only=True)
+    severity = serializers.CharField(source="advisory.severity", read_only=True)
+    score = serializers.FloatField(source="advisory.score", read_only=True, allow_null=True)
+    summary = serializers.CharField(source="advisory.summary", read_only=True)
+    url = serializers.CharField(source="advisory.url", read_only=True)
+    package = serializers.CharField(source="package.name", read_only=True)
+    ecosystem = serializers.CharField(source="package.ecosystem", read_only=True)
+    version = serializers.CharField(source="package.version", read_only=True)
+    purl = serializers.SerializerMethodField()
+    manifest = serializers.CharField(source="package.manifest_path", read_only=True)
+    project = serializers.IntegerField(source="package.reference.project_id", read_only=True)
+    repository = serializers.CharField(source="package.reference.project.full_name", read_only=True)
+    reference = serializers.IntegerField(source="package.reference_id", read_only=True)
+
+    class Meta:
+        model = PackageVulnerability
+        fields = [
+            "id",
+            "advisory",
+            "aliases",
+            "severity",
+            "score",
+            "summary",
+            "url",
+            "package",
+            "ecosystem",
+            "version",
+            "purl",
+            "fixed_version",
+            "manifest",
+            "project",
+            "repository",
+            "reference",
+        ]
+        read_only_fields = fields
+
+    @staticmethod
+    def get_purl(obj) -> str:
+        return purl(obj.package)
+
+
+class VulnerabilityFilter(django_filters.FilterSet):
+    severity = django_filters.ChoiceFilter(field_name="advisory__severity", choices=Severity.choices)
+    advisory = django_filters.CharFilter(field_name="advisory__osv_id")
+    package = django_filters.CharFilter(field_name="package__name", lookup_expr="iexact")
+    ecosystem = django_filters.CharFilter(field_name="package__ecosystem")
+    project = django_filters.NumberFilter(field_name="package__reference__project_id")
+    integration = django_filters.NumberFilter(field_name="package__reference__project__integration_id")
+
+    class Meta:
+        model = PackageVulnerability
+        fields = ["severity", "advisory", "package", "ecosystem", "project", "integration"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Known vulnerabilities of default branches (OSV, matched locally), worst first",
+        responses={200: VulnerabilitySerializer, **ERRORS},
+    ),
+    retrieve=extend_schema(summary="A known vulnerability", responses={200: VulnerabilitySerializer, **ERRORS}),
+)
+class VulnerabilityViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
+    serializer_class = VulnerabilitySerializer
+    filterset_class = VulnerabilityFilter
+
+    tenant_path = "package__reference__project__namespace__tenant"
+    integration_path = "package__reference__project__integration"
+
+    def get_queryset(self):
+        order = Case(*[When(advisory__severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()], default=Value(0))
+        return (
+            self.visible(
+                PackageVulnerability.objects.filter(
+                    package__reference__is_default=True, advisory__withdrawn__isnull=True
+                ).select_related("advisory", "package__reference__project__namespace")
+            )
+            .annotate(rank=order)
+            .order_by("-rank", "package__reference__project__full_name", "package__name", "id")
         )
 
 

@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from advisories.models import SEVERITY_RANK
 from common.versions import comparable_version
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
@@ -30,12 +31,13 @@ from integrations.services import Actor, audit
 from scanning.manifests import LOCKFILES, ManifestError, Package, parse_manifest, parser_for
 from scanning.models import PullRequest, PullRequestScan, Trigger
 from scanning.policy import denied_by, deny_rules, package_name_normal
+from scanning.vulnerabilities import advisories_for
 from synclogs.models import Level, Operation
 from synclogs.services import sync_log_record
 
 # The checks a PR scan makes (denied packages; lock files); with "one build status per
 # check" each gets its own status, the lock-file one only while that rule is on.
-CHECKS = ("dependencies", "lockfiles")
+CHECKS = ("dependencies", "lockfiles", "vulnerabilities")
 
 
 # --- Recorded state ---------------------------------------------------------------------------------
@@ -237,6 +239,7 @@ def review_change(
         elif was["versions"] != now["versions"]:
             review.changed.append(row)
     _check_denied(review, policy.get("deny_packages") or [])
+    _check_vulnerabilities(review, policy)
     if policy.get("require_lockfile_update"):
         _check_lockfiles(
             review,
@@ -268,6 +271,45 @@ def _check_denied(review: Review, denied: list[dict]) -> None:
                     "message": f"{row['name']} {version} {hit[1]}.",
                 }
             )
+
+
+def _check_vulnerabilities(review: Review, policy: dict) -> None:
+    """A version the change brings in that a known advisory (the portal's OSV copy) affects,
+    at or above the policy's minimum severity: a violation when the policy says ``fail``, a
+    warning when ``warn``; the advisory ids and the fixed versions are in the message."""
+    mode = policy.get("vulnerabilities", "warn")
+    if mode == "off":
+        return
+    floor = SEVERITY_RANK.get(policy.get("vulnerability_min_severity", "high"), 3)
+    for row in review.added + review.changed:
+        for version in sorted(set(row["after"]) - set(row["before"])):
+            found = [
+                (a, fix)
+                for a, fix in advisories_for(row["ecosystem"], row["name"], version)
+                if SEVERITY_RANK[a.severity] >= floor
+            ]
+            if not found:
+                continue
+            named = "; ".join(
+                f"{a.osv_id}{' (' + ', '.join(a.aliases[:2]) + ')' if a.aliases else ''} {a.severity}"
+                f", {'fixed in ' + fix if fix else 'no fix published'}"
+                for a, fix in found
+            )
+            message = f"{row['name']} {version} has known vulnerabilities: {named}."
+            if mode == "fail":
+                review.violations.append(
+                    {
+                        "check": "vulnerabilities",
+                        "rule": "known_vulnerability",
+                        "package": row["name"],
+                        "version": version,
+                        "path": ", ".join(row["manifests"]),
+                        "advisories": [a.osv_id for a, _ in found],
+                        "message": message,
+                    }
+                )
+            else:
+                review.warnings.append(message)
 
 
 def _check_lockfiles(
@@ -334,7 +376,12 @@ def _status_checks(policy: dict) -> list[str | None]:
     """One build status per check, or one for all (None)."""
     if not policy["status_per_scanner"]:
         return [None]
-    return [c for c in CHECKS if c != "lockfiles" or policy["require_lockfile_update"]]
+    return [
+        c
+        for c in CHECKS
+        if (c != "lockfiles" or policy["require_lockfile_update"])
+        and (c != "vulnerabilities" or policy.get("vulnerabilities") == "fail")
+    ]
 
 
 def _post_statuses(

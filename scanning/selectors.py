@@ -258,9 +258,12 @@ def vulnerabilities_visible(*, tenant, severity: str = "", package: str = "", re
     )
 
 
-def vulnerability_counts(*, tenant) -> dict:
-    """{"total", "repositories", "by_severity": {severity: n}} for the overview and pages."""
+def vulnerability_counts(*, tenant, integration=None) -> dict:
+    """{"total", "repositories", "by_severity": {severity: n}} for the overview and the
+    integration page (one integration's, when given)."""
     qs = vulnerabilities_visible(tenant=tenant).order_by()
+    if integration is not None:
+        qs = qs.filter(package__reference__project__integration=integration)
     by = dict(qs.values_list("advisory__severity").annotate(n=Count("pk")))
     return {
         "total": sum(by.values()),

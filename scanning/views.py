@@ -233,6 +233,7 @@ def integration_detail(request, pk: int, report=None):
             .first(),
             "open_errors": open_errors,
             "inventory": _inventory_for_page(integration),
+            "vulnerabilities": vulnerability_counts(tenant=request.tenant, integration=integration),
             "members": members[:100],
             "members_count": members.count(),
             "webhook_url": request.build_absolute_uri(reverse("bitbucket-webhook", args=[integration.uuid])),
@@ -424,6 +425,9 @@ def vulnerabilities(request):
     severity = severity if severity in Severity.values else ""
     package, repository = request.GET.get("package", "").strip(), request.GET.get("repository", "").strip()
     rows = vulnerabilities_visible(tenant=request.tenant, severity=severity, package=package, repository=repository)
+    integration_id = request.GET.get("integration", "")
+    if integration_id.isdigit() and len(integration_id) < 19:
+        rows = rows.filter(package__reference__project__integration_id=int(integration_id))
     if request.GET.get("format") == "csv":
         return _stream_csv(_vulnerability_csv(rows), "vulnerabilities.csv")
     page = Paginator(rows, 100).get_page(request.GET.get("page"))

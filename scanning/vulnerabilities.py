@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.db.models import Q
 
-from advisories.models import Advisory, AffectedPackage
+from advisories.models import SEVERITY_RANK, Advisory, AffectedPackage
 from advisories.osv import osv_refresh
 from advisories.ranges import affects, first_fix
 from common.packages import OSV_ECOSYSTEMS, normalise_name
@@ -141,5 +141,15 @@ def advisories_refresh(*, ecosystems: list[str] | None = None) -> dict:
     return report
 
 
-def advisory_count() -> int:
-    return Advisory.objects.count()
+def advisories_for(ecosystem: str, name: str, version: str) -> list[tuple[Advisory, str]]:
+    """The live advisories affecting one package version, worst first, each with the lowest
+    release that fixes it ("" when none is published). For pull-request scans: a version a
+    change brings in, before it is in any inventory."""
+    key = (ecosystem, normalise_name(ecosystem, name))
+    hits = {
+        advisory_id: first_fix(ecosystem, version, fixed)
+        for advisory_id, ranges, versions, fixed in _entries([key]).get(key, ())
+        if affects(ecosystem, version, ranges, versions)
+    }
+    advisories = Advisory.objects.filter(pk__in=hits)
+    return sorted(((a, hits[a.pk]) for a in advisories), key=lambda x: (-SEVERITY_RANK[x[0].severity], x[0].osv_id))

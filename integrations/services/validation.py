@@ -34,6 +34,10 @@ def _pr_settings_problem(pr: dict) -> str:
         isinstance(p, str) and p.strip() for p in pr["target_branches"]
     ):
         return "pr_settings.target_branches must be a list of branch patterns such as main or release/*."
+    if pr["vulnerabilities"] not in ("off", "warn", "fail"):
+        return "pr_settings.vulnerabilities must be off, warn or fail."
+    if pr["vulnerability_min_severity"] not in ("low", "medium", "high", "critical"):
+        return "pr_settings.vulnerability_min_severity must be low, medium, high or critical."
     if not isinstance(pr["deny_packages"], list):
         return "pr_settings.deny_packages must be a list of {name, range} objects."
     for number, entry in enumerate(pr["deny_packages"], start=1):

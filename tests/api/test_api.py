@@ -322,6 +322,14 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
     from scanning.models import PostureFinding
 
     finding = PostureFinding.objects.create(project=world["project"], rule="public_repository")
+    from advisories.models import Advisory
+    from scanning.models import DependencyPackage, PackageVulnerability
+
+    package = DependencyPackage.objects.create(
+        reference=world["reference"], ecosystem="npm", name="lodash", version="4.17.20", manifest_path="package.json"
+    )
+    advisory = Advisory.objects.create(osv_id="GHSA-35jh-r3h4-6jhm", ecosystem="npm", severity="high")
+    vulnerability = PackageVulnerability.objects.create(package=package, advisory=advisory, fixed_version="4.17.21")
     ids = {
         "integration": world["integration"].pk,
         "namespace": world["integration"].root_namespace_id,
@@ -333,6 +341,7 @@ def test_every_api_route_answers_404_for_another_tenants_ids(world):
         "pullrequest": world["pr"].pk,
         "pullrequestscan": world["pr_scan"].pk,
         "tenant": world["a"].pk,
+        "vulnerability": vulnerability.pk,
     }
     checked = 0
     for sub in _detail_routes():

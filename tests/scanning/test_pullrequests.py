@@ -269,3 +269,40 @@ def test_a_scan_queued_before_its_integration_was_deleted_ends_quietly(db):
     assert done.status == "error"
     assert "removed before the scan ran" in done.description
     assert pr_scan_execute(scan_id=scan.pk) is None, "a scan runs once"
+
+
+def test_a_pull_request_bringing_in_a_known_vulnerability_fails_or_warns_per_policy(portal, bitbucket, settings):
+    from scanning.vulnerabilities import advisories_refresh
+
+    settings.OSV_URL = f"{bitbucket.web_url}/_osv/{{ecosystem}}/all.zip"
+    advisories_refresh(ecosystems=["npm"])
+    services.integration_update(
+        integration=portal,
+        actor=None,
+        verify=False,
+        pr_settings={**portal.pr_config, "vulnerabilities": "fail", "vulnerability_min_severity": "high"},
+    )
+    sb = bitbucket.sandbox
+    sb.push("demo", "web", "feature/old-lodash", files=npm({**BASE, "lodash": "4.17.19"}))
+    pr_id = sb.open_pullrequest("demo", "web", source="feature/old-lodash", title="Pin lodash")
+    scan = PullRequest.objects.get(project__full_name="demo/web", remote_id=pr_id).scans.get()
+    assert scan.status == PullRequestScan.Status.FAILED
+    found = [v for v in scan.violations if v["rule"] == "known_vulnerability"]
+    assert found[0]["advisories"] == ["GHSA-35jh-r3h4-6jhm"]  # high; the medium ReDoS is below the floor
+    assert "fixed in 4.17.21" in found[0]["message"]
+    comment = next(iter(sb.world.workspaces["demo"].repos["web"].pullrequests[pr_id].comments.values())).raw
+    assert "GHSA-35jh-r3h4-6jhm" in comment
+    assert "CVE-2021-23337" in comment
+
+    # Warn only: the pull request passes and the summary says why it should still be looked at.
+    services.integration_update(
+        integration=type(portal).objects.get(pk=portal.pk),
+        actor=None,
+        verify=False,
+        pr_settings={**portal.pr_config, "vulnerabilities": "warn", "vulnerability_min_severity": "medium"},
+    )
+    sb.push("demo", "web", "feature/older-lodash", files=npm({**BASE, "lodash": "4.17.18"}))
+    pr_id = sb.open_pullrequest("demo", "web", source="feature/older-lodash", title="Pin lodash again")
+    scan = PullRequest.objects.get(project__full_name="demo/web", remote_id=pr_id).scans.get()
+    assert not [v for v in scan.violations if v["rule"] == "known_vulnerability"]
+    assert any("GHSA-29mw-wpgm-hmr9" in w for w in scan.warnings)  # the medium one, now above the floor

@@ -145,3 +145,27 @@ def test_a_malformed_archive_keeps_the_previous_copy_and_says_why(osv):
     assert (Advisory.objects.count(), PackageVulnerability.objects.count()) == before
     assert "BadZipFile" in OsvFeed.objects.get(ecosystem="npm").error
     assert vulnerabilities_match_all() == before[1]  # a full re-match finds the same
+
+
+def test_vulnerabilities_api_filters_and_stays_in_the_tenant(osv, client):
+    from rest_framework.test import APIClient
+
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    advisories_refresh(ecosystems=["npm"])
+    api = APIClient()
+    api.force_authenticate(member(integration.tenant, Role.VIEWER, username="api-reader"))
+    rows = api.get("/api/v1/vulnerabilities/", {"severity": "critical"}).json()["results"]
+    assert rows
+    assert {r["advisory"] for r in rows} == {"GHSA-mh6f-8j2x-4483"}
+    assert rows[0]["purl"] == "pkg:npm/event-stream@3.3.6" or rows[0]["version"].startswith("^")
+    lodash = api.get("/api/v1/vulnerabilities/", {"package": "lodash", "advisory": "GHSA-35jh-r3h4-6jhm"}).json()
+    assert lodash["results"][0]["fixed_version"] == "4.17.21"
+    assert lodash["results"][0]["aliases"] == ["CVE-2021-23337"]
+    outsider = APIClient()
+    outsider.force_authenticate(member(connect(name="Other").tenant, Role.OWNER, username="api-outsider"))
+    assert outsider.get("/api/v1/vulnerabilities/").json()["results"] == []
+    client.force_login(member(integration.tenant, Role.ADMIN, username="page-admin-v"))
+    page = client.get(reverse("portal:integration_detail", args=[integration.pk])).content.decode()
+    assert "Known vulnerabilities" in page
+    assert "none known" not in page
