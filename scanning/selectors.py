@@ -68,42 +68,80 @@ def purl(package: DependencyPackage) -> str:
 
 
 def reference_sbom(*, reference: Reference) -> dict:
-    """A CycloneDX 1.5 JSON SBOM of the reference's packages."""
+    """A CycloneDX 1.6 JSON SBOM of the reference's packages: one component per package
+    version (its package URL, the manifests it is declared in), the dependency graph as far
+    as the inventory knows it (the repository depends on its direct dependencies; transitive
+    ones are listed, not attached to a parent the lock files did not say), development
+    dependencies with ``scope: excluded``, and the known vulnerabilities (OSV) with the
+    components they affect."""
     project = reference.project
-    components = []
-    for package in reference.packages.order_by("ecosystem", "name", "version"):
-        components.append(
-            {
+    root = f"{project.full_name or project.name}@{reference.name}"
+    components: dict[str, dict] = {}
+    direct: list[str] = []
+    vulnerabilities: dict[int, dict] = {}
+    packages = list(reference.packages.order_by("ecosystem", "name", "version", "manifest_path"))
+    vulnerability_marks(packages)
+    for package in packages:
+        ref = purl(package)
+        if ref not in components:
+            components[ref] = {
                 "type": "library",
+                "bom-ref": ref,
                 "name": package.name,
                 "version": package.version,
-                "purl": purl(package),
-                "bom-ref": f"{purl(package)}#{package.manifest_path}",
+                "purl": ref,
                 # CycloneDX: a development dependency is not part of what ships.
                 "scope": "excluded" if package.dev else "required",
-                "properties": [
-                    {"name": "portal:manifest", "value": package.manifest_path},
-                    {"name": "portal:direct", "value": str(package.direct).lower()},
-                ],
+                "properties": [],
             }
-        )
-    return {
+        component = components[ref]
+        if not package.dev and component["scope"] == "excluded":
+            component["scope"] = "required"  # also a runtime dependency elsewhere
+        component["properties"].append({"name": "portal:manifest", "value": package.manifest_path})
+        if package.direct and ref not in direct:
+            direct.append(ref)
+        for match in package.vulns:
+            entry = vulnerabilities.setdefault(match.advisory_id, _sbom_vulnerability(match.advisory))
+            if {"ref": ref} not in entry["affects"]:
+                entry["affects"].append({"ref": ref})
+            if match.fixed_version:
+                entry.setdefault("recommendation", f"Upgrade to {match.fixed_version} or later.")
+    document = {
         "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
+        "specVersion": "1.6",
         "version": 1,
         "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{project.full_name}@{reference.head_commit}')}",
         "metadata": {
-            "timestamp": timezone.now().isoformat(),
+            "timestamp": timezone.now().replace(microsecond=0).isoformat(),
             "tools": {"components": [{"type": "application", "name": "bitbucket-portal"}]},
             "component": {
                 "type": "application",
+                "bom-ref": root,
                 "name": project.full_name or project.name,
                 "version": reference.head_commit or reference.name,
-                "bom-ref": f"{project.full_name}@{reference.name}",
             },
         },
-        "components": components,
+        "components": list(components.values()),
+        "dependencies": [{"ref": root, "dependsOn": direct}] + [{"ref": ref} for ref in components],
     }
+    if vulnerabilities:
+        document["vulnerabilities"] = list(vulnerabilities.values())
+    return document
+
+
+def _sbom_vulnerability(advisory) -> dict:
+    entry = {
+        "bom-ref": f"vulnerability:{advisory.osv_id}",
+        "id": advisory.osv_id,
+        "source": {"name": "OSV", "url": f"https://osv.dev/vulnerability/{advisory.osv_id}"},
+        "references": [{"id": alias, "source": {"name": "OSV"}} for alias in advisory.aliases],
+        "ratings": [{"severity": advisory.severity if advisory.severity != "unknown" else "unknown"}],
+        "description": advisory.summary,
+        "affects": [],
+    }
+    if advisory.score is not None:
+        entry["ratings"][0].update({"score": advisory.score, "method": "CVSSv31"})
+    return entry
 
 
 def posture_overview(*, tenant, rule: str = "") -> dict:

@@ -248,7 +248,7 @@ def test_package_search_csv_sbom_and_posture_pages(bitbucket, client):
     ref = Reference.objects.get(project__full_name="demo/api", is_default=True)
     sbom = json.loads(client.get(reverse("portal:reference_sbom", kwargs={"pk": ref.pk})).content)
     assert sbom["bomFormat"] == "CycloneDX"
-    assert sbom["specVersion"] == "1.5"
+    assert sbom["specVersion"] == "1.6"
     lodash = next(c for c in sbom["components"] if c["name"] == "lodash" and c["version"] == "4.17.20")
     assert lodash["purl"] == "pkg:npm/lodash@4.17.20"
     assert lodash["scope"] == "required"

@@ -169,3 +169,33 @@ def test_vulnerabilities_api_filters_and_stays_in_the_tenant(osv, client):
     page = client.get(reverse("portal:integration_detail", args=[integration.pk])).content.decode()
     assert "Known vulnerabilities" in page
     assert "none known" not in page
+
+
+def test_the_sbom_is_valid_cyclonedx_1_6_with_the_graph_dev_scope_and_vulnerabilities(osv, client):
+    import json
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    advisories_refresh(ecosystems=["npm"])
+    package = DependencyPackage.objects.filter(name="lodash", version="4.17.20").first()
+    client.force_login(member(integration.tenant, Role.VIEWER, username="sbom-reader"))
+    body = client.get(reverse("portal:reference_sbom", args=[package.reference_id])).content.decode()
+    errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(body)
+    assert errors is None, errors
+    sbom = json.loads(body)
+    assert sbom["specVersion"] == "1.6"
+    assert sbom["serialNumber"].startswith("urn:uuid:")
+    refs = {c["bom-ref"] for c in sbom["components"]}
+    root = sbom["metadata"]["component"]["bom-ref"]
+    graph = {d["ref"]: d.get("dependsOn", []) for d in sbom["dependencies"]}
+    assert set(graph[root]) <= refs
+    assert "pkg:npm/lodash@4.17.20" in graph[root]
+    assert all(c["purl"].startswith("pkg:npm/") or "@" in c["purl"] or c["version"] for c in sbom["components"])
+    dev = DependencyPackage.objects.filter(reference_id=package.reference_id, dev=True).first()
+    if dev is not None:
+        assert next(c for c in sbom["components"] if c["name"] == dev.name)["scope"] in ("excluded", "required")
+    lodash_vulns = [v for v in sbom["vulnerabilities"] if {"ref": "pkg:npm/lodash@4.17.20"} in v["affects"]]
+    assert "GHSA-35jh-r3h4-6jhm" in {v["id"] for v in lodash_vulns}
