@@ -152,13 +152,19 @@ def parse_pnpm_lock(text: str) -> list[Package]:
             for name in (importer or {}).get(section) or {}:
                 direct[name] = dev
     packages = []
+    try:
+        legacy = float(str(data.get("lockfileVersion", "6")).split(".")[0]) < 6
+    except ValueError:
+        legacy = False
     for key, meta in (data.get("packages") or {}).items():
         spec = key.lstrip("/").split("(", 1)[0]
-        if "@" not in spec[1:]:
-            continue
-        name, version = spec.rsplit("@", 1) if spec.count("@") > (1 if spec.startswith("@") else 0) else (spec, "")
-        if "/" in version and not name.startswith("@"):  # pnpm v5: /name/version
-            name, version = spec.rsplit("/", 1)
+        if legacy or "@" not in spec[1:]:
+            # pnpm 5.x: /name/version, /@scope/name/version, with _peer@x suffixes
+            if "/" not in spec:
+                continue
+            name, version = spec.split("_", 1)[0].rsplit("/", 1)
+        else:
+            name, version = spec.rsplit("@", 1)
         meta = meta or {}
         packages.append(
             Package("npm", name, version, direct=name in direct, dev=bool(meta.get("dev", direct.get(name, False))))
@@ -185,6 +191,8 @@ def parse_requirements(text: str, path: str = "requirements.txt") -> list[Packag
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith(("#", "-", "--")) or "://" in line:
             continue  # comments, options (-r, -e, --hash...), direct URLs
+        # Per-requirement options on the same line (pip's --hash=..., --config-settings ...).
+        line = re.split(r"\s+--?[A-Za-z]", line, maxsplit=1)[0].strip()
         packages.append(_requirement(line.rstrip("\\").strip(), f"{PurePosixPath(path).name} line {number}"))
     dev = bool(re.search(r"(dev|test|lint|doc)", PurePosixPath(path).name))
     return [Package(p.ecosystem, p.name, p.version, p.direct, dev) for p in packages]
@@ -271,23 +279,48 @@ def parse_pom(text: str) -> list[Package]:
 
 
 def parse_go_mod(text: str) -> list[Package]:
-    packages, in_block = [], False
+    """``require`` lines, as ``replace`` directives redirect them (the replacement module at
+    its version is what the build uses; a local-path replacement keeps the module, without a
+    version); ``exclude`` only forbids versions, which require lines do not then name."""
+    packages, block, replaced = [], None, {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if line.startswith("require ("):
-            in_block = True
-            continue
-        if in_block and line == ")":
-            in_block = False
-            continue
-        body = line[len("require ") :] if line.startswith("require ") else line if in_block else None
-        if not body or body.startswith("//"):
-            continue
-        parts = body.split()
-        if len(parts) < 2:
-            raise ManifestError(f"go.mod line {number}: expected 'module version'")
-        packages.append(Package("go", parts[0], parts[1], direct="// indirect" not in body))
-    return packages
+        for directive in ("require", "replace", "exclude"):
+            if line.startswith(f"{directive} ("):
+                block = directive
+                break
+        else:
+            if block and line == ")":
+                block = None
+                continue
+            directive, body = None, None
+            for name in ("require", "replace", "exclude"):
+                if line.startswith(f"{name} "):
+                    directive, body = name, line[len(name) + 1 :]
+            if directive is None and block:
+                directive, body = block, line
+            if not body or body.startswith("//") or directive == "exclude":
+                continue
+            if directive == "replace":
+                left, _, right = body.partition("=>")
+                old, new = left.split(), right.split()
+                if old and new:
+                    replaced[old[0]] = (new[0], new[1] if len(new) > 1 else "")
+                continue
+            parts = body.split()
+            if len(parts) < 2:
+                raise ManifestError(f"go.mod line {number}: expected 'module version'")
+            packages.append(Package("go", parts[0], parts[1], direct="// indirect" not in body))
+    result = []
+    for p in packages:
+        if p.name in replaced:
+            module, version = replaced[p.name]
+            if version:  # another module at a version
+                p = Package("go", module, version, p.direct, p.dev)
+            else:  # a local directory: the module's code is not that version any more
+                p = Package("go", p.name, "", p.direct, p.dev)
+        result.append(p)
+    return result
 
 
 def parse_go_sum(text: str) -> list[Package]:
@@ -325,8 +358,17 @@ def parse_gemfile_lock(text: str) -> list[Package]:
             direct.add(raw.strip().split()[0].rstrip("!"))
     if not specs and "GEM" not in text:
         raise ManifestError("Gemfile.lock has no GEM section")
-    packages = [Package("gem", name, version, direct=name in direct) for name, version in specs]
-    return packages
+    # A platform gem (``nokogiri (1.13.10-x86_64-linux)``) is that version built for a platform.
+    packages = [Package("gem", name, _gem_version(version), direct=name in direct) for name, version in specs]
+    return list({(p.name, p.version): p for p in packages}.values())
+
+
+_GEM_PLATFORM = re.compile(r"^(\d[0-9A-Za-z.]*)-(x86|x64|arm|aarch64|java|universal|mingw|mswin|darwin|linux)")
+
+
+def _gem_version(version: str) -> str:
+    match = _GEM_PLATFORM.match(version)
+    return match[1] if match else version
 
 
 def parse_composer_lock(text: str) -> list[Package]:
@@ -403,4 +445,9 @@ def parse_manifest(path: str, text: str) -> list[Package]:
     parser = parser_for(path)
     if parser is None:
         raise ManifestError(f"{path} is not a manifest the portal reads")
-    return parser(text)
+    packages = parser(text)
+    lock_files = {name for names in LOCKFILES.values() for name in names} | {"packages.lock.json"}
+    if not packages and PurePosixPath(path).name in lock_files and len(text.strip()) > 200:
+        # A lock file of real size that yields nothing is a format the parser missed: say so.
+        raise ManifestError(f"{path}: no packages could be read from it (an unsupported format or version?)")
+    return packages

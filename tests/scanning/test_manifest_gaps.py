@@ -1,0 +1,81 @@
+"""Manifest formats the parsers used to get wrong (issue 14): pnpm 5.x, options on a
+requirements line, go.mod replace/exclude, platform gems, and silence from a lock file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scanning.manifests import ManifestError, parse_manifest
+
+PNPM_5 = (Path(__file__).parent / "fixtures" / "manifests" / "pnpm-lock-v5.yaml").read_text()
+
+
+def test_pnpm_5_lock_files_are_read():
+    packages = {(p.name, p.version, p.dev) for p in parse_manifest("pnpm-lock.yaml", PNPM_5)}
+    assert ("lodash", "4.17.20", False) in packages
+    assert ("@babel/core", "7.23.5", True) in packages
+
+
+def test_requirements_with_hashes_on_the_line_are_read():
+    text = (
+        "flask==2.3.3 --hash=sha256:09c347a92aa7ff4a8e7f3206795f30d826654baf38b873d0744cd571ca609efc\n"
+        "requests==2.31.0 \\\n    --hash=sha256:58cd2187c01e70e6e26505bca751777aa9f2ee0b7f4300988b709f44e013003f\n"
+        "Flask_Cors==4.0.0 ; python_version >= '3.8'\n"
+    )
+    packages = {(p.name, p.version) for p in parse_manifest("requirements.txt", text)}
+    assert packages == {("flask", "2.3.3"), ("requests", "2.31.0"), ("flask-cors", "4.0.0")}
+
+
+def test_go_mod_replace_and_exclude_are_applied():
+    text = """module example.com/app
+
+go 1.21
+
+require (
+\tgithub.com/gin-gonic/gin v1.9.1
+\tgolang.org/x/crypto v0.14.0 // indirect
+\texample.com/local v1.0.0
+)
+
+replace golang.org/x/crypto => golang.org/x/crypto v0.17.0
+
+replace (
+\texample.com/local => ../local
+)
+
+exclude golang.org/x/net v0.0.1
+"""
+    packages = {(p.name, p.version, p.direct) for p in parse_manifest("go.mod", text)}
+    assert ("golang.org/x/crypto", "v0.17.0", False) in packages  # what the build uses
+    assert ("example.com/local", "", True) in packages  # a local directory: no version
+    assert ("github.com/gin-gonic/gin", "v1.9.1", True) in packages
+    assert not any(name == "golang.org/x/net" for name, _, _ in packages)
+
+
+def test_platform_gems_keep_their_version_without_the_platform():
+    text = """GEM
+  remote: https://rubygems.org/
+  specs:
+    nokogiri (1.13.10-x86_64-linux)
+      racc (~> 1.4)
+    nokogiri (1.13.10-arm64-darwin)
+      racc (~> 1.4)
+    racc (1.7.3)
+
+PLATFORMS
+  arm64-darwin
+  x86_64-linux
+
+DEPENDENCIES
+  nokogiri
+"""
+    packages = sorted((p.name, p.version, p.direct) for p in parse_manifest("Gemfile.lock", text))
+    assert packages == [("nokogiri", "1.13.10", True), ("racc", "1.7.3", False)]
+
+
+def test_a_lock_file_that_yields_nothing_says_so():
+    text = "lockfileVersion: 99\n" + "\n".join(f"weird{i}: {{unknown: format}}" for i in range(20))
+    with pytest.raises(ManifestError, match="no packages could be read"):
+        parse_manifest("pnpm-lock.yaml", text)
