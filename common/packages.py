@@ -103,3 +103,86 @@ def package_url(ecosystem: str, name: str, version: str = "") -> str:
     if ecosystem == "gem" and pinned:
         pinned = _strip_platform(ecosystem, pinned)
     return PackageURL(type=kind, namespace=namespace, name=short, version=pinned or None).to_string()
+
+
+# Ecosystems whose native range syntax univers reads: npm ^ ~ x-ranges, PEP 440 specifiers,
+# Maven [1.0,2.0), RubyGems ~>, Cargo, Composer, NuGet.
+_UNIVERS_SCHEMES = {
+    "npm": "npm",
+    "pypi": "pypi",
+    "maven": "maven",
+    "gem": "gem",
+    "cargo": "cargo",
+    "composer": "composer",
+    "nuget": "nuget",
+}
+_COMPARISON = re.compile(r"^(<=|>=|<|>|==|=|!=)?\s*v?([0-9][^\s,|]*)$")
+
+
+def range_check(ecosystem: str, text: str):
+    """A deny-list range, in the package's ecosystem's own syntax, as a predicate on that
+    ecosystem's versions; ``None`` for an empty range (every version). Raises ``ValueError``
+    with a message a person can act on."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    return _range_check(ecosystem, text)
+
+
+@lru_cache(maxsize=4096)
+def _range_check(ecosystem: str, text: str):
+    from univers.version_range import RANGE_CLASS_BY_SCHEMES  # noqa: PLC0415 - heavy, needed only here
+
+    scheme = _UNIVERS_SCHEMES.get(ecosystem)
+    if scheme is not None:
+        try:
+            native = RANGE_CLASS_BY_SCHEMES[scheme].from_native(text)
+        except Exception:  # noqa: BLE001 - univers raises several kinds for unreadable ranges
+            native = None
+        if native is not None and "None" not in str(native):  # (univers' Maven reads anything)
+            return lambda version: version in native
+    # Go and the rest: plain comparisons joined by commas or spaces (``>=1.2.0, <1.4.0``).
+    bounds = []
+    for part in re.split(r"[,\s]+(?=[<>=!v0-9])", text):
+        match = _COMPARISON.match(part.strip())
+        bound = parse_version(ecosystem, match[2]) if match else None
+        if bound is None:
+            raise ValueError(
+                f"'{text}' is not a version range for {ecosystem}; write it as the ecosystem does "
+                "(npm ^4.17.0 or <4.17.21, PyPI >=1.0,<2.0, Maven [1.0,2.0), RubyGems ~> 1.2, Go <0.17.0)."
+            )
+        bounds.append((match[1] or "=", bound))
+    ops = {
+        "<": lambda v, b: v < b,
+        "<=": lambda v, b: v <= b,
+        ">": lambda v, b: v > b,
+        ">=": lambda v, b: v >= b,
+        "=": lambda v, b: v == b,
+        "==": lambda v, b: v == b,
+        "!=": lambda v, b: v != b,
+    }
+    return lambda version: all(ops[op](version, bound) for op, bound in bounds)
+
+
+def range_problem(text: str) -> str:
+    """Why a deny-list range can be read in no ecosystem's syntax ("" when some reads it)."""
+    text = (text or "").strip()
+    if not text:
+        return ""
+    for ecosystem in ("npm", "pypi", "maven", "gem", "go"):
+        try:
+            range_check(ecosystem, text)
+            return ""
+        except ValueError:
+            continue
+    return (
+        f"'{text}' is not a version range in any ecosystem's syntax; write it as the package's ecosystem does "
+        "(npm ^4.17.0 or <4.17.21, PyPI >=1.0,<2.0, Maven [1.0,2.0), RubyGems ~> 1.2, Go <0.17.0)."
+    )
+
+
+def comparable(ecosystem: str, text: str):
+    """A version to compare by its ecosystem's rules, from an exact version or the lower bound
+    of a simple range (``^4.17.20`` -> 4.17.20); None when it cannot be read."""
+    candidate = re.sub(r"^[\^~>=<v\s]*", "", (text or "").split(",")[0].split(" ")[0]).strip()
+    return parse_version(ecosystem, candidate) if candidate else None

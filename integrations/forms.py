@@ -12,8 +12,8 @@ from datetime import timedelta
 from django import forms
 from django.core.exceptions import ValidationError
 
+from common.packages import range_problem
 from common.scanners import CATALOGUE
-from common.versions import version_range
 from integrations import services
 from integrations.models import AuthMethod, Integration, IntegrationStatus, Namespace
 
@@ -202,10 +202,9 @@ class SettingsFieldsMixin(forms.Form):
             name, _, text = line.partition(" ")
             if not name or any(c in name for c in "<>=!~^"):
                 raise ValidationError(f"Line {number}: start with the package name, then an optional range.")
-            try:
-                version_range(text)
-            except ValueError as exc:
-                raise ValidationError(f"Line {number} ({name}): {exc}") from None
+            problem = range_problem(text)
+            if problem:
+                raise ValidationError(f"Line {number} ({name}): {problem}")
             denied.append({"name": name, "range": text.strip()})
         return denied
 

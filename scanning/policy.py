@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packaging.specifiers import SpecifierSet
-
-from common.versions import comparable_version, version_range
+from common.packages import comparable, range_check, range_problem
 
 
 def package_name_normal(name: str, ecosystem: str = "") -> str:
@@ -18,35 +16,42 @@ def package_name_normal(name: str, ecosystem: str = "") -> str:
 @dataclass(frozen=True)
 class DenyRule:
     name: str  # normalised
-    text: str  # the range as written ("" for every version)
-    spec: SpecifierSet | None
+    text: str  # the range as written, in the ecosystem's own syntax ("" for every version)
 
-    def why(self, version: str) -> str | None:
-        """Why ``version`` is denied by this rule, or None when it is not (a version that
-        cannot be compared is treated as affected, and said so)."""
-        if self.spec is None:
+    def why(self, version: str, ecosystem: str = "") -> str | None:
+        """Why ``version`` is denied by this rule, or None when it is not. The range is read
+        in the package's ecosystem's syntax and compared by its version rules (npm ``^4.17.0``,
+        PEP 440, Maven ``[1.0,2.0)``, ``~> 1.2``...); a version that cannot be compared (or a
+        range this ecosystem cannot read) is treated as affected, and said so."""
+        if not self.text.strip():
             return "is denied"
-        parsed = comparable_version(version)
-        if parsed is not None and not self.spec.contains(parsed, prereleases=True):
+        ecosystem = ecosystem or "npm"
+        try:
+            check = range_check(ecosystem, self.text)
+        except ValueError:
+            check = None
+        parsed = comparable(ecosystem, version)
+        if check is not None and parsed is not None and not check(parsed):
             return None
         why = f"is denied in range {self.text}"
-        if parsed is None:
+        if check is None:
+            why += f" (the range cannot be read as a {ecosystem} range, so it is treated as affected)"
+        elif parsed is None:
             why += f" (version '{version}' cannot be compared, so it is treated as affected)"
         return why
 
 
 def deny_rules(denied: list[dict], warnings: list[str] | None = None) -> list[DenyRule]:
-    """The integration's ``deny_packages`` entries as rules; an entry whose range cannot be
-    read is skipped (and said in ``warnings``)."""
+    """The integration's ``deny_packages`` entries as rules; an entry whose range no
+    ecosystem can read is skipped (and said in ``warnings``)."""
     rules = []
     for entry in denied or []:
-        try:
-            spec = version_range(entry.get("range", ""))
-        except ValueError as exc:
+        problem = range_problem(entry.get("range", ""))
+        if problem:
             if warnings is not None:
-                warnings.append(f"Deny list entry '{entry.get('name')}' skipped: {exc}")
+                warnings.append(f"Deny list entry '{entry.get('name')}' skipped: {problem}")
             continue
-        rules.append(DenyRule(package_name_normal(entry.get("name", "")), entry.get("range", ""), spec))
+        rules.append(DenyRule(package_name_normal(entry.get("name", "")), entry.get("range", "")))
     return rules
 
 
@@ -55,7 +60,7 @@ def denied_by(rules: list[DenyRule], name: str, ecosystem: str, version: str) ->
     names = {package_name_normal(name), package_name_normal(name, ecosystem)}
     for rule in rules:
         if rule.name in names:
-            why = rule.why(version)
+            why = rule.why(version, ecosystem)
             if why is not None:
                 return rule, why
     return None

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from advisories.models import SEVERITY_RANK
-from common.versions import comparable_version
+from common.packages import exact_version
 from integrations.bitbucket import client as bb
 from integrations.models import Integration, IntegrationStatus, Project, branch_matches
 from integrations.queue import enqueue
@@ -165,10 +165,10 @@ def _inventory(found: list[tuple[str, Package]]) -> dict[tuple[str, str], dict]:
         )
         entry["versions"].add(package.version)
         entry["manifests"].add(path)
-    for entry in inventory.values():
+    for (ecosystem, _), entry in inventory.items():
         # A lock file's resolved version says more than the manifest's range (^4.17.20
         # resolved to 4.17.21 must not match a "<4.17.21" rule): keep exact ones if any.
-        exact = {v for v in entry["versions"] if v[:1].isdigit() and comparable_version(v) is not None}
+        exact = {v for v in entry["versions"] if exact_version(ecosystem, v)}
         entry["versions"] = exact or entry["versions"]
     return inventory
 

@@ -11,8 +11,7 @@ from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Va
 from django.utils import timezone
 
 from advisories.models import SEVERITY_RANK
-from common.packages import package_url
-from common.versions import comparable_version
+from common.packages import comparable, package_url
 from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.selectors import integration_get_credentials
@@ -50,14 +49,15 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
         qs = qs.filter(ecosystem=ecosystem)
     if not below:
         return qs
-    limit = comparable_version(below)
-    if limit is None:
+    # Compared by each row's ecosystem's rules (npm semver, PEP 440, Maven, Go, RubyGems...).
+    if not any(c.isdigit() for c in below) or all(comparable(e, below) is None for e in ("npm", "pypi", "go", "gem")):
         raise ValueError(f"'{below}' is not a version to compare with (expected something like 4.17.21).")
     rows = []
     for package in qs.iterator(chunk_size=1000):
-        version = comparable_version(package.version)
-        package.unknown_version = version is None
-        if version is None or version < limit:
+        limit = comparable(package.ecosystem, below)
+        version = comparable(package.ecosystem, package.version)
+        package.unknown_version = version is None or limit is None
+        if package.unknown_version or version < limit:
             rows.append(package)
     return rows
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from common.packages import range_problem
 from common.scanners import CATALOGUE
-from common.versions import version_range
 from integrations.models import (
     default_pr_settings,
 )
@@ -46,10 +46,9 @@ def _pr_settings_problem(pr: dict) -> str:
                 f"pr_settings.deny_packages[{number}]: give a package name and an optional range, e.g. "
                 '{"name": "lodash", "range": "<4.17.21"}.'
             )
-        try:
-            version_range(str(entry.get("range") or ""))
-        except ValueError as exc:
-            return f"pr_settings.deny_packages[{number}] ({entry['name']}): {exc}"
+        problem = range_problem(str(entry.get("range") or ""))
+        if problem:
+            return f"pr_settings.deny_packages[{number}] ({entry['name']}): {problem}"
     return ""
 
 

@@ -79,3 +79,25 @@ def test_a_lock_file_that_yields_nothing_says_so():
     text = "lockfileVersion: 99\n" + "\n".join(f"weird{i}: {{unknown: format}}" for i in range(20))
     with pytest.raises(ManifestError, match="no packages could be read"):
         parse_manifest("pnpm-lock.yaml", text)
+
+
+@pytest.mark.parametrize(
+    "ecosystem,text,version,denied",
+    [
+        ("npm", "^4.17.0", "4.17.20", True),
+        ("npm", "^4.17.0", "5.0.0", False),
+        ("npm", "<4.17.21", "^4.17.20", True),  # a manifest range: its lower bound is compared
+        ("pypi", ">=1.0,<2.0", "1.5", True),
+        ("maven", "[5.0,5.3.1)", "5.3.0.RELEASE", True),  # Maven's own versions, not unparsable
+        ("maven", "[5.0,5.3.1)", "5.3.1", False),
+        ("gem", "~> 1.13", "1.13.10", True),
+        ("go", "<0.17.0", "v0.0.0-20210921155107-089bfa567519", True),  # a pseudo-version
+        ("go", "<0.17.0", "v0.17.0", False),
+    ],
+)
+def test_deny_ranges_are_read_and_compared_in_each_ecosystems_own_syntax(ecosystem, text, version, denied):
+    from scanning.policy import denied_by, deny_rules
+
+    rules = deny_rules([{"name": "pkg", "range": text}])
+    assert rules, f"{text} was refused"
+    assert (denied_by(rules, "pkg", ecosystem, version) is not None) is denied
