@@ -242,6 +242,59 @@ def parse_pyproject(text: str) -> list[Package]:
         for name, spec in (meta.get("dependencies") or {}).items():
             version = spec if isinstance(spec, str) else (spec or {}).get("version", "")
             packages.append(Package("pypi", name.lower(), str(version), True, dev=group != "main"))
+    # PEP 735 dependency groups: development-time by definition (an entry may include another group).
+    for group, lines in (data.get("dependency-groups") or {}).items():
+        for line in lines:
+            if isinstance(line, dict):  # {include-group = "..."}
+                continue
+            p = _requirement(str(line), f"pyproject.toml dependency-groups.{group}")
+            packages.append(Package(p.ecosystem, p.name, p.version, True, dev=True))
+    return packages
+
+
+def parse_uv_lock(text: str) -> list[Package]:
+    """uv's lock file: every resolved package, the project itself left out; a package only
+    the project's dev groups (or optional extras named dev) reach is marked dev."""
+    data = _toml(text, "uv.lock")
+    entries = data.get("package") or []
+    projects = [e for e in entries if (e.get("source") or {}).get("editable") or (e.get("source") or {}).get("virtual")]
+    runtime, dev_only = set(), set()
+    for project in projects:
+        runtime |= {d.get("name", "").lower() for d in project.get("dependencies") or []}
+        for deps in (project.get("dev-dependencies") or {}).values():
+            dev_only |= {d.get("name", "").lower() for d in deps}
+    graph = {
+        str(e.get("name", "")).lower(): {str(d.get("name", "")).lower() for d in e.get("dependencies") or []}
+        for e in entries
+    }
+
+    def reach(start: set[str]) -> set[str]:
+        seen, todo = set(), list(start)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += graph.get(name, ())
+        return seen
+
+    needed_at_run_time = reach(runtime)
+    packages = []
+    roots = {p.get("name", "").lower() for p in projects}
+    for meta in entries:
+        name = str(meta.get("name", "")).lower()
+        if not name or name in roots:
+            continue
+        if "version" not in meta:
+            raise ManifestError(f"uv.lock: package {name} has no version")
+        packages.append(
+            Package(
+                "pypi",
+                name,
+                str(meta["version"]),
+                direct=name in runtime or name in dev_only,
+                dev=bool(runtime or dev_only) and name not in needed_at_run_time,
+            )
+        )
     return packages
 
 
@@ -403,6 +456,7 @@ PARSERS: dict[str, Callable[[str], list[Package]]] = {
     "pnpm-lock.yaml": parse_pnpm_lock,
     "Pipfile.lock": parse_pipfile_lock,
     "poetry.lock": parse_poetry_lock,
+    "uv.lock": parse_uv_lock,
     "pyproject.toml": parse_pyproject,
     "pom.xml": parse_pom,
     "go.mod": parse_go_mod,
@@ -417,7 +471,7 @@ _REQUIREMENTS = re.compile(r"^requirements[\w.-]*\.txt$")
 LOCKFILES = {
     "package.json": ("package-lock.json", "yarn.lock", "pnpm-lock.yaml"),
     "Pipfile": ("Pipfile.lock",),
-    "pyproject.toml": ("poetry.lock",),
+    "pyproject.toml": ("poetry.lock", "uv.lock"),
     "go.mod": ("go.sum",),
     "Cargo.toml": ("Cargo.lock",),
     "Gemfile": ("Gemfile.lock",),

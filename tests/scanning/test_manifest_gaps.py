@@ -101,3 +101,25 @@ def test_deny_ranges_are_read_and_compared_in_each_ecosystems_own_syntax(ecosyst
     rules = deny_rules([{"name": "pkg", "range": text}])
     assert rules, f"{text} was refused"
     assert (denied_by(rules, "pkg", ecosystem, version) is not None) is denied
+
+
+def test_uv_lock_and_pep_735_dependency_groups_are_read():
+    text = (Path(__file__).parent / "fixtures" / "manifests" / "uv.lock").read_text()
+    packages = {(p.name, p.version, p.direct, p.dev) for p in parse_manifest("uv.lock", text)}
+    assert ("requests", "2.31.0", True, False) in packages
+    assert ("pytest", "8.3.3", True, True) in packages
+    assert ("certifi", "2024.8.30", False, False) in packages  # requests needs it at run time
+    assert ("iniconfig", "2.0.0", False, True) in packages  # only pytest (a dev group) needs it
+    assert not any(name == "example-app" for name, *_ in packages)  # the project itself
+    pyproject = """[project]
+name = "example-app"
+dependencies = ["requests>=2.31"]
+
+[dependency-groups]
+test = ["pytest==8.3.3", {include-group = "lint"}]
+lint = ["ruff==0.6.9"]
+"""
+    found = {(p.name, p.version, p.dev) for p in parse_manifest("pyproject.toml", pyproject)}
+    assert ("pytest", "8.3.3", True) in found
+    assert ("ruff", "0.6.9", True) in found
+    assert ("requests", ">=2.31", False) in found
