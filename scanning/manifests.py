@@ -313,20 +313,41 @@ def parse_pom(text: str) -> list[Package]:
     if props is not None:
         for prop in props:
             properties[prop.tag.split("}")[-1]] = (prop.text or "").strip()
-    project_version = (root.findtext(q("version"), default="", namespaces=ns) or "").strip()
+    parent_version = (root.findtext(f"{q('parent')}/{q('version')}", default="", namespaces=ns) or "").strip()
+    parent_group = (root.findtext(f"{q('parent')}/{q('groupId')}", default="", namespaces=ns) or "").strip()
+    # A module without its own <version> (or groupId) inherits its parent's, as Maven does.
+    project_version = (root.findtext(q("version"), default="", namespaces=ns) or "").strip() or parent_version
+    project_group = (root.findtext(q("groupId"), default="", namespaces=ns) or "").strip() or parent_group
     properties.setdefault("project.version", project_version)
+    properties.setdefault("pom.version", project_version)
+    properties.setdefault("version", project_version)
+    properties.setdefault("project.groupId", project_group)
+    properties.setdefault("project.parent.version", parent_version)
 
-    def resolve(value: str) -> str:
-        return re.sub(r"\$\{([^}]+)\}", lambda m: properties.get(m.group(1), m.group(0)), value or "")
+    def resolve(value: str, depth: int = 0) -> str:
+        """${...} replaced by properties (which may name other properties), as Maven does."""
+        resolved = re.sub(r"\$\{([^}]+)\}", lambda m: properties.get(m.group(1), m.group(0)), value or "")
+        return resolve(resolved, depth + 1) if "${" in resolved and resolved != value and depth < 10 else resolved
 
-    packages = []
-    for dep in root.findall(f"{q('dependencies')}/{q('dependency')}", ns):
+    def read(dep) -> tuple[str, str, str, str]:
         group = resolve(dep.findtext(q("groupId"), default="", namespaces=ns).strip())
         artifact = resolve(dep.findtext(q("artifactId"), default="", namespaces=ns).strip())
+        version = resolve((dep.findtext(q("version"), default="", namespaces=ns) or "").strip())
+        scope = (dep.findtext(q("scope"), default="", namespaces=ns) or "").strip()
+        return group, artifact, version, scope
+
+    # <dependencyManagement> pins versions (and scopes) that <dependencies> may leave out.
+    managed = {}
+    for dep in root.findall(f"{q('dependencyManagement')}/{q('dependencies')}/{q('dependency')}", ns):
+        group, artifact, version, scope = read(dep)
+        managed[(group, artifact)] = (version, scope)
+    packages = []
+    for dep in root.findall(f"{q('dependencies')}/{q('dependency')}", ns):
+        group, artifact, version, scope = read(dep)
         if not group or not artifact:
             raise ManifestError("pom.xml: a <dependency> lacks groupId or artifactId")
-        version = resolve((dep.findtext(q("version"), default="", namespaces=ns) or "").strip())
-        scope = (dep.findtext(q("scope"), default="compile", namespaces=ns) or "compile").strip()
+        pinned, managed_scope = managed.get((group, artifact), ("", ""))
+        version, scope = version or pinned, scope or managed_scope or "compile"
         packages.append(Package("maven", f"{group}:{artifact}", version, True, dev=scope == "test"))
     return packages
 

@@ -123,3 +123,63 @@ lint = ["ruff==0.6.9"]
     assert ("pytest", "8.3.3", True) in found
     assert ("ruff", "0.6.9", True) in found
     assert ("requests", ">=2.31", False) in found
+
+
+def test_maven_versions_are_resolved_the_way_maven_resolves_them():
+    pom = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <parent>
+    <groupId>com.example</groupId>
+    <artifactId>platform-parent</artifactId>
+    <version>2.4.1</version>
+  </parent>
+  <artifactId>orders</artifactId>
+  <properties>
+    <spring.version>5.3.0.RELEASE</spring.version>
+    <spring.core.version>${spring.version}</spring.core.version>
+  </properties>
+  <dependencyManagement>
+    <dependencies>
+      <dependency>
+        <groupId>com.google.guava</groupId>
+        <artifactId>guava</artifactId>
+        <version>32.1.2-jre</version>
+      </dependency>
+      <dependency>
+        <groupId>org.junit.jupiter</groupId>
+        <artifactId>junit-jupiter</artifactId>
+        <version>5.10.1</version>
+        <scope>test</scope>
+      </dependency>
+    </dependencies>
+  </dependencyManagement>
+  <dependencies>
+    <dependency>
+      <groupId>org.springframework</groupId>
+      <artifactId>spring-core</artifactId>
+      <version>${spring.core.version}</version>
+    </dependency>
+    <dependency>
+      <groupId>${project.groupId}</groupId>
+      <artifactId>orders-api</artifactId>
+      <version>${project.version}</version>
+    </dependency>
+    <dependency>
+      <groupId>com.google.guava</groupId>
+      <artifactId>guava</artifactId>
+    </dependency>
+    <dependency>
+      <groupId>org.junit.jupiter</groupId>
+      <artifactId>junit-jupiter</artifactId>
+    </dependency>
+  </dependencies>
+</project>
+"""
+    found = {(p.name, p.version, p.dev) for p in parse_manifest("pom.xml", pom)}
+    assert found == {
+        ("org.springframework:spring-core", "5.3.0.RELEASE", False),  # a property naming a property
+        ("com.example:orders-api", "2.4.1", False),  # groupId and version inherited from the parent
+        ("com.google.guava:guava", "32.1.2-jre", False),  # version from dependencyManagement
+        ("org.junit.jupiter:junit-jupiter", "5.10.1", True),  # scope from dependencyManagement
+    }
