@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from urllib.parse import unquote
 
 import yaml
 from defusedxml import ElementTree
@@ -109,10 +110,29 @@ _YARN_ENTRY = re.compile(r'^"?(?P<names>[^\s].*?)"?:\s*$')
 
 
 def parse_yarn_lock(text: str) -> list[Package]:
-    """Yarn v1 (``name@range:`` then ``  version "x"``) and Berry (YAML with ``version:``)."""
+    """Yarn v1 (``name@range:`` then ``  version "x"``) and Berry (YAML with ``version:`` and
+    ``resolution:``). Berry's workspaces (the repository's own packages) are left out;
+    aliases (``alias@npm:real@^1``) and patches (``name@patch:name@npm%3A...``) are the real
+    package they resolve to."""
     packages: dict[tuple[str, str], Package] = {}
-    current: list[str] = []
+    block: dict = {}
     saw_entry = False
+
+    def finish() -> None:
+        specs, version = block.get("specs") or [], block.get("version", "")
+        if not specs or specs == ["__metadata"]:
+            return
+        resolution = block.get("resolution", "")
+        if resolution:
+            name = _yarn_resolved_name(resolution)
+            if name is not None:
+                packages[(name, version)] = Package("npm", name, version, direct=False)
+            return
+        for spec in specs:
+            name = _yarn_resolved_name(spec)
+            if name is not None:
+                packages[(name, version)] = Package("npm", name, version, direct=False)
+
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -120,22 +140,41 @@ def parse_yarn_lock(text: str) -> list[Package]:
             match = _YARN_ENTRY.match(line)
             if not match:
                 raise ManifestError(f"yarn.lock line {number}: expected 'name@range:'")
-            current = [n.strip().strip('"') for n in match["names"].split(",")]
+            finish()
+            block = {"specs": [n.strip().strip('"') for n in match["names"].split(",")]}
             saw_entry = True
             continue
-        stripped = line.strip()
-        if stripped.startswith("version") and current:
-            version = stripped.split(None, 1)[1].strip().strip('"') if " " in stripped else ""
-            version = version.lstrip(":").strip().strip('"')
-            for spec in current:
-                if spec == "__metadata":
-                    continue
-                name = spec.rsplit("@", 1)[0] if spec.count("@") > (1 if spec.startswith("@") else 0) else spec
-                packages[(name, version)] = Package("npm", name, version, direct=False)
-            current = []
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # nested mappings (dependencies, checksums...)
+        key, _, value = line.strip().partition(" ")
+        key = key.rstrip(":")
+        if key in ("version", "resolution"):
+            block[key] = value.lstrip(":").strip().strip('"')
+    finish()
     if not saw_entry:
         raise ManifestError("yarn.lock has no entries")
     return list(packages.values())
+
+
+_YARN_LOCAL = ("@workspace:", "@link:", "@portal:", "@file:", "@exec:")
+
+
+def _yarn_resolved_name(spec: str) -> str | None:
+    """The real package a Yarn spec or resolution names (None for the repository's own)."""
+    spec = unquote(spec)
+    if any(local in spec for local in _YARN_LOCAL):
+        return None
+    if "@patch:" in spec:
+        spec = spec.split("@patch:", 1)[1].split("#", 1)[0]
+    head = spec[1:] if spec.startswith("@") else spec
+    name = spec[: head.index("@") + (1 if spec.startswith("@") else 0)] if "@" in head else spec
+    rest = spec[len(name) + 1 :]
+    if rest.startswith("npm:"):
+        target = rest[len("npm:") :]
+        inner = target[1:] if target.startswith("@") else target
+        if "@" in inner and not target[:1].isdigit():  # an alias: npm:real-name@range
+            return target[: inner.index("@") + (1 if target.startswith("@") else 0)]
+    return name
 
 
 def parse_pnpm_lock(text: str) -> list[Package]:

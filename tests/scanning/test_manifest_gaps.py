@@ -183,3 +183,14 @@ def test_maven_versions_are_resolved_the_way_maven_resolves_them():
         ("com.google.guava:guava", "32.1.2-jre", False),  # version from dependencyManagement
         ("org.junit.jupiter:junit-jupiter", "5.10.1", True),  # scope from dependencyManagement
     }
+
+
+def test_yarn_berry_workspaces_aliases_and_patches():
+    text = (Path(__file__).parent / "fixtures" / "manifests" / "yarn-berry.lock").read_text()
+    found = {(p.name, p.version) for p in parse_manifest("yarn.lock", text)}
+    assert found == {
+        ("@babel/core", "7.23.5"),
+        ("lodash", "4.17.21"),
+        ("resolve", "1.22.8"),  # a patched package is still that package
+        ("string-width", "4.2.3"),  # an alias is the package it names
+    }  # the repository's own workspaces are not dependencies
