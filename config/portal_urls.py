@@ -35,6 +35,7 @@ urlpatterns = [
     path("projects/<int:pk>/", scan_pages.project_detail, name="project_detail"),
     path("packages/", scan_pages.packages, name="packages"),
     path("references/<int:pk>/sbom/", scan_pages.reference_sbom_download, name="reference_sbom"),
+    path("sbom/", scan_pages.tenant_sbom_download, name="tenant_sbom"),
     path("posture/", scan_pages.posture, name="posture"),
     path("vulnerabilities/", scan_pages.vulnerabilities, name="vulnerabilities"),
     path("pull-request-scans/", scan_pages.pull_request_scans, name="pull_request_scans"),

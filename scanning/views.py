@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 
 from advisories.models import OsvFeed, Severity
 from integrations.api.filters import MAX_DAYS
-from integrations.models import Member, Project, Reference, Role
+from integrations.models import Member, Namespace, Project, Reference, Role
 from integrations.net import client_ip
 from integrations.portal import can, tenant_view
 from integrations.selectors import integrations_with_health
@@ -44,6 +44,7 @@ from scanning.models import (
     Trigger,
 )
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
+from scanning.sbom import tenant_sbom_stream
 from scanning.selectors import (
     csv_rows,
     csv_safe,
@@ -374,6 +375,23 @@ def _stream_csv(lines, filename: str):
     writer = csv.writer(Echo())
     response = StreamingHttpResponse((writer.writerow(row) for row in lines), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@tenant_view()
+def tenant_sbom_download(request):
+    """The organisation's SBOM (every default branch, or ``?namespace=`` and below), streamed."""
+    namespace = None
+    namespace_id = request.GET.get("namespace", "")
+    if namespace_id:
+        if not (namespace_id.isdigit() and len(namespace_id) < 19):
+            return HttpResponseBadRequest("namespace must be a namespace id.", content_type="text/plain")
+        namespace = get_object_or_404(Namespace, tenant=request.tenant, pk=int(namespace_id))
+    response = StreamingHttpResponse(
+        tenant_sbom_stream(tenant=request.tenant, namespace=namespace), content_type="application/vnd.cyclonedx+json"
+    )
+    label = request.tenant.slug + (f"-{namespace.slug}" if namespace is not None else "")
+    response["Content-Disposition"] = f'attachment; filename="sbom-{label}.cdx.json"'
     return response
 
 

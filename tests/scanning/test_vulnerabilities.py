@@ -199,3 +199,32 @@ def test_the_sbom_is_valid_cyclonedx_1_6_with_the_graph_dev_scope_and_vulnerabil
         assert next(c for c in sbom["components"] if c["name"] == dev.name)["scope"] in ("excluded", "required")
     lodash_vulns = [v for v in sbom["vulnerabilities"] if {"ref": "pkg:npm/lodash@4.17.20"} in v["affects"]]
     assert "GHSA-35jh-r3h4-6jhm" in {v["id"] for v in lodash_vulns}
+
+
+def test_the_organisation_sbom_streams_valid_cyclonedx_with_every_default_branch(osv, client):
+    import json
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    from django.http import StreamingHttpResponse
+
+    integration = connect(scanners=["dependencies"])
+    scan(integration)
+    advisories_refresh(ecosystems=["npm"])
+    client.force_login(member(integration.tenant, Role.VIEWER, username="org-sbom"))
+    response = client.get(reverse("portal:tenant_sbom"))
+    assert isinstance(response, StreamingHttpResponse)  # written as it is read
+    body = b"".join(response.streaming_content).decode()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(body) is None
+    sbom = json.loads(body)
+    repositories = [c for c in sbom["components"] if c["type"] == "application"]
+    assert len(repositories) == integration.projects.count()
+    libraries = {c["bom-ref"] for c in sbom["components"] if c["type"] == "library"}
+    assert "pkg:npm/lodash@4.17.20" in libraries
+    assert len(libraries) == len([c for c in sbom["components"] if c["type"] == "library"])  # each once
+    assert all(set(d.get("dependsOn", [])) <= libraries for d in sbom["dependencies"])
+    assert "GHSA-35jh-r3h4-6jhm" in {v["id"] for v in sbom["vulnerabilities"]}
+    root = integration.root_namespace
+    scoped = client.get(reverse("portal:tenant_sbom"), {"namespace": root.pk})
+    assert json.loads(b"".join(scoped.streaming_content))["metadata"]["component"]["name"].endswith(root.name)
+    assert client.get(reverse("portal:tenant_sbom"), {"namespace": "x"}).status_code == 400
