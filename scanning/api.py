@@ -232,7 +232,7 @@ class SbomView(APIView):
     permission_classes = [TenantRole]
 
     @extend_schema(
-        summary="CycloneDX 1.5 JSON SBOM of a reference",
+        summary="CycloneDX 1.6 JSON SBOM of a reference (dependency graph, known vulnerabilities)",
         responses={200: OpenApiResponse(description="A CycloneDX document"), **ERRORS},
     )
     def get(self, request, pk: int):
