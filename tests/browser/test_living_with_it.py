@@ -129,6 +129,7 @@ def test_living_with_an_integration(live_server, bitbucket, browser_page, transa
         "import": "/projects/add/",
         "packages": "/packages/?name=lodash",
         "posture": "/posture/",
+        "vulnerabilities": "/vulnerabilities/",
         "pull-requests": "/pull-request-scans/",
         "account": "/account/",
     }
