@@ -38,6 +38,8 @@ class Package:
     version: str  # exact version, or the declared range for unresolved manifests
     direct: bool = True
     dev: bool = False
+    # What this package itself depends on, by name, where the lock file says so (the SBOM's graph).
+    requires: tuple[str, ...] = ()
 
 
 def _json(text: str, what: str) -> dict:
@@ -82,8 +84,16 @@ def parse_package_lock(text: str) -> list[Package]:
                 continue
             name = meta.get("name") or path.rsplit("node_modules/", 1)[-1]
             nested = path.count("node_modules/") > 1
+            needs = tuple(sorted({**(meta.get("dependencies") or {}), **(meta.get("optionalDependencies") or {})}))
             packages.append(
-                Package("npm", name, meta["version"], direct=name in direct and not nested, dev=bool(meta.get("dev")))
+                Package(
+                    "npm",
+                    name,
+                    meta["version"],
+                    direct=name in direct and not nested,
+                    dev=bool(meta.get("dev")),
+                    requires=needs,
+                )
             )
     elif isinstance(data.get("dependencies"), dict):  # lockfileVersion 1
 
@@ -254,7 +264,16 @@ def parse_poetry_lock(text: str) -> list[Package]:
         if "name" not in meta or "version" not in meta:
             raise ManifestError("poetry.lock: a [[package]] lacks name or version")
         groups = meta.get("groups") or [meta.get("category", "main")]
-        packages.append(Package("pypi", meta["name"].lower(), meta["version"], direct=False, dev="main" not in groups))
+        packages.append(
+            Package(
+                "pypi",
+                meta["name"].lower(),
+                meta["version"],
+                direct=False,
+                dev="main" not in groups,
+                requires=tuple(sorted(n.lower() for n in meta.get("dependencies") or {})),
+            )
+        )
     return packages
 
 
@@ -332,6 +351,7 @@ def parse_uv_lock(text: str) -> list[Package]:
                 str(meta["version"]),
                 direct=name in runtime or name in dev_only,
                 dev=bool(runtime or dev_only) and name not in needed_at_run_time,
+                requires=tuple(sorted(graph.get(name, ()))),
             )
         )
     return packages
@@ -452,7 +472,15 @@ def parse_go_sum(text: str) -> list[Package]:
 def parse_cargo_lock(text: str) -> list[Package]:
     data = _toml(text, "Cargo.lock")
     return [
-        Package("cargo", p["name"], p["version"], direct=False) for p in data.get("package", []) if "source" in p
+        Package(
+            "cargo",
+            p["name"],
+            p["version"],
+            direct=False,
+            requires=tuple(sorted({str(d).split()[0] for d in p.get("dependencies") or []})),
+        )
+        for p in data.get("package", [])
+        if "source" in p
     ]  # no source: the workspace's own crates
 
 

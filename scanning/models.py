@@ -145,6 +145,9 @@ class DependencyPackage(models.Model):
     manifest_path = models.CharField(max_length=500)
     direct = models.BooleanField(default=True)
     dev = models.BooleanField(default=False)
+    requires = models.JSONField(
+        default=list, blank=True, help_text="The packages it depends on, by name, where its lock file says so."
+    )
 
     class Meta:
         ordering = ["ecosystem", "name", "version"]

@@ -164,6 +164,7 @@ def _store_packages(reference: Reference, found: list[tuple[str, Package]]) -> i
                     manifest_path=path[:500],
                     direct=p.direct,
                     dev=p.dev,
+                    requires=list(p.requires),
                 )
                 for (path, *_), p in rows.items()
             ]

@@ -11,7 +11,7 @@ from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Va
 from django.utils import timezone
 
 from advisories.models import SEVERITY_RANK
-from common.packages import comparable, package_url
+from common.packages import comparable, normalise_name, package_url
 from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.selectors import integration_get_credentials
@@ -69,9 +69,9 @@ def purl(package: DependencyPackage) -> str:
 
 def reference_sbom(*, reference: Reference) -> dict:
     """A CycloneDX 1.6 JSON SBOM of the reference's packages: one component per package
-    version (its package URL, the manifests it is declared in), the dependency graph as far
-    as the inventory knows it (the repository depends on its direct dependencies; transitive
-    ones are listed, not attached to a parent the lock files did not say), development
+    version (its package URL, the manifests it is declared in), the dependency graph (the
+    repository depends on its direct dependencies, and each package on what its lock file
+    entry requires, where the lock file says so: npm, Cargo, Poetry, uv), development
     dependencies with ``scope: excluded``, and the known vulnerabilities (OSV) with the
     components they affect."""
     project = reference.project
@@ -122,11 +122,35 @@ def reference_sbom(*, reference: Reference) -> dict:
             },
         },
         "components": list(components.values()),
-        "dependencies": [{"ref": root, "dependsOn": direct}] + [{"ref": ref} for ref in components],
+        "dependencies": [{"ref": root, "dependsOn": direct}]
+        + [
+            {"ref": ref, "dependsOn": sorted(needs)} if needs else {"ref": ref}
+            for ref, needs in _graph(packages).items()
+        ],
     }
     if vulnerabilities:
         document["vulnerabilities"] = list(vulnerabilities.values())
     return document
+
+
+def _graph(packages: list[DependencyPackage]) -> dict[str, set[str]]:
+    """{component: the components it depends on}, from what each lock file row requires: a
+    name resolved to the version the same lock file holds (else the only version present)."""
+    in_file, anywhere = {}, {}
+    for p in packages:
+        key = normalise_name(p.ecosystem, p.name)
+        in_file.setdefault((p.manifest_path, p.ecosystem, key), purl(p))
+        anywhere.setdefault((p.ecosystem, key), purl(p))
+    graph: dict[str, set[str]] = {}
+    for p in packages:
+        ref = purl(p)
+        needs = graph.setdefault(ref, set())
+        for name in p.requires or []:
+            key = (p.ecosystem, normalise_name(p.ecosystem, name))
+            target = in_file.get((p.manifest_path, *key)) or anywhere.get(key)
+            if target and target != ref:
+                needs.add(target)
+    return graph
 
 
 def _sbom_vulnerability(advisory) -> dict:

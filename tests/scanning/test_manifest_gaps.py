@@ -194,3 +194,25 @@ def test_yarn_berry_workspaces_aliases_and_patches():
         ("resolve", "1.22.8"),  # a patched package is still that package
         ("string-width", "4.2.3"),  # an alias is the package it names
     }  # the repository's own workspaces are not dependencies
+
+
+def test_lock_files_give_the_graph_from_direct_to_transitive():
+    import json
+
+    lock = {
+        "name": "app",
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "app", "dependencies": {"express": "^4.18.2"}},
+            "node_modules/express": {"version": "4.18.2", "dependencies": {"body-parser": "1.20.1"}},
+            "node_modules/body-parser": {"version": "1.20.1", "dependencies": {"bytes": "3.1.2"}},
+            "node_modules/bytes": {"version": "3.1.2"},
+        },
+    }
+    found = {p.name: p for p in parse_manifest("package-lock.json", json.dumps(lock))}
+    assert found["express"].direct
+    assert found["express"].requires == ("body-parser",)
+    assert found["body-parser"].requires == ("bytes",)
+    text = (Path(__file__).parent / "fixtures" / "manifests" / "uv.lock").read_text()
+    uv = {p.name: p for p in parse_manifest("uv.lock", text)}
+    assert uv["requests"].requires == ("certifi",)

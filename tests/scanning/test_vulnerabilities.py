@@ -228,3 +228,37 @@ def test_the_organisation_sbom_streams_valid_cyclonedx_with_every_default_branch
     scoped = client.get(reverse("portal:tenant_sbom"), {"namespace": root.pk})
     assert json.loads(b"".join(scoped.streaming_content))["metadata"]["component"]["name"].endswith(root.name)
     assert client.get(reverse("portal:tenant_sbom"), {"namespace": "x"}).status_code == 400
+
+
+def test_the_sbom_graph_follows_what_lock_files_say(bitbucket):
+    import json
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from scanning.selectors import reference_sbom
+    from tests.factories import ProjectFactory, ReferenceFactory
+
+    reference = ReferenceFactory(project=ProjectFactory(), is_default=True)
+    for name, version, direct, requires in (
+        ("express", "4.18.2", True, ["body-parser"]),
+        ("body-parser", "1.20.1", False, ["bytes"]),
+        ("bytes", "3.1.2", False, []),
+    ):
+        DependencyPackage.objects.create(
+            reference=reference,
+            ecosystem="npm",
+            name=name,
+            version=version,
+            manifest_path="package-lock.json",
+            direct=direct,
+            requires=requires,
+        )
+    sbom = reference_sbom(reference=reference)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(sbom)) is None
+    graph = {d["ref"]: d.get("dependsOn", []) for d in sbom["dependencies"]}
+    root = sbom["metadata"]["component"]["bom-ref"]
+    assert graph[root] == ["pkg:npm/express@4.18.2"]  # the repository -> its direct dependency
+    assert graph["pkg:npm/express@4.18.2"] == ["pkg:npm/body-parser@1.20.1"]  # -> transitive, as the lock says
+    assert graph["pkg:npm/body-parser@1.20.1"] == ["pkg:npm/bytes@3.1.2"]
+    assert graph["pkg:npm/bytes@3.1.2"] == []
