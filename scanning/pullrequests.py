@@ -149,6 +149,7 @@ class Review:
     added: list[dict] = field(default_factory=list)
     removed: list[dict] = field(default_factory=list)
     changed: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)  # in a touched manifest, the same before and after
     violations: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -238,6 +239,8 @@ def review_change(
             review.removed.append(row)
         elif was["versions"] != now["versions"]:
             review.changed.append(row)
+        else:
+            review.kept.append(row)
     _check_denied(review, policy.get("deny_packages") or [])
     _check_vulnerabilities(review, policy)
     if policy.get("require_lockfile_update"):
@@ -274,42 +277,45 @@ def _check_denied(review: Review, denied: list[dict]) -> None:
 
 
 def _check_vulnerabilities(review: Review, policy: dict) -> None:
-    """A version the change brings in that a known advisory (the portal's OSV copy) affects,
-    at or above the policy's minimum severity: a violation when the policy says ``fail``, a
-    warning when ``warn``; the advisory ids and the fixed versions are in the message."""
+    """Known vulnerabilities (the portal's OSV copy) at or above the policy's minimum
+    severity, in a version the change brings in, or in one a manifest the change touches
+    keeps although a published release fixes it: a violation when the policy says ``fail``,
+    a warning when ``warn``; the advisory ids and fixed versions are in the message."""
     mode = policy.get("vulnerabilities", "warn")
     if mode == "off":
         return
     floor = SEVERITY_RANK.get(policy.get("vulnerability_min_severity", "high"), 3)
-    for row in review.added + review.changed:
-        for version in sorted(set(row["after"]) - set(row["before"])):
-            found = [
-                (a, fix)
-                for a, fix in advisories_for(row["ecosystem"], row["name"], version)
-                if SEVERITY_RANK[a.severity] >= floor
-            ]
-            if not found:
-                continue
-            named = "; ".join(
-                f"{a.osv_id}{' (' + ', '.join(a.aliases[:2]) + ')' if a.aliases else ''} {a.severity}"
-                f", {'fixed in ' + fix if fix else 'no fix published'}"
-                for a, fix in found
-            )
-            message = f"{row['name']} {version} has known vulnerabilities: {named}."
-            if mode == "fail":
-                review.violations.append(
-                    {
-                        "check": "vulnerabilities",
-                        "rule": "known_vulnerability",
-                        "package": row["name"],
-                        "version": version,
-                        "path": ", ".join(row["manifests"]),
-                        "advisories": [a.osv_id for a, _ in found],
-                        "message": message,
-                    }
-                )
-            else:
-                review.warnings.append(message)
+    candidates = [(r, v, False) for r in review.added + review.changed for v in set(r["after"]) - set(r["before"])]
+    candidates += [(r, v, True) for r in review.kept for v in r["after"]]
+    for row, version, kept in sorted(candidates, key=lambda c: (c[0]["name"], c[1])):
+        found = [
+            (a, fix)
+            for a, fix in advisories_for(row["ecosystem"], row["name"], version)
+            if SEVERITY_RANK[a.severity] >= floor and (fix or not kept)
+        ]
+        if not found:
+            continue
+        named = "; ".join(
+            f"{a.osv_id}{' (' + ', '.join(a.aliases[:2]) + ')' if a.aliases else ''} {a.severity}"
+            f", {'fixed in ' + fix if fix else 'no fix published'}"
+            for a, fix in found
+        )
+        verb = "keeps" if kept else "brings in"
+        message = f"The change {verb} {row['name']} {version}, which has known vulnerabilities: {named}."
+        if mode != "fail":
+            review.warnings.append(message)
+            continue
+        review.violations.append(
+            {
+                "check": "vulnerabilities",
+                "rule": "known_vulnerability",
+                "package": row["name"],
+                "version": version,
+                "path": ", ".join(row["manifests"]),
+                "advisories": [a.osv_id for a, _ in found],
+                "message": message,
+            }
+        )
 
 
 def _check_lockfiles(

@@ -306,3 +306,13 @@ def test_a_pull_request_bringing_in_a_known_vulnerability_fails_or_warns_per_pol
     scan = PullRequest.objects.get(project__full_name="demo/web", remote_id=pr_id).scans.get()
     assert not [v for v in scan.violations if v["rule"] == "known_vulnerability"]
     assert any("GHSA-29mw-wpgm-hmr9" in w for w in scan.warnings)  # the medium one, now above the floor
+
+    # A change to the manifest that keeps a vulnerable version a release fixes: said too.
+    sb.push("demo", "web", "feature/express", files=npm({**BASE, "express": "4.18.3"}))
+    pr_id = sb.open_pullrequest("demo", "web", source="feature/express", title="Bump express")
+    scan = PullRequest.objects.get(project__full_name="demo/web", remote_id=pr_id).scans.get()
+    kept = [w for w in scan.warnings if "keeps lodash" in w]
+    base_lodash = [r for r in scan.changed + scan.added if r["name"] == "lodash"]
+    assert not base_lodash  # the target branch pins the same lodash: the change keeps it
+    assert kept
+    assert "fixed in 4.17.21" in kept[0]
