@@ -52,8 +52,8 @@ def osv_refresh(*, ecosystem: str, session: requests.Session | None = None) -> R
     advisories changed, for matching again); a failure is recorded on the feed, not raised."""
     if ecosystem not in OSV_ECOSYSTEMS:
         raise ValueError(f"Unknown ecosystem {ecosystem!r}; known: {', '.join(sorted(OSV_ECOSYSTEMS))}.")
-    feed, _ = OsvFeed.objects.get_or_create(ecosystem=ecosystem, defaults={"url": feed_url(ecosystem)})
     url = feed_url(ecosystem)
+    feed, _ = OsvFeed.objects.get_or_create(ecosystem=ecosystem, defaults={"url": url})
     result = Refresh(ecosystem)
     headers = {}
     if feed.url == url:  # a changed source is read afresh

@@ -84,11 +84,17 @@ def _parse(cls: type[uv.Version], text: str) -> uv.Version | None:
         return None
 
 
+_GEM_PLATFORM = re.compile(r"^(\d[0-9A-Za-z.]*)-(x86|x64|arm|aarch64|java|universal|mingw|mswin|darwin|linux)")
+
+
+def gem_version(version: str) -> str:
+    """A RubyGems platform gem (``1.13.10-x86_64-linux``) is that version built for a platform."""
+    match = _GEM_PLATFORM.match(version)
+    return match[1] if match else version
+
+
 def _strip_platform(ecosystem: str, version: str) -> str:
-    """RubyGems platform gems (``1.13.10-x86_64-linux``) are that version for that platform."""
-    if ecosystem == "gem" and "-" in version:
-        return version.split("-", 1)[0]
-    return version
+    return gem_version(version) if ecosystem == "gem" else version
 
 
 def package_url(ecosystem: str, name: str, version: str = "") -> str:

@@ -136,6 +136,11 @@ def namespace_subtree_levels(*, root_ids: list[int]) -> list[list[int]]:
     return levels
 
 
+def namespace_subtree_ids(*, root_id: int) -> list[int]:
+    """The namespace and every namespace under it."""
+    return [i for level in namespace_subtree_levels(root_ids=[root_id]) for i in level]
+
+
 def integration_subtree_levels(*, integration: Integration) -> list[list[int]]:
     """Every namespace that goes when the integration goes: its root's subtree,
     including hand-made children, and any other namespace it manages."""

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_POST
 from integrations import services
 from integrations.bitbucket.credentials import Credentials
 from integrations.bitbucket.verify import scopes_guide
-from integrations.crypto import SealedSecret, seal
+from integrations.crypto import SealedSecret
 from integrations.forms import (
     CredentialsUpdateForm,
     DeleteConfirmForm,
@@ -42,7 +42,7 @@ from integrations.selectors import (
     integration_delete_preview,
     integration_list,
     integrations_with_health,
-    namespace_subtree_levels,
+    namespace_subtree_ids,
     tenants_visible,
     user_has_api_token,
 )
@@ -136,9 +136,7 @@ def bitbucket_add(request):
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                _pending_keep(
-                    request, PENDING_KEY, {"auth_method": creds.method, "sealed": seal(creds.to_json()).ciphertext}
-                )
+                _pending_keep(request, PENDING_KEY, services.credentials_sealed(creds))
         else:
             try:
                 integration = services.integration_create(
@@ -367,9 +365,7 @@ def projects(request):
     if query:
         qs = qs.filter(Q(name__icontains=query) | Q(full_name__icontains=query))
     if namespace is not None:  # the namespace and everything under it
-        qs = qs.filter(
-            namespace_id__in=[i for level in namespace_subtree_levels(root_ids=[namespace.pk]) for i in level]
-        )
+        qs = qs.filter(namespace_id__in=namespace_subtree_ids(root_id=namespace.pk))
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     return render(request, "portal/projects.html", {"page": page, "q": query, "namespace": namespace})
 

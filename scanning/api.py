@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Case, Value, When
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -18,7 +17,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from advisories.models import SEVERITY_RANK, Severity
+from advisories.models import Severity
 from integrations.api.errors import Conflict
 from integrations.api.filters import IdFilter
 from integrations.api.permissions import TenantRole
@@ -37,12 +36,14 @@ from scanning.models import (
     Trigger,
 )
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
+from scanning.sbom import reference_sbom
 from scanning.selectors import (
     inventory_status,
     package_search,
     pull_requests_with_latest_scan,
     purl,
-    reference_sbom,
+    vulnerabilities_live,
+    worst_first,
 )
 
 
@@ -351,15 +352,8 @@ class VulnerabilityViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     integration_path = "package__reference__project__integration"
 
     def get_queryset(self):
-        order = Case(*[When(advisory__severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()], default=Value(0))
-        return (
-            self.visible(
-                PackageVulnerability.objects.filter(
-                    package__reference__is_default=True, advisory__withdrawn__isnull=True
-                ).select_related("advisory", "package__reference__project__namespace")
-            )
-            .annotate(rank=order)
-            .order_by("-rank", "package__reference__project__full_name", "package__name", "id")
+        return worst_first(
+            self.visible(vulnerabilities_live().select_related("advisory", "package__reference__project__namespace"))
         )
 
 

@@ -23,6 +23,8 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from packaging.requirements import InvalidRequirement, Requirement
 
+from common.packages import gem_version
+
 # Folders whose manifests belong to someone else's code.
 VENDORED = {"node_modules", "vendor", "bower_components", ".git", "third_party", "site-packages", ".venv", "venv"}
 
@@ -500,16 +502,8 @@ def parse_gemfile_lock(text: str) -> list[Package]:
     if not specs and "GEM" not in text:
         raise ManifestError("Gemfile.lock has no GEM section")
     # A platform gem (``nokogiri (1.13.10-x86_64-linux)``) is that version built for a platform.
-    packages = [Package("gem", name, _gem_version(version), direct=name in direct) for name, version in specs]
+    packages = [Package("gem", name, gem_version(version), direct=name in direct) for name, version in specs]
     return list({(p.name, p.version): p for p in packages}.values())
-
-
-_GEM_PLATFORM = re.compile(r"^(\d[0-9A-Za-z.]*)-(x86|x64|arm|aarch64|java|universal|mingw|mswin|darwin|linux)")
-
-
-def _gem_version(version: str) -> str:
-    match = _GEM_PLATFORM.match(version)
-    return match[1] if match else version
 
 
 def parse_composer_lock(text: str) -> list[Package]:

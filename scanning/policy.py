@@ -3,7 +3,10 @@ pull-request scans, the overview, package search and the project page."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from django.db.models import Q
 
 from common.packages import comparable, range_check, range_problem
 
@@ -11,6 +14,17 @@ from common.packages import comparable, range_check, range_problem
 def package_name_normal(name: str, ecosystem: str = "") -> str:
     name = name.strip().lower()
     return name.replace("_", "-").replace(".", "-") if ecosystem in ("pypi", "") else name
+
+
+def spelled_as(names: Iterable[str], *, separators: bool = True) -> Q:
+    """Package rows whose name is one of ``names`` (normalised), case aside, and, with
+    ``separators``, with ``_`` or ``.`` where the normal form has ``-`` (PyPI's spellings)."""
+    condition = Q()
+    for name in names:
+        variants = {name, name.replace("-", "_"), name.replace("-", ".")} if separators else {name}
+        for variant in variants:
+            condition |= Q(name__iexact=variant)
+    return condition
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The organisation-wide SBOM (every default branch of a tenant, or of one namespace and the
-namespaces under it) as CycloneDX 1.6 JSON, streamed: written as it is read, in a few
-ordered passes over the database, so memory stays flat however large the inventory."""
+"""SBOMs as CycloneDX 1.6 JSON: one reference's, and the organisation's (every default branch
+of a tenant, or of one namespace and the namespaces under it), the latter streamed: written
+as it is read, in a few ordered passes over the database, so memory stays flat however
+large the inventory."""
 
 from __future__ import annotations
 
@@ -10,19 +11,50 @@ from collections.abc import Iterator
 
 from django.utils import timezone
 
-from common.packages import package_url
-from integrations.models import IntegrationStatus, Project
-from integrations.selectors import namespace_subtree_levels
+from common.packages import normalise_name, package_url
+from integrations.models import IntegrationStatus, Project, Reference
+from integrations.selectors import namespace_subtree_ids
 from scanning.models import DependencyPackage, PackageVulnerability
+from scanning.selectors import purl, vulnerability_marks
 
 CHUNK = 2000
+
+
+def _document(component: dict, serial: str) -> dict:
+    """The document's head: format, serial number, timestamp, tool and subject."""
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "version": 1,
+        "serialNumber": f"urn:uuid:{serial}",
+        "metadata": {
+            "timestamp": timezone.now().replace(microsecond=0).isoformat(),
+            "tools": {"components": [{"type": "application", "name": "bitbucket-portal"}]},
+            "component": {"type": "application", **component},
+        },
+    }
+
+
+def _vulnerability(osv_id: str, severity: str, score: float | None, summary: str, aliases: list) -> dict:
+    """One advisory as a CycloneDX vulnerability (``affects`` filled in by the caller)."""
+    rating = {"severity": severity}
+    if score is not None:
+        rating.update({"score": score, "method": "CVSSv31"})
+    return {
+        "bom-ref": f"vulnerability:{osv_id}",
+        "id": osv_id,
+        "source": {"name": "OSV", "url": f"https://osv.dev/vulnerability/{osv_id}"},
+        "references": [{"id": alias, "source": {"name": "OSV"}} for alias in aliases or []],
+        "ratings": [rating],
+        "description": summary,
+        "affects": [],
+    }
 
 
 def _projects(tenant, namespace=None):
     projects = Project.objects.filter(namespace__tenant=tenant).exclude(integration__status=IntegrationStatus.DELETING)
     if namespace is not None:
-        ids = [i for level in namespace_subtree_levels(root_ids=[namespace.pk]) for i in level]
-        projects = projects.filter(namespace_id__in=ids)
+        projects = projects.filter(namespace_id__in=namespace_subtree_ids(root_id=namespace.pk))
     return projects
 
 
@@ -34,17 +66,7 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
     projects = _projects(tenant, namespace)
     packages = DependencyPackage.objects.filter(reference__is_default=True, reference__project__in=projects)
     name = tenant.name + (f" / {namespace.name}" if namespace is not None else "")
-    header = {
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.6",
-        "version": 1,
-        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
-        "metadata": {
-            "timestamp": timezone.now().replace(microsecond=0).isoformat(),
-            "tools": {"components": [{"type": "application", "name": "bitbucket-portal"}]},
-            "component": {"type": "application", "bom-ref": f"organisation:{tenant.slug}", "name": name},
-        },
-    }
+    header = _document({"bom-ref": f"organisation:{tenant.slug}", "name": name}, str(uuid.uuid4()))
     yield json.dumps(header)[:-1] + ', "components": ['
     first = True
     # Repositories: application components.
@@ -117,28 +139,101 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
     ):
         if entry is None or entry["_id"] != advisory_id:
             if entry is not None:
-                yield ("" if first else ",") + _vulnerability(entry)
+                yield ("" if first else ",") + _entry_json(entry)
                 first = False
-            rating = {"severity": severity}
-            if score is not None:
-                rating.update({"score": score, "method": "CVSSv31"})
-            entry = {
-                "_id": advisory_id,
-                "bom-ref": f"vulnerability:{osv_id}",
-                "id": osv_id,
-                "source": {"name": "OSV", "url": f"https://osv.dev/vulnerability/{osv_id}"},
-                "references": [{"id": alias, "source": {"name": "OSV"}} for alias in aliases or []],
-                "ratings": [rating],
-                "description": summary,
-                "affects": [],
-            }
+            entry = {"_id": advisory_id, **_vulnerability(osv_id, severity, score, summary, aliases)}
         ref = {"ref": package_url(ecosystem, package, version)}
         if ref not in entry["affects"]:
             entry["affects"].append(ref)
     if entry is not None:
-        yield ("" if first else ",") + _vulnerability(entry)
+        yield ("" if first else ",") + _entry_json(entry)
     yield "]}"
 
 
-def _vulnerability(entry: dict) -> str:
+def _entry_json(entry: dict) -> str:
     return json.dumps({k: v for k, v in entry.items() if k != "_id"})
+
+
+def reference_sbom(*, reference: Reference) -> dict:
+    """A CycloneDX 1.6 JSON SBOM of the reference's packages: one component per package
+    version (its package URL, the manifests it is declared in), the dependency graph (the
+    repository depends on its direct dependencies, and each package on what its lock file
+    entry requires, where the lock file says so: npm, Cargo, Poetry, uv), development
+    dependencies with ``scope: excluded``, and the known vulnerabilities (OSV) with the
+    components they affect."""
+    project = reference.project
+    root = f"{project.full_name or project.name}@{reference.name}"
+    components: dict[str, dict] = {}
+    direct: list[str] = []
+    vulnerabilities: dict[int, dict] = {}
+    packages = list(reference.packages.order_by("ecosystem", "name", "version", "manifest_path"))
+    vulnerability_marks(packages)
+    for package in packages:
+        ref = purl(package)
+        if ref not in components:
+            components[ref] = {
+                "type": "library",
+                "bom-ref": ref,
+                "name": package.name,
+                "version": package.version,
+                "purl": ref,
+                # CycloneDX: a development dependency is not part of what ships.
+                "scope": "excluded" if package.dev else "required",
+                "properties": [],
+            }
+        component = components[ref]
+        if not package.dev and component["scope"] == "excluded":
+            component["scope"] = "required"  # also a runtime dependency elsewhere
+        component["properties"].append({"name": "portal:manifest", "value": package.manifest_path})
+        if package.direct and ref not in direct:
+            direct.append(ref)
+        for match in package.vulns:
+            a = match.advisory
+            entry = vulnerabilities.setdefault(
+                match.advisory_id, _vulnerability(a.osv_id, a.severity, a.score, a.summary, a.aliases)
+            )
+            if {"ref": ref} not in entry["affects"]:
+                entry["affects"].append({"ref": ref})
+            if match.fixed_version:
+                entry.setdefault("recommendation", f"Upgrade to {match.fixed_version} or later.")
+    document = _document(
+        {
+            "bom-ref": root,
+            "name": project.full_name or project.name,
+            "version": reference.head_commit or reference.name,
+        },
+        str(uuid.uuid5(uuid.NAMESPACE_URL, f"{project.full_name}@{reference.head_commit}")),
+    )
+    document.update(
+        {
+            "components": list(components.values()),
+            "dependencies": [{"ref": root, "dependsOn": direct}]
+            + [
+                {"ref": ref, "dependsOn": sorted(needs)} if needs else {"ref": ref}
+                for ref, needs in _graph(packages).items()
+            ],
+        }
+    )
+    if vulnerabilities:
+        document["vulnerabilities"] = list(vulnerabilities.values())
+    return document
+
+
+def _graph(packages: list[DependencyPackage]) -> dict[str, set[str]]:
+    """{component: the components it depends on}, from what each lock file row requires: a
+    name resolved to the version the same lock file holds (else the only version present)."""
+    in_file, anywhere = {}, {}
+    for p in packages:
+        key = normalise_name(p.ecosystem, p.name)
+        in_file.setdefault((p.manifest_path, p.ecosystem, key), purl(p))
+        anywhere.setdefault((p.ecosystem, key), purl(p))
+    graph: dict[str, set[str]] = {}
+    for p in packages:
+        ref = purl(p)
+        needs = graph.setdefault(ref, set())
+        for name in p.requires or []:
+            key = (p.ecosystem, normalise_name(p.ecosystem, name))
+            target = in_file.get((p.manifest_path, *key)) or anywhere.get(key)
+            if target and target != ref:
+                needs.add(target)
+    return graph

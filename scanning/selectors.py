@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Va
 from django.utils import timezone
 
 from advisories.models import SEVERITY_RANK
-from common.packages import comparable, normalise_name, package_url
+from common.packages import comparable, package_url
 from integrations.bitbucket.budget import RESOURCES, REST, budget_for
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from integrations.selectors import integration_get_credentials
@@ -27,7 +26,7 @@ from scanning.models import (
     ScanChunk,
     ScannerState,
 )
-from scanning.policy import denied_by, deny_rules
+from scanning.policy import denied_by, deny_rules, spelled_as
 from scanning.scanners import REGISTRY, selected_scanners
 from synclogs.models import SyncLog
 
@@ -65,107 +64,6 @@ def package_search(*, tenant, name: str = "", ecosystem: str = "", below: str = 
 def purl(package: DependencyPackage) -> str:
     """The package URL of a package row (common/packages.py: one definition everywhere)."""
     return package_url(package.ecosystem, package.name, package.version)
-
-
-def reference_sbom(*, reference: Reference) -> dict:
-    """A CycloneDX 1.6 JSON SBOM of the reference's packages: one component per package
-    version (its package URL, the manifests it is declared in), the dependency graph (the
-    repository depends on its direct dependencies, and each package on what its lock file
-    entry requires, where the lock file says so: npm, Cargo, Poetry, uv), development
-    dependencies with ``scope: excluded``, and the known vulnerabilities (OSV) with the
-    components they affect."""
-    project = reference.project
-    root = f"{project.full_name or project.name}@{reference.name}"
-    components: dict[str, dict] = {}
-    direct: list[str] = []
-    vulnerabilities: dict[int, dict] = {}
-    packages = list(reference.packages.order_by("ecosystem", "name", "version", "manifest_path"))
-    vulnerability_marks(packages)
-    for package in packages:
-        ref = purl(package)
-        if ref not in components:
-            components[ref] = {
-                "type": "library",
-                "bom-ref": ref,
-                "name": package.name,
-                "version": package.version,
-                "purl": ref,
-                # CycloneDX: a development dependency is not part of what ships.
-                "scope": "excluded" if package.dev else "required",
-                "properties": [],
-            }
-        component = components[ref]
-        if not package.dev and component["scope"] == "excluded":
-            component["scope"] = "required"  # also a runtime dependency elsewhere
-        component["properties"].append({"name": "portal:manifest", "value": package.manifest_path})
-        if package.direct and ref not in direct:
-            direct.append(ref)
-        for match in package.vulns:
-            entry = vulnerabilities.setdefault(match.advisory_id, _sbom_vulnerability(match.advisory))
-            if {"ref": ref} not in entry["affects"]:
-                entry["affects"].append({"ref": ref})
-            if match.fixed_version:
-                entry.setdefault("recommendation", f"Upgrade to {match.fixed_version} or later.")
-    document = {
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.6",
-        "version": 1,
-        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{project.full_name}@{reference.head_commit}')}",
-        "metadata": {
-            "timestamp": timezone.now().replace(microsecond=0).isoformat(),
-            "tools": {"components": [{"type": "application", "name": "bitbucket-portal"}]},
-            "component": {
-                "type": "application",
-                "bom-ref": root,
-                "name": project.full_name or project.name,
-                "version": reference.head_commit or reference.name,
-            },
-        },
-        "components": list(components.values()),
-        "dependencies": [{"ref": root, "dependsOn": direct}]
-        + [
-            {"ref": ref, "dependsOn": sorted(needs)} if needs else {"ref": ref}
-            for ref, needs in _graph(packages).items()
-        ],
-    }
-    if vulnerabilities:
-        document["vulnerabilities"] = list(vulnerabilities.values())
-    return document
-
-
-def _graph(packages: list[DependencyPackage]) -> dict[str, set[str]]:
-    """{component: the components it depends on}, from what each lock file row requires: a
-    name resolved to the version the same lock file holds (else the only version present)."""
-    in_file, anywhere = {}, {}
-    for p in packages:
-        key = normalise_name(p.ecosystem, p.name)
-        in_file.setdefault((p.manifest_path, p.ecosystem, key), purl(p))
-        anywhere.setdefault((p.ecosystem, key), purl(p))
-    graph: dict[str, set[str]] = {}
-    for p in packages:
-        ref = purl(p)
-        needs = graph.setdefault(ref, set())
-        for name in p.requires or []:
-            key = (p.ecosystem, normalise_name(p.ecosystem, name))
-            target = in_file.get((p.manifest_path, *key)) or anywhere.get(key)
-            if target and target != ref:
-                needs.add(target)
-    return graph
-
-
-def _sbom_vulnerability(advisory) -> dict:
-    entry = {
-        "bom-ref": f"vulnerability:{advisory.osv_id}",
-        "id": advisory.osv_id,
-        "source": {"name": "OSV", "url": f"https://osv.dev/vulnerability/{advisory.osv_id}"},
-        "references": [{"id": alias, "source": {"name": "OSV"}} for alias in advisory.aliases],
-        "ratings": [{"severity": advisory.severity if advisory.severity != "unknown" else "unknown"}],
-        "description": advisory.summary,
-        "affects": [],
-    }
-    if advisory.score is not None:
-        entry["ratings"][0].update({"score": advisory.score, "method": "CVSSv31"})
-    return entry
 
 
 def posture_overview(*, tenant, rule: str = "") -> dict:
@@ -278,12 +176,10 @@ def denied_on_default_branches(*, tenant) -> list[DependencyPackage]:
     ``denied`` (why); in repository order."""
     rows = []
     for integration_id, rules in deny_rules_by_integration(tenant=tenant).items():
-        names = Q()
-        for rule in rules:
-            for variant in {rule.name, rule.name.replace("-", "_"), rule.name.replace("-", ".")}:
-                names |= Q(name__iexact=variant)
         candidates = (
-            DependencyPackage.objects.filter(names, reference__project__integration_id=integration_id)
+            DependencyPackage.objects.filter(
+                spelled_as(rule.name for rule in rules), reference__project__integration_id=integration_id
+            )
             .filter(reference__is_default=True)
             .select_related("reference__project__integration")
         )
@@ -296,17 +192,34 @@ def denied_on_default_branches(*, tenant) -> list[DependencyPackage]:
     return rows
 
 
-def vulnerabilities_visible(*, tenant, severity: str = "", package: str = "", repository: str = "") -> QuerySet:
+def vulnerabilities_live() -> QuerySet:
+    """Matches of live advisories on default branches (any tenant: callers scope them)."""
+    return PackageVulnerability.objects.filter(package__reference__is_default=True, advisory__withdrawn__isnull=True)
+
+
+def worst_first(matches: QuerySet) -> QuerySet:
+    """Matches ordered by severity (critical first), then repository, package and advisory."""
+    rank = Case(*[When(advisory__severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()], default=Value(0))
+    return matches.annotate(rank=rank).order_by(
+        "-rank", "package__reference__project__full_name", "package__name", "advisory__osv_id", "pk"
+    )
+
+
+def _tenant_vulnerabilities(tenant, integration_id: int | None = None) -> QuerySet:
+    qs = vulnerabilities_live().filter(package__reference__project__namespace__tenant=tenant)
+    qs = qs.exclude(package__reference__project__integration__status=IntegrationStatus.DELETING)
+    if integration_id is not None:
+        qs = qs.filter(package__reference__project__integration_id=integration_id)
+    return qs
+
+
+def vulnerabilities_visible(
+    *, tenant, severity: str = "", package: str = "", repository: str = "", integration_id: int | None = None
+) -> QuerySet:
     """Known vulnerabilities of the tenant's default branches, worst first: each row a
     package row of a repository and an advisory affecting its version."""
-    qs = (
-        PackageVulnerability.objects.filter(
-            package__reference__project__namespace__tenant=tenant,
-            package__reference__is_default=True,
-            advisory__withdrawn__isnull=True,
-        )
-        .exclude(package__reference__project__integration__status=IntegrationStatus.DELETING)
-        .select_related("advisory", "package__reference__project__integration")
+    qs = _tenant_vulnerabilities(tenant, integration_id).select_related(
+        "advisory", "package__reference__project__integration"
     )
     if severity:
         qs = qs.filter(advisory__severity=severity)
@@ -314,24 +227,40 @@ def vulnerabilities_visible(*, tenant, severity: str = "", package: str = "", re
         qs = qs.filter(package__name__iexact=package.strip())
     if repository:
         qs = qs.filter(package__reference__project__full_name__icontains=repository.strip())
-    order = Case(*[When(advisory__severity=s, then=Value(r)) for s, r in SEVERITY_RANK.items()], default=Value(0))
-    return qs.annotate(rank=order).order_by(
-        "-rank", "package__reference__project__full_name", "package__name", "advisory__osv_id"
-    )
+    return worst_first(qs)
 
 
 def vulnerability_counts(*, tenant, integration=None) -> dict:
     """{"total", "repositories", "by_severity": {severity: n}} for the overview and the
     integration page (one integration's, when given)."""
-    qs = vulnerabilities_visible(tenant=tenant).order_by()
-    if integration is not None:
-        qs = qs.filter(package__reference__project__integration=integration)
+    qs = _tenant_vulnerabilities(tenant, integration.pk if integration is not None else None)
     by = dict(qs.values_list("advisory__severity").annotate(n=Count("pk")))
     return {
         "total": sum(by.values()),
         "repositories": qs.values("package__reference__project").distinct().count(),
         "by_severity": {s: by.get(s, 0) for s in SEVERITY_RANK},
     }
+
+
+def vulnerability_csv_rows(matches) -> Iterator[list[str]]:
+    """The Vulnerabilities page's CSV export, row by row."""
+    yield ["severity", "advisory", "aliases", "package", "ecosystem", "version", "fixed in", "repository", "manifest"]
+    for m in matches.iterator(chunk_size=1000):
+        p = m.package
+        yield [
+            csv_safe(str(v))
+            for v in (
+                m.advisory.severity,
+                m.advisory.osv_id,
+                " ".join(m.advisory.aliases),
+                p.name,
+                p.ecosystem,
+                p.version,
+                m.fixed_version,
+                p.reference.project.full_name,
+                p.manifest_path,
+            )
+        ]
 
 
 def vulnerability_marks(packages) -> None:
@@ -399,7 +328,7 @@ def scanner_coverage(*, integration) -> dict[str, dict]:
     return coverage
 
 
-def scan_phases(*, run) -> list[dict]:
+def scan_phases(*, run, coverage: dict | None = None) -> list[dict]:
     """Where a scan stands, phase by phase: the listing (repositories and their branch heads,
     page by page), the scanner chunks when its scanners were handed out, and each selected
     scanner's coverage. ``[{"name", "done", "total", "state"}]`` with state
@@ -426,18 +355,20 @@ def scan_phases(*, run) -> list[dict]:
                 "state": "done" if finished or chunks["ended"] >= chunks["total"] else "running",
             }
         )
-    for name, coverage in scanner_coverage(integration=run.integration).items():
+    # ``coverage``: the scanners' coverage when the caller has it already (not counted twice).
+    scanners = coverage if coverage is not None else scanner_coverage(integration=run.integration)
+    for name, covered in scanners.items():
         if not (listed or finished):
             state = "waiting"  # the listing decides what there is to scan
-        elif coverage["covered"] >= coverage["total"]:
+        elif covered["covered"] >= covered["total"]:
             state = "done"
         else:
             state = "waiting" if finished else "running"  # (a finished scan left the rest for the next)
         phases.append(
             {
                 "name": f"{name.capitalize()} scanner",
-                "done": coverage["covered"],
-                "total": coverage["total"],
+                "done": covered["covered"],
+                "total": covered["total"],
                 "state": state,
             }
         )

@@ -16,12 +16,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.bitbucket import client as bb
-from integrations.bitbucket.urls import parse_target
-from integrations.bitbucket.verify import VerificationReport, verify_connection
+from integrations.bitbucket.verify import VerificationReport
 from integrations.models import Integration, IntegrationStatus
 from integrations.queue import enqueue
-from integrations.selectors import integration_get_credentials
-from integrations.services import Actor, actor_or_none, audit
+from integrations.services import Actor, actor_or_none, audit, integration_verify
 from scanning.chunks import runs_with_active_chunks, scan_chunks_create, scan_chunks_look_after
 from scanning.hooks import webhooks_sync
 from scanning.models import ACTIVE_SCAN_STATUSES, PullRequestScan, ScanRun, ScanStatus, Trigger
@@ -255,12 +253,7 @@ def scans_dispatch_due(*, now: datetime | None = None) -> dict[str, int]:
 def integration_test_configuration(*, integration: Integration, actor: Actor) -> VerificationReport:
     """Verify the stored credentials now ("Test configuration"); failures are recorded
     as sync log entries (operation: verify) with their remediation hints."""
-    report = verify_connection(
-        target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
-        credentials=integration_get_credentials(integration=integration),
-        scanners=integration.scanners,
-        pr_enabled=integration.pr_config["enabled"],
-    )
+    report = integration_verify(integration=integration)
     for check in report.failures() + report.warnings():
         if check.error is not None:
             sync_log_record(

@@ -44,10 +44,9 @@ from scanning.models import (
     Trigger,
 )
 from scanning.pullrequests import PrScanNotQueued, pr_scan_request
-from scanning.sbom import tenant_sbom_stream
+from scanning.sbom import reference_sbom, tenant_sbom_stream
 from scanning.selectors import (
     csv_rows,
-    csv_safe,
     denied_on_default_branches,
     deny_marks,
     failing_pr_scans,
@@ -56,11 +55,11 @@ from scanning.selectors import (
     posture_overview,
     pr_scans_visible,
     pull_requests_with_latest_scan,
-    reference_sbom,
     scan_phases,
     tenant_overview,
     vulnerabilities_visible,
     vulnerability_counts,
+    vulnerability_csv_rows,
     vulnerability_marks,
 )
 from scanning.webhooks import MAX_BODY, Rejected, delivery_receive
@@ -221,6 +220,7 @@ def integration_detail(request, pk: int, report=None):
     for entry in open_errors:
         entry.fix = fix_for(request, entry)
     members = Member.objects.filter(integration=integration)
+    inventory = _inventory_for_page(integration)
     return render(
         request,
         "portal/integration_detail.html",
@@ -228,12 +228,12 @@ def integration_detail(request, pk: int, report=None):
             "integration": integration,
             "runs": runs,
             "latest": runs[0] if runs else None,
-            "phases": scan_phases(run=runs[0]) if runs else [],
+            "phases": scan_phases(run=runs[0], coverage=inventory["scanners"]) if runs else [],
             "last_good": ScanRun.objects.filter(integration=integration, status=ScanStatus.SUCCEEDED)
             .order_by("-pk")
             .first(),
             "open_errors": open_errors,
-            "inventory": _inventory_for_page(integration),
+            "inventory": inventory,
             "vulnerabilities": vulnerability_counts(tenant=request.tenant, integration=integration),
             "members": members[:100],
             "members_count": members.count(),
@@ -442,12 +442,16 @@ def vulnerabilities(request):
     severity = request.GET.get("severity", "")
     severity = severity if severity in Severity.values else ""
     package, repository = request.GET.get("package", "").strip(), request.GET.get("repository", "").strip()
-    rows = vulnerabilities_visible(tenant=request.tenant, severity=severity, package=package, repository=repository)
     integration_id = request.GET.get("integration", "")
-    if integration_id.isdigit() and len(integration_id) < 19:
-        rows = rows.filter(package__reference__project__integration_id=int(integration_id))
+    rows = vulnerabilities_visible(
+        tenant=request.tenant,
+        severity=severity,
+        package=package,
+        repository=repository,
+        integration_id=int(integration_id) if integration_id.isdigit() and len(integration_id) < 19 else None,
+    )
     if request.GET.get("format") == "csv":
-        return _stream_csv(_vulnerability_csv(rows), "vulnerabilities.csv")
+        return _stream_csv(vulnerability_csv_rows(rows), "vulnerabilities.csv")
     page = Paginator(rows, 100).get_page(request.GET.get("page"))
     return render(
         request,
@@ -460,26 +464,6 @@ def vulnerabilities(request):
             "filters": {"severity": severity, "package": package, "repository": repository},
         },
     )
-
-
-def _vulnerability_csv(rows):
-    yield ["severity", "advisory", "aliases", "package", "ecosystem", "version", "fixed in", "repository", "manifest"]
-    for m in rows.iterator(chunk_size=1000):
-        p = m.package
-        yield [
-            csv_safe(str(v))
-            for v in (
-                m.advisory.severity,
-                m.advisory.osv_id,
-                " ".join(m.advisory.aliases),
-                p.name,
-                p.ecosystem,
-                p.version,
-                m.fixed_version,
-                p.reference.project.full_name,
-                p.manifest_path,
-            )
-        ]
 
 
 @tenant_view()

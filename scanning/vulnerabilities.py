@@ -6,34 +6,40 @@ the packages it names; a full match walks one ecosystem at a time, streaming."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from django.db import transaction
-from django.db.models import Q
 
 from advisories.models import SEVERITY_RANK, Advisory, AffectedPackage
 from advisories.osv import osv_refresh
 from advisories.ranges import affects, first_fix
 from common.packages import OSV_ECOSYSTEMS, normalise_name
 from scanning.models import DependencyPackage, PackageVulnerability
+from scanning.policy import spelled_as
 
 BATCH = 5000
+
+
+def _by_ecosystem(keys: Iterable[tuple[str, str]], size: int) -> Iterator[tuple[str, set[str]]]:
+    """(ecosystem, name) pairs as (ecosystem, up to ``size`` names) groups."""
+    grouped: dict[str, set[str]] = defaultdict(set)
+    for ecosystem, name in keys:
+        grouped[ecosystem].add(name)
+    for ecosystem, names in grouped.items():
+        ordered = sorted(names)
+        for i in range(0, len(ordered), size):
+            yield ecosystem, set(ordered[i : i + size])
 
 
 def _entries(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[int, list, list, list]]]:
     """{(ecosystem, name): [(advisory id, ranges, versions, fixed)]} of live advisories."""
     found: dict = defaultdict(list)
-    by_ecosystem: dict[str, set[str]] = defaultdict(set)
-    for ecosystem, name in keys:
-        by_ecosystem[ecosystem].add(name)
-    for ecosystem, names in by_ecosystem.items():
-        names = list(names)
-        for i in range(0, len(names), 1000):
-            rows = AffectedPackage.objects.filter(
-                ecosystem=ecosystem, name__in=names[i : i + 1000], advisory__withdrawn__isnull=True
-            ).values_list("ecosystem", "name", "advisory_id", "ranges", "versions", "fixed")
-            for eco, name, advisory_id, ranges, versions, fixed in rows:
-                found[(eco, name)].append((advisory_id, ranges, versions, fixed))
+    for ecosystem, names in _by_ecosystem(keys, 1000):
+        rows = AffectedPackage.objects.filter(
+            ecosystem=ecosystem, name__in=names, advisory__withdrawn__isnull=True
+        ).values_list("ecosystem", "name", "advisory_id", "ranges", "versions", "fixed")
+        for eco, name, advisory_id, ranges, versions, fixed in rows:
+            found[(eco, name)].append((advisory_id, ranges, versions, fixed))
     return found
 
 
@@ -69,29 +75,15 @@ def vulnerabilities_match_references(*, reference_ids: list[int]) -> int:
     return _replace([p.pk for p in packages], _matches(packages, entries))
 
 
-def _named(ecosystem: str, names: set[str]):
-    """Package rows of an ecosystem with one of these (normalised) names."""
-    condition = Q()
-    for name in names:
-        variants = {name} if ecosystem != "pypi" else {name, name.replace("-", "_"), name.replace("-", ".")}
-        for variant in variants:
-            condition |= Q(name__iexact=variant)
-    return DependencyPackage.objects.filter(condition, ecosystem=ecosystem)
-
-
 def vulnerabilities_match_names(*, names: set[tuple[str, str]]) -> int:
     """Match again the rows of these packages (their advisories changed)."""
     total = 0
-    by_ecosystem: dict[str, set[str]] = defaultdict(set)
-    for ecosystem, name in names:
-        by_ecosystem[ecosystem].add(name)
-    for ecosystem, group in by_ecosystem.items():
-        group = sorted(group)
-        for i in range(0, len(group), 200):
-            part = set(group[i : i + 200])
-            packages = [p for p in _named(ecosystem, part) if normalise_name(ecosystem, p.name) in part]
-            entries = _entries({(ecosystem, n) for n in part})
-            total += _replace([p.pk for p in packages], _matches(packages, entries))
+    for ecosystem, part in _by_ecosystem(names, 200):
+        spelling = spelled_as(part, separators=ecosystem == "pypi")
+        named = DependencyPackage.objects.filter(spelling, ecosystem=ecosystem)
+        packages = [p for p in named if normalise_name(ecosystem, p.name) in part]
+        entries = _entries({(ecosystem, n) for n in part})
+        total += _replace([p.pk for p in packages], _matches(packages, entries))
     return total
 
 

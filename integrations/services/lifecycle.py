@@ -40,6 +40,25 @@ logger = logging.getLogger(__name__)
 # --- Integrations --------------------------------------------------------------------
 
 
+def credentials_sealed(credentials) -> dict:
+    """Checked credentials in a form a page may keep for the next attempt (the session):
+    the method and the encrypted secret, never the secret itself."""
+    return {"auth_method": credentials.method, "sealed": seal(credentials.to_json()).ciphertext}
+
+
+def integration_verify(
+    *, integration: Integration, credentials=None, scanners=None, pr_enabled: bool | None = None
+) -> VerificationReport:
+    """Verify against Bitbucket what ``integration`` needs: its own target, the stored
+    credentials unless others are given, its scanners and PR setting unless others are."""
+    return verify_connection(
+        target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
+        credentials=credentials or integration_get_credentials(integration=integration),
+        scanners=integration.scanners if scanners is None else scanners,
+        pr_enabled=bool(integration.pr_config.get("enabled")) if pr_enabled is None else pr_enabled,
+    )
+
+
 class VerificationFailed(ValidationError):
     """Verification against Bitbucket failed; ``report`` says which checks and why.
     ``kept`` holds the credentials that were checked, encrypted (``{"auth_method",
@@ -47,11 +66,7 @@ class VerificationFailed(ValidationError):
 
     def __init__(self, report, credentials=None) -> None:
         self.report = report
-        self.kept = (
-            {"auth_method": credentials.method, "sealed": seal(credentials.to_json()).ciphertext}
-            if credentials is not None
-            else None
-        )
+        self.kept = credentials_sealed(credentials) if credentials is not None else None
         super().__init__({"__all__": report.summary_lines() or ["Verification against Bitbucket failed."]})
 
 
@@ -328,12 +343,7 @@ def integration_update(
     if verify and (added or pr_on):
         # Only what this change asks for anew (a gap confirmed earlier is not asked again).
         # Outside any transaction: these are network calls.
-        report = verify_connection(
-            target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
-            credentials=integration_get_credentials(integration=integration),
-            scanners=added,
-            pr_enabled=pr_on,
-        )
+        report = integration_verify(integration=integration, scanners=added, pr_enabled=pr_on)
         if not report.ok and not confirmed:
             raise VerificationFailed(report)
     with transaction.atomic():
@@ -402,12 +412,7 @@ def credentials_update(
     creds = clean_credentials(auth_method, credentials)
     report = None
     if verify:
-        report = verify_connection(
-            target=parse_target(workspace=integration.workspace, project_key=integration.project_key),
-            credentials=creds,
-            scanners=integration.scanners,
-            pr_enabled=bool(integration.pr_config.get("enabled")),
-        )
+        report = integration_verify(integration=integration, credentials=creds)
         if not report.ok and not confirmed:
             raise VerificationFailed(report, creds)
     previous_method = integration.auth_method

@@ -236,7 +236,7 @@ def test_the_sbom_graph_follows_what_lock_files_say(bitbucket):
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    from scanning.selectors import reference_sbom
+    from scanning.sbom import reference_sbom
     from tests.factories import ProjectFactory, ReferenceFactory
 
     reference = ReferenceFactory(project=ProjectFactory(), is_default=True)
