@@ -380,11 +380,13 @@ def _manifests(rng: random.Random, language: str) -> dict[str, str]:
                 "devDependencies": {n: f"^{v}" for n, v in dev},
             }
         }
-        for n, v in deps:
+        for i, (n, v) in enumerate(deps):
             packages[f"node_modules/{n}"] = {
                 "version": v,
                 "resolved": f"https://registry.npmjs.org/{n}/-/{n}-{v}.tgz",
                 **({"dev": True} if (n, v) in dev else {}),
+                # The first runtime dependency needs ms, a transitive one (the SBOM's graph).
+                **({"dependencies": {"ms": "^2.1.3"}} if i == 0 else {}),
             }
         packages["node_modules/ms"] = {"version": "2.1.3"}
         files[f"{prefix}package-lock.json"] = json.dumps(

@@ -23,7 +23,7 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from packaging.requirements import InvalidRequirement, Requirement
 
-from common.packages import gem_version
+from common.packages import gem_version, normalise_name
 
 # Folders whose manifests belong to someone else's code.
 VENDORED = {"node_modules", "vendor", "bower_components", ".git", "third_party", "site-packages", ".venv", "venv"}
@@ -40,7 +40,8 @@ class Package:
     version: str  # exact version, or the declared range for unresolved manifests
     direct: bool = True
     dev: bool = False
-    # What this package itself depends on, by name, where the lock file says so (the SBOM's graph).
+    # What this package itself depends on, "name version", where the lock file says so (the
+    # SBOM's graph). Parsers may give a bare name; parse_manifest resolves it within the file.
     requires: tuple[str, ...] = ()
 
 
@@ -76,28 +77,18 @@ def parse_package_json(text: str) -> list[Package]:
 
 
 def parse_package_lock(text: str) -> list[Package]:
+    """npm's lock file. Versions 2 and 3 list every installed folder (``packages``): the
+    repository's own root and workspaces (folders outside ``node_modules``, and their links)
+    are left out, their dependencies are the direct ones, and each package's dependencies
+    are resolved the way Node.js finds them (its own ``node_modules``, then each folder
+    above). Version 1 nests ``dependencies`` instead."""
     data = _json(text, "package-lock.json")
-    root = (data.get("packages") or {}).get("", {})
-    direct = set(root.get("dependencies", {})) | set(root.get("devDependencies", {}))
-    packages = []
     if isinstance(data.get("packages"), dict):  # lockfileVersion 2 and 3
-        for path, meta in data["packages"].items():
-            if not path or not isinstance(meta, dict) or "version" not in meta or meta.get("link"):
-                continue
-            name = meta.get("name") or path.rsplit("node_modules/", 1)[-1]
-            nested = path.count("node_modules/") > 1
-            needs = tuple(sorted({**(meta.get("dependencies") or {}), **(meta.get("optionalDependencies") or {})}))
-            packages.append(
-                Package(
-                    "npm",
-                    name,
-                    meta["version"],
-                    direct=name in direct and not nested,
-                    dev=bool(meta.get("dev")),
-                    requires=needs,
-                )
-            )
-    elif isinstance(data.get("dependencies"), dict):  # lockfileVersion 1
+        return _npm_packages(data["packages"])
+    if isinstance(data.get("dependencies"), dict):  # lockfileVersion 1
+        root = data.get("packages", {}).get("", {}) if isinstance(data.get("packages"), dict) else {}
+        direct = set(root.get("dependencies", {})) | set(root.get("devDependencies", {}))
+        packages = []
 
         def walk(deps: dict, top: bool):
             for name, meta in deps.items():
@@ -108,13 +99,59 @@ def parse_package_lock(text: str) -> list[Package]:
                         str(meta.get("version", "")),
                         direct=top and not meta.get("dev") and name in (direct or deps),
                         dev=bool(meta.get("dev")),
+                        requires=tuple(sorted(meta.get("requires") or {})),
                     )
                 )
                 walk(meta.get("dependencies") or {}, False)
 
         walk(data["dependencies"], True)
-    else:
-        raise ManifestError("package-lock.json has neither 'packages' nor 'dependencies'")
+        return packages
+    raise ManifestError("package-lock.json has neither 'packages' nor 'dependencies'")
+
+
+def _npm_packages(entries: dict) -> list[Package]:
+    entries = {path: meta for path, meta in entries.items() if isinstance(meta, dict)}
+    own = {path for path in entries if "node_modules/" not in path}
+    links = {path for path, meta in entries.items() if meta.get("link")}
+
+    def find(folder: str, name: str) -> str | None:
+        """The folder Node.js loads ``name`` from, required from ``folder``."""
+        while True:
+            candidate = f"{folder}/node_modules/{name}" if folder else f"node_modules/{name}"
+            if candidate in entries:
+                return candidate
+            if not folder:
+                return None
+            cut = folder.rfind("/node_modules/")
+            folder = folder[:cut] if cut >= 0 else ""
+
+    def needs(folder: str, meta: dict) -> list[str]:
+        names = {**(meta.get("dependencies") or {}), **(meta.get("optionalDependencies") or {})}
+        if folder in own:
+            names.update(meta.get("devDependencies") or {})
+        found = [find(folder, name) for name in names]
+        return [path for path in found if path and path not in links and path not in own]
+
+    def ident(path: str) -> str:
+        meta = entries[path]
+        return f"{meta.get('name') or path.rsplit('node_modules/', 1)[-1]} {meta['version']}"
+
+    direct = {path for folder in own for path in needs(folder, entries[folder])}
+    packages = []
+    for path, meta in entries.items():
+        if path in own or path in links or "version" not in meta:
+            continue
+        name, version = ident(path).split(" ")
+        packages.append(
+            Package(
+                "npm",
+                name,
+                version,
+                direct=path in direct,
+                dev=bool(meta.get("dev")),
+                requires=tuple(sorted({ident(p) for p in needs(path, meta) if "version" in entries[p]})),
+            )
+        )
     return packages
 
 
@@ -123,28 +160,14 @@ _YARN_ENTRY = re.compile(r'^"?(?P<names>[^\s].*?)"?:\s*$')
 
 def parse_yarn_lock(text: str) -> list[Package]:
     """Yarn v1 (``name@range:`` then ``  version "x"``) and Berry (YAML with ``version:`` and
-    ``resolution:``). Berry's workspaces (the repository's own packages) are left out;
-    aliases (``alias@npm:real@^1``) and patches (``name@patch:name@npm%3A...``) are the real
-    package they resolve to."""
-    packages: dict[tuple[str, str], Package] = {}
+    ``resolution:``). Berry's workspaces (the repository's own packages) are left out and
+    their dependencies are the direct ones; aliases (``alias@npm:real@^1``) and patches
+    (``name@patch:name@npm%3A...``) are the real package they resolve to. Each entry's
+    ``dependencies`` are resolved through the entries' own ranges (the lock file's graph).
+    Neither format says which packages are development dependencies."""
+    blocks: list[dict] = []
     block: dict = {}
-    saw_entry = False
-
-    def finish() -> None:
-        specs, version = block.get("specs") or [], block.get("version", "")
-        if not specs or specs == ["__metadata"]:
-            return
-        resolution = block.get("resolution", "")
-        if resolution:
-            name = _yarn_resolved_name(resolution)
-            if name is not None:
-                packages[(name, version)] = Package("npm", name, version, direct=False)
-            return
-        for spec in specs:
-            name = _yarn_resolved_name(spec)
-            if name is not None:
-                packages[(name, version)] = Package("npm", name, version, direct=False)
-
+    sub = None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -152,20 +175,48 @@ def parse_yarn_lock(text: str) -> list[Package]:
             match = _YARN_ENTRY.match(line)
             if not match:
                 raise ManifestError(f"yarn.lock line {number}: expected 'name@range:'")
-            finish()
-            block = {"specs": [n.strip().strip('"') for n in match["names"].split(",")]}
-            saw_entry = True
+            block = {"specs": [n.strip().strip('"') for n in match["names"].split(",")], "deps": []}
+            blocks.append(block)
             continue
-        if not line.startswith("  ") or line.startswith("   "):
-            continue  # nested mappings (dependencies, checksums...)
-        key, _, value = line.strip().partition(" ")
-        key = key.rstrip(":")
-        if key in ("version", "resolution"):
-            block[key] = value.lstrip(":").strip().strip('"')
-    finish()
-    if not saw_entry:
+        if line.startswith("    ") and not line.startswith("     "):
+            if sub in ("dependencies", "optionalDependencies"):
+                block["deps"].append(_yarn_dependency(line.strip()))
+            continue
+        if line.startswith("  ") and not line.startswith("   "):
+            key, _, value = line.strip().partition(" ")
+            sub = key.rstrip(":")
+            if sub in ("version", "resolution"):
+                block[sub] = value.lstrip(":").strip().strip('"')
+    real = [b for b in blocks if b["specs"] != ["__metadata"] and "version" in b]
+    if not real and not any(b["specs"] == ["__metadata"] for b in blocks):
         raise ManifestError("yarn.lock has no entries")
-    return list(packages.values())
+    # Every range an entry answers for -> the package version it resolved to.
+    resolved: dict[str, tuple[str, str] | None] = {}
+    for b in real:
+        name = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
+        for spec in b["specs"]:
+            resolved[spec] = (name, b["version"]) if name is not None else None
+    direct = set()
+    packages = []
+    for b in real:
+        needs = {resolved.get(f"{dep}@{spec}") for dep, spec in b["deps"]} - {None}
+        name = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
+        if name is None:  # a Berry workspace: its dependencies are the direct ones
+            direct |= needs
+            continue
+        packages.append(
+            Package("npm", name, b["version"], direct=False, requires=tuple(sorted(f"{n} {v}" for n, v in needs)))
+        )
+    return [Package(p.ecosystem, p.name, p.version, (p.name, p.version) in direct, False, p.requires) for p in packages]
+
+
+def _yarn_dependency(line: str) -> tuple[str, str]:
+    """``name "range"`` (v1) or ``name: "npm:range"`` (Berry), names possibly quoted."""
+    if line.startswith('"'):
+        name, _, rest = line[1:].partition('"')
+    else:
+        name, rest = re.split(r":?\s", line, maxsplit=1) if " " in line else (line.rstrip(":"), "")
+    return name.strip(), rest.lstrip(":").strip().strip('"')
 
 
 _YARN_LOCAL = ("@workspace:", "@link:", "@portal:", "@file:", "@exec:")
@@ -190,40 +241,97 @@ def _yarn_resolved_name(spec: str) -> str | None:
 
 
 def parse_pnpm_lock(text: str) -> list[Package]:
+    """pnpm's lock file, formats 5.x (``/name/1.0.0_peer@2``), 6.0 (``/name@1.0.0(peer@2)``)
+    and 9.0 (``name@1.0.0`` in ``packages``, the graph in ``snapshots``). Direct dependencies
+    are the importers' (the root and each workspace project); a package is development-only
+    when no importer's runtime dependencies reach it, which is how ``pnpm install --prod``
+    decides."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ManifestError(f"pnpm-lock.yaml is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ManifestError("pnpm-lock.yaml should be a mapping")
-    direct: dict[str, bool] = {}
-    importers = data.get("importers") or {".": data}
-    for importer in importers.values():
-        for section, dev in (("dependencies", False), ("devDependencies", True), ("optionalDependencies", False)):
-            for name in (importer or {}).get(section) or {}:
-                direct[name] = dev
-    packages = []
     try:
         legacy = float(str(data.get("lockfileVersion", "6")).split(".")[0]) < 6
     except ValueError:
         legacy = False
-    for key, meta in (data.get("packages") or {}).items():
-        spec = key.lstrip("/").split("(", 1)[0]
-        if legacy or "@" not in spec[1:]:
-            # pnpm 5.x: /name/version, /@scope/name/version, with _peer@x suffixes
-            if "/" not in spec:
-                continue
-            name, version = spec.split("_", 1)[0].rsplit("/", 1)
-        else:
-            name, version = spec.rsplit("@", 1)
-        meta = meta or {}
+    # Format 9 keeps each package's dependencies in ``snapshots``; earlier formats in ``packages``.
+    # A package installed for different peers is one key per peer set: the graph is walked on
+    # those keys (each reaches its own dependencies), then told per package version.
+    entries = {str(key): meta or {} for key, meta in (data.get("snapshots") or data.get("packages") or {}).items()}
+    slash = "/" if any(key.startswith("/") for key in entries) else ""
+
+    def node(name: str, ref) -> str | None:
+        ref = str(ref.get("version", "") if isinstance(ref, dict) else ref)  # 6.0+: {specifier, version}
+        if not ref or ref.startswith(("link:", "file:", "workspace:")):
+            return None  # the workspace's own code
+        if ref.startswith("/") or (not slash and "@" in ref.split("(", 1)[0][1:]):
+            return ref  # an alias: the key of the package it names
+        return f"{slash}{name}{'/' if legacy else '@'}{ref}"
+
+    direct, runtime = set(), set()
+    importers = data.get("importers") or {".": data}
+    for importer in importers.values():
+        for section in ("dependencies", "optionalDependencies", "devDependencies"):
+            for name, ref in ((importer or {}).get(section) or {}).items():
+                key = node(str(name), ref)
+                if key is not None:
+                    direct.add(key)
+                    if section != "devDependencies":
+                        runtime.add(key)
+    requires: dict[str, list[str]] = {
+        key: [
+            n
+            for section in ("dependencies", "optionalDependencies")
+            for name, ref in (meta.get(section) or {}).items()
+            if (n := node(str(name), ref)) is not None
+        ]
+        for key, meta in entries.items()
+    }
+    todo = list(runtime)
+    while todo:
+        for key in requires.get(todo.pop(), ()):
+            if key not in runtime:
+                runtime.add(key)
+                todo.append(key)
+    packages = []
+    for key, needs in requires.items():
+        ident = _pnpm_key(key, legacy)
+        if ident is None:
+            continue
+        targets = {_pnpm_key(n, legacy) for n in needs} - {None}
         packages.append(
-            Package("npm", name, version, direct=name in direct, dev=bool(meta.get("dev", direct.get(name, False))))
+            Package(
+                "npm",
+                *ident,
+                direct=key in direct,
+                dev=key not in runtime,
+                requires=tuple(sorted(f"{n} {v}" for n, v in targets)),
+            )
         )
-    return packages
+    return packages  # peer-set copies are merged by parse_manifest
+
+
+def _pnpm_key(key: str, legacy: bool) -> tuple[str, str] | None:
+    """(name, version) of a ``packages``/``snapshots`` key, without peer-dependency suffixes."""
+    spec = key.removeprefix("/").split("(", 1)[0]
+    if legacy:  # name/version_peer@2 (a peer name's slash is written "+")
+        if "/" not in spec:
+            return None
+        name, version = spec.rsplit("/", 1)
+        return name, version.split("_", 1)[0]
+    if "@" not in spec[1:]:
+        return None
+    name, version = spec.rsplit("@", 1)
+    return name, version
 
 
 # --- Python ------------------------------------------------------------------------------------
+
+
+def _pypi(name: str) -> str:
+    return normalise_name("pypi", name)
 
 
 def _requirement(line: str, where: str) -> Package:
@@ -233,18 +341,46 @@ def _requirement(line: str, where: str) -> Package:
         raise ManifestError(f"{where}: {exc}") from None
     specs = list(req.specifier)
     exact = specs[0].version if len(specs) == 1 and specs[0].operator in ("==", "===") else ""
-    return Package("pypi", req.name.lower().replace("_", "-"), exact or str(req.specifier), direct=True)
+    return Package("pypi", _pypi(req.name), exact or str(req.specifier), direct=True)
+
+
+_EGG = re.compile(r"#(?:.*&)?egg=([A-Za-z0-9][\w.-]*)")
 
 
 def parse_requirements(text: str, path: str = "requirements.txt") -> list[Package]:
+    """A pip requirements file, read as pip reads it: one requirement per logical line
+    (``\\`` continues a line), per-requirement options such as ``--hash`` dropped, editable
+    and URL requirements by the name they give (``-e git+...#egg=name``, ``name @ url``; no
+    version), local paths left out (they have no name until built). ``-r``/``-c`` lines
+    name other files, which the scanner reads on their own; nothing outside this text is
+    ever opened (requirements-parser, for one, opens ``-r`` paths on the reading machine)."""
     packages = []
+    logical: list[tuple[int, str]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-", "--")) or "://" in line:
-            continue  # comments, options (-r, -e, --hash...), direct URLs
+        line = raw if raw.lstrip().startswith("#") else re.split(r"(?:^|\s)#", raw, maxsplit=1)[0]
+        if logical and logical[-1][1].endswith("\\"):
+            logical[-1] = (logical[-1][0], logical[-1][1][:-1] + " " + line.strip())
+        else:
+            logical.append((number, line.strip()))
+    for number, line in logical:
+        line = line.rstrip("\\").strip()
+        where = f"{PurePosixPath(path).name} line {number}"
+        if line.startswith(("-e ", "--editable ", "--editable=")):
+            egg = _EGG.search(line)
+            if egg:
+                packages.append(Package("pypi", _pypi(egg[1]), "", direct=True))
+            continue
+        if not line or line.startswith(("#", "-", ".", "/", "~")):
+            continue  # comments, options (-r, -c, -i, --hash...), local paths
         # Per-requirement options on the same line (pip's --hash=..., --config-settings ...).
         line = re.split(r"\s+--?[A-Za-z]", line, maxsplit=1)[0].strip()
-        packages.append(_requirement(line.rstrip("\\").strip(), f"{PurePosixPath(path).name} line {number}"))
+        if "://" in line and "@" not in line.split("://", 1)[0]:
+            egg = _EGG.search(line)  # a bare URL: only its #egg= says what it is
+            if egg:
+                packages.append(Package("pypi", _pypi(egg[1]), "", direct=True))
+            continue
+        package = _requirement(line, where)
+        packages.append(package if "://" not in line else Package("pypi", package.name, "", direct=True))
     dev = bool(re.search(r"(dev|test|lint|doc)", PurePosixPath(path).name))
     return [Package(p.ecosystem, p.name, p.version, p.direct, dev) for p in packages]
 
@@ -255,7 +391,7 @@ def parse_pipfile_lock(text: str) -> list[Package]:
     for section, dev in (("default", False), ("develop", True)):
         for name, meta in (data.get(section) or {}).items():
             version = str((meta or {}).get("version", "")).lstrip("=")
-            packages.append(Package("pypi", name.lower(), version, direct=False, dev=dev))
+            packages.append(Package("pypi", _pypi(name), version, direct=False, dev=dev))
     return packages
 
 
@@ -269,11 +405,11 @@ def parse_poetry_lock(text: str) -> list[Package]:
         packages.append(
             Package(
                 "pypi",
-                meta["name"].lower(),
+                _pypi(meta["name"]),
                 meta["version"],
                 direct=False,
                 dev="main" not in groups,
-                requires=tuple(sorted(n.lower() for n in meta.get("dependencies") or {})),
+                requires=tuple(sorted(_pypi(n) for n in meta.get("dependencies") or {})),
             )
         )
     return packages
@@ -297,11 +433,11 @@ def parse_pyproject(text: str) -> list[Package]:
             if name.lower() == "python":
                 continue
             version = spec if isinstance(spec, str) else (spec or {}).get("version", "")
-            packages.append(Package("pypi", name.lower(), str(version), True, dev))
+            packages.append(Package("pypi", _pypi(name), str(version), True, dev))
     for group, meta in (poetry.get("group") or {}).items():
         for name, spec in (meta.get("dependencies") or {}).items():
             version = spec if isinstance(spec, str) else (spec or {}).get("version", "")
-            packages.append(Package("pypi", name.lower(), str(version), True, dev=group != "main"))
+            packages.append(Package("pypi", _pypi(name), str(version), True, dev=group != "main"))
     # PEP 735 dependency groups: development-time by definition (an entry may include another group).
     for group, lines in (data.get("dependency-groups") or {}).items():
         for line in lines:
@@ -313,47 +449,73 @@ def parse_pyproject(text: str) -> list[Package]:
 
 
 def parse_uv_lock(text: str) -> list[Package]:
-    """uv's lock file: every resolved package, the project itself left out; a package only
-    the project's dev groups (or optional extras named dev) reach is marked dev."""
+    """uv's lock file: every resolved package, the project itself left out. A package that
+    only the project's development groups reach is marked dev (the project's optional
+    extras are runtime dependencies, as ``uv export --all-extras --no-dev`` has them), and an
+    extra another package asks for (``requests[socks]``) adds that extra's dependencies to
+    the graph."""
     data = _toml(text, "uv.lock")
     entries = data.get("package") or []
     projects = [e for e in entries if (e.get("source") or {}).get("editable") or (e.get("source") or {}).get("virtual")]
+
+    def named(deps) -> list[tuple[str, str]]:
+        return [(str(d.get("name", "")).lower(), str(d.get("version", ""))) for d in deps or [] if isinstance(d, dict)]
+
+    wanted_extras: dict[str, set[str]] = {}
+    for e in entries:
+        every = [*(e.get("dependencies") or []), *(d for ds in (e.get("dev-dependencies") or {}).values() for d in ds)]
+        every += [d for ds in (e.get("optional-dependencies") or {}).values() for d in ds]
+        for d in every:
+            wanted_extras.setdefault(str(d.get("name", "")).lower(), set()).update(d.get("extra") or [])
+    versions: dict[str, set[str]] = {}
+    for e in entries:
+        versions.setdefault(str(e.get("name", "")).lower(), set()).add(str(e.get("version", "")))
+    graph: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for e in entries:
+        name = str(e.get("name", "")).lower()
+        deps = named(e.get("dependencies"))
+        for extra in wanted_extras.get(name, ()):
+            deps += named((e.get("optional-dependencies") or {}).get(extra))
+        # A dependency names its version only where the lock holds several of that package.
+        graph[(name, str(e.get("version", "")))] = {
+            (n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in deps if n
+        }
     runtime, dev_only = set(), set()
     for project in projects:
-        runtime |= {d.get("name", "").lower() for d in project.get("dependencies") or []}
+        ident = (str(project.get("name", "")).lower(), str(project.get("version", "")))
+        runtime |= graph.get(ident, set())
+        for deps in (project.get("optional-dependencies") or {}).values():
+            runtime |= {(n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in named(deps)}
         for deps in (project.get("dev-dependencies") or {}).values():
-            dev_only |= {d.get("name", "").lower() for d in deps}
-    graph = {
-        str(e.get("name", "")).lower(): {str(d.get("name", "")).lower() for d in e.get("dependencies") or []}
-        for e in entries
-    }
+            dev_only |= {(n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in named(deps)}
 
-    def reach(start: set[str]) -> set[str]:
+    def reach(start: set) -> set:
         seen, todo = set(), list(start)
         while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo += graph.get(name, ())
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo += graph.get(node, ())
         return seen
 
     needed_at_run_time = reach(runtime)
-    packages = []
     roots = {p.get("name", "").lower() for p in projects}
+    packages = []
     for meta in entries:
         name = str(meta.get("name", "")).lower()
         if not name or name in roots:
             continue
         if "version" not in meta:
             raise ManifestError(f"uv.lock: package {name} has no version")
+        ident = (name, str(meta["version"]))
         packages.append(
             Package(
                 "pypi",
                 name,
-                str(meta["version"]),
-                direct=name in runtime or name in dev_only,
-                dev=bool(runtime or dev_only) and name not in needed_at_run_time,
-                requires=tuple(sorted(graph.get(name, ()))),
+                ident[1],
+                direct=ident in runtime or ident in dev_only,
+                dev=bool(runtime or dev_only) and ident not in needed_at_run_time,
+                requires=tuple(sorted(f"{n} {v}" for n, v in graph.get(ident, ()) if n not in roots)),
             )
         )
     return packages
@@ -479,7 +641,8 @@ def parse_cargo_lock(text: str) -> list[Package]:
             p["name"],
             p["version"],
             direct=False,
-            requires=tuple(sorted({str(d).split()[0] for d in p.get("dependencies") or []})),
+            # "name" where the lock holds one version of it, "name version (source)" where several.
+            requires=tuple(sorted({" ".join(str(d).split()[:2]) for d in p.get("dependencies") or []})),
         )
         for p in data.get("package", [])
         if "source" in p
@@ -487,29 +650,45 @@ def parse_cargo_lock(text: str) -> list[Package]:
 
 
 def parse_gemfile_lock(text: str) -> list[Package]:
-    packages, section, direct = [], None, set()
-    specs: list[tuple[str, str]] = []
+    """Bundler's lock file: each gem in the ``GEM``/``GIT``/``PATH`` specs at its version
+    (a platform gem's version without the platform), the gems it depends on (the indented
+    lines under it), and ``DEPENDENCIES`` (the Gemfile's own gems) as the direct ones."""
+    section, direct = None, set()
+    specs: list[tuple[str, str, list[str]]] = []
     for raw in text.splitlines():
         if raw and not raw.startswith(" "):
             section = raw.strip()
             continue
         if section in ("GEM", "GIT", "PATH"):
-            match = re.match(r"^ {4}([^\s(]+) \(([^)]+)\)$", raw)
-            if match:
-                specs.append((match[1], match[2]))
+            spec = re.match(r"^ {4}([^\s(]+) \(([^)]+)\)$", raw)
+            needs = re.match(r"^ {6}([^\s(]+)", raw)
+            if spec:
+                specs.append((spec[1], spec[2], []))
+            elif needs and specs:
+                specs[-1][2].append(needs[1])
         elif section == "DEPENDENCIES" and raw.startswith("  "):
             direct.add(raw.strip().split()[0].rstrip("!"))
     if not specs and "GEM" not in text:
         raise ManifestError("Gemfile.lock has no GEM section")
     # A platform gem (``nokogiri (1.13.10-x86_64-linux)``) is that version built for a platform.
-    packages = [Package("gem", name, gem_version(version), direct=name in direct) for name, version in specs]
-    return list({(p.name, p.version): p for p in packages}.values())
+    return [
+        Package("gem", name, gem_version(version), direct=name in direct, requires=tuple(sorted(set(needs))))
+        for name, version, needs in specs
+    ]
 
 
 def parse_composer_lock(text: str) -> list[Package]:
     data = _json(text, "composer.lock")
     return [
-        Package("composer", p["name"], str(p.get("version", "")).lstrip("v"), direct=False, dev=dev)
+        Package(
+            "composer",
+            p["name"],
+            str(p.get("version", "")).lstrip("v"),
+            direct=False,
+            dev=dev,
+            # Platform requirements (php, ext-json, lib-icu, composer-plugin-api) are not packages.
+            requires=tuple(sorted(n for n in p.get("require") or {} if "/" in n)),
+        )
         for section, dev in (("packages", False), ("packages-dev", True))
         for p in data.get(section) or []
         if isinstance(p, dict) and "name" in p
@@ -527,7 +706,13 @@ def parse_nuget_lock(text: str) -> list[Package]:
             if (meta or {}).get("type") == "Project":
                 continue
             version = str((meta or {}).get("resolved", ""))
-            seen[(name, version)] = Package("nuget", name, version, direct=(meta or {}).get("type") == "Direct")
+            seen[(name, version)] = Package(
+                "nuget",
+                name,
+                version,
+                direct=(meta or {}).get("type") == "Direct",
+                requires=tuple(sorted((meta or {}).get("dependencies") or {})),
+            )
     return list(seen.values())
 
 
@@ -577,11 +762,60 @@ def parser_for(path: str) -> Callable[[str], list[Package]] | None:
     return None
 
 
+def _merged(packages: list[Package]) -> list[Package]:
+    """One record per package version: copies of it in several places (npm's nested folders,
+    several importers) are one package, direct if any copy is, development-only if every
+    copy is, requiring what any copy requires."""
+    merged: dict[tuple[str, str, str], Package] = {}
+    for p in packages:
+        key = (p.ecosystem, p.name, p.version)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = p
+        else:
+            merged[key] = Package(
+                p.ecosystem,
+                p.name,
+                p.version,
+                direct=seen.direct or p.direct,
+                dev=seen.dev and p.dev,
+                requires=tuple(sorted(set(seen.requires) | set(p.requires))),
+            )
+    return list(merged.values())
+
+
+def _resolved(packages: list[Package]) -> list[Package]:
+    """Each ``requires`` entry as ``name version``: a lock file that names only a dependency
+    holds one version of it, which is the one meant. An entry naming a package the file does
+    not hold (or holds in several versions, unnamed) is dropped: the graph has no edge it
+    cannot place."""
+    found: dict[tuple[str, str], list[Package]] = {}
+    for p in packages:
+        found.setdefault((p.ecosystem, normalise_name(p.ecosystem, p.name)), []).append(p)
+    held = {(p.ecosystem, normalise_name(p.ecosystem, p.name), p.version) for p in packages}
+    result = []
+    for p in packages:
+        if not p.requires:
+            result.append(p)
+            continue
+        edges = set()
+        for entry in p.requires:
+            name, _, version = entry.partition(" ")
+            key = (p.ecosystem, normalise_name(p.ecosystem, name))
+            if version and (*key, version) in held:
+                edges.add(f"{found[key][0].name} {version}")
+            elif not version and len({t.version for t in found.get(key, [])}) == 1:
+                target = found[key][0]
+                edges.add(f"{target.name} {target.version}")
+        result.append(Package(p.ecosystem, p.name, p.version, p.direct, p.dev, tuple(sorted(edges))))
+    return result
+
+
 def parse_manifest(path: str, text: str) -> list[Package]:
     parser = parser_for(path)
     if parser is None:
         raise ManifestError(f"{path} is not a manifest the portal reads")
-    packages = parser(text)
+    packages = _resolved(_merged(parser(text)))
     lock_files = {name for names in LOCKFILES.values() for name in names} | {"packages.lock.json"}
     if not packages and PurePosixPath(path).name in lock_files and len(text.strip()) > 200:
         # A lock file of real size that yields nothing is a format the parser missed: say so.

@@ -146,7 +146,7 @@ class DependencyPackage(models.Model):
     direct = models.BooleanField(default=True)
     dev = models.BooleanField(default=False)
     requires = models.JSONField(
-        default=list, blank=True, help_text="The packages it depends on, by name, where its lock file says so."
+        default=list, blank=True, help_text='The packages it depends on ("name version"), where its lock file says so.'
     )
 
     class Meta:

@@ -61,8 +61,9 @@ def _projects(tenant, namespace=None):
 def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
     """CycloneDX 1.6 JSON, piece by piece: each repository an application component that
     depends on its direct dependencies, each package version one library component (the
-    first of equal package URLs, in URL order), and the known vulnerabilities with the
-    components they affect."""
+    first of equal package URLs, in URL order) that depends on what its lock files say it
+    requires (in any repository), and the known vulnerabilities with the components they
+    affect. Memory holds the set of package URLs, not the document."""
     projects = _projects(tenant, namespace)
     packages = DependencyPackage.objects.filter(reference__is_default=True, reference__project__in=projects)
     name = tenant.name + (f" / {namespace.name}" if namespace is not None else "")
@@ -78,14 +79,15 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
         }
         yield ("" if first else ",") + json.dumps(component)
         first = False
-    # Libraries: one per package URL (rows come in URL-relevant order; equal URLs are adjacent).
-    previous = None
+    # Libraries: one per package URL (rows come in URL order, so a URL's rows are adjacent;
+    # the set catches spellings of one name that sort apart).
+    emitted: set[str] = set()
     rows = packages.order_by("ecosystem", "name", "version", "pk").values_list("ecosystem", "name", "version", "dev")
     for ecosystem, package, version, dev in rows.iterator(chunk_size=CHUNK):
         ref = package_url(ecosystem, package, version)
-        if ref == previous:
+        if ref in emitted:
             continue
-        previous = ref
+        emitted.add(ref)
         component = {
             "type": "library",
             "bom-ref": ref,
@@ -115,6 +117,25 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
             direct.append(ref)
     if current is not None:
         yield ("" if first else ",") + json.dumps({"ref": f"repository:{current}", "dependsOn": direct})
+        first = False
+    # Each package version -> what its lock file rows require, over every repository.
+    rows = (
+        packages.exclude(requires=[])
+        .order_by("ecosystem", "name", "version", "pk")
+        .values_list("ecosystem", "name", "version", "requires")
+    )
+    current, needs, done = None, set(), set()
+    for ecosystem, package, version, requires in rows.iterator(chunk_size=CHUNK):
+        ref = package_url(ecosystem, package, version)
+        if ref != current:
+            if current is not None and current not in done:
+                done.add(current)
+                yield ("" if first else ",") + json.dumps({"ref": current, "dependsOn": sorted(needs)})
+                first = False
+            current, needs = ref, set()
+        needs.update(t for t in _requires(ecosystem, requires) if t in emitted and t != ref)
+    if current is not None and current not in done:
+        yield ("" if first else ",") + json.dumps({"ref": current, "dependsOn": sorted(needs)})
     yield '], "vulnerabilities": ['
     first = True
     # Known vulnerabilities, one entry per advisory with every component it affects.
@@ -158,7 +179,8 @@ def reference_sbom(*, reference: Reference) -> dict:
     """A CycloneDX 1.6 JSON SBOM of the reference's packages: one component per package
     version (its package URL, the manifests it is declared in), the dependency graph (the
     repository depends on its direct dependencies, and each package on what its lock file
-    entry requires, where the lock file says so: npm, Cargo, Poetry, uv), development
+    entry requires, where the lock file says so: npm, pnpm, Yarn, Cargo, Poetry, uv, Bundler,
+    Composer), development
     dependencies with ``scope: excluded``, and the known vulnerabilities (OSV) with the
     components they affect."""
     project = reference.project
@@ -220,20 +242,16 @@ def reference_sbom(*, reference: Reference) -> dict:
 
 
 def _graph(packages: list[DependencyPackage]) -> dict[str, set[str]]:
-    """{component: the components it depends on}, from what each lock file row requires: a
-    name resolved to the version the same lock file holds (else the only version present)."""
-    in_file, anywhere = {}, {}
-    for p in packages:
-        key = normalise_name(p.ecosystem, p.name)
-        in_file.setdefault((p.manifest_path, p.ecosystem, key), purl(p))
-        anywhere.setdefault((p.ecosystem, key), purl(p))
+    """{component: the components it depends on}: each lock file row's ``requires`` entries
+    (``name version``, placed by the parser within its file) as package URLs."""
+    refs = {purl(p) for p in packages}
     graph: dict[str, set[str]] = {}
     for p in packages:
         ref = purl(p)
-        needs = graph.setdefault(ref, set())
-        for name in p.requires or []:
-            key = (p.ecosystem, normalise_name(p.ecosystem, name))
-            target = in_file.get((p.manifest_path, *key)) or anywhere.get(key)
-            if target and target != ref:
-                needs.add(target)
+        graph.setdefault(ref, set()).update(t for t in _requires(p.ecosystem, p.requires) if t in refs and t != ref)
     return graph
+
+
+def _requires(ecosystem: str, requires) -> list[str]:
+    """The package URLs a row's ``requires`` entries name."""
+    return [package_url(ecosystem, *entry.split(" ", 1)) for entry in requires or [] if " " in entry]

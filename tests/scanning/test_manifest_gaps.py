@@ -211,8 +211,62 @@ def test_lock_files_give_the_graph_from_direct_to_transitive():
     }
     found = {p.name: p for p in parse_manifest("package-lock.json", json.dumps(lock))}
     assert found["express"].direct
-    assert found["express"].requires == ("body-parser",)
-    assert found["body-parser"].requires == ("bytes",)
+    # "name version": each dependency resolved to the copy Node.js would load.
+    assert found["express"].requires == ("body-parser 1.20.1",)
+    assert found["body-parser"].requires == ("bytes 3.1.2",)
     text = (Path(__file__).parent / "fixtures" / "manifests" / "uv.lock").read_text()
     uv = {p.name: p for p in parse_manifest("uv.lock", text)}
-    assert uv["requests"].requires == ("certifi",)
+    assert [r.split()[0] for r in uv["requests"].requires] == ["certifi"]
+
+
+def test_bundler_composer_and_nuget_lock_files_give_their_graph():
+    """Gemfile.lock (GIT, PATH and GEM specs, platform gems), composer.lock and NuGet's
+    packages.lock.json say what each package depends on: the rows carry it as
+    ``name version``, the one version the file holds."""
+    import json
+
+    text = (Path(__file__).parent / "fixtures" / "manifests" / "Gemfile.lock").read_text()
+    gems = {p.name: p for p in parse_manifest("Gemfile.lock", text)}
+    assert len(gems) == 16  # nokogiri's three platform builds are one version
+    assert gems["nokogiri"].version == "1.15.5"
+    # One version, so what the source gem and the platform builds need together.
+    assert gems["nokogiri"].requires == ("mini_portile2 2.8.5", "racc 1.7.3")
+    assert gems["actionpack"].requires == (
+        "actionview 7.1.2",
+        "activesupport 7.1.2",
+        "nokogiri 1.15.5",
+        "rack 3.0.8",
+    )
+    assert gems["acme-auth"].requires == ("jwt 2.7.1",)  # a GIT gem
+    assert gems["billing"].requires == ("rails 7.1.2",)  # a PATH gem
+    assert {name for name, p in gems.items() if p.direct} == {"acme-auth", "billing", "nokogiri", "rails", "rspec-core"}
+    composer = {
+        "packages": [
+            {
+                "name": "monolog/monolog",
+                "version": "3.5.0",
+                "require": {"php": ">=8.1", "ext-json": "*", "psr/log": "^2.0 || ^3.0"},
+            },
+            {"name": "psr/log", "version": "3.0.0", "require": {"php": ">=8.0.0"}},
+        ],
+        "packages-dev": [{"name": "phpunit/phpunit", "version": "10.5.3", "require": {"composer-runtime-api": "*"}}],
+    }
+    found = {p.name: p for p in parse_manifest("composer.lock", json.dumps(composer))}
+    assert found["monolog/monolog"].requires == ("psr/log 3.0.0",)  # php and extensions are the platform
+    assert found["phpunit/phpunit"].requires == ()
+    nuget = {
+        "version": 1,
+        "dependencies": {
+            "net8.0": {
+                "Serilog.Sinks.Console": {
+                    "type": "Direct",
+                    "requested": "[5.0.1, )",
+                    "resolved": "5.0.1",
+                    "dependencies": {"Serilog": "3.1.1"},
+                },
+                "Serilog": {"type": "Transitive", "resolved": "3.1.1"},
+            }
+        },
+    }
+    found = {p.name: p for p in parse_manifest("packages.lock.json", json.dumps(nuget))}
+    assert found["Serilog.Sinks.Console"].requires == ("Serilog 3.1.1",)

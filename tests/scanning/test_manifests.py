@@ -141,7 +141,8 @@ PyYAML[extra]===6.0.1 ; python_version >= "3.8"
     assert pkgs["django"].version == "5.2.1"
     assert pkgs["requests"].version == "<3,>=2.31"
     assert pkgs["pyyaml"].version == "6.0.1"
-    assert len(pkgs) == 3
+    assert pkgs["y"].version == ""  # an editable VCS requirement: known by its #egg= name
+    assert len(pkgs) == 4
     assert all(p.dev for p in parse_manifest("requirements-dev.txt", "pytest==8.0\n"))
     with pytest.raises(ManifestError, match="requirements.txt line 1"):
         parse_manifest("requirements.txt", "django==>5\n")

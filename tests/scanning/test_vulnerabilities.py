@@ -241,8 +241,8 @@ def test_the_sbom_graph_follows_what_lock_files_say(bitbucket):
 
     reference = ReferenceFactory(project=ProjectFactory(), is_default=True)
     for name, version, direct, requires in (
-        ("express", "4.18.2", True, ["body-parser"]),
-        ("body-parser", "1.20.1", False, ["bytes"]),
+        ("express", "4.18.2", True, ["body-parser 1.20.1"]),
+        ("body-parser", "1.20.1", False, ["bytes 3.1.2"]),
         ("bytes", "3.1.2", False, []),
     ):
         DependencyPackage.objects.create(

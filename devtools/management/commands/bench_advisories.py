@@ -18,6 +18,8 @@ from integrations import services
 from integrations.models import Integration, IntegrationStatus, Project, Reference
 from scanning.metrics import peak_rss_mb, remove_benchmark_tenant, reset_peak_rss
 from scanning.models import DependencyPackage, PackageVulnerability
+from scanning.sbom import tenant_sbom_stream
+from scanning.selectors import tenant_overview, vulnerabilities_visible
 from scanning.vulnerabilities import vulnerabilities_match_all, vulnerabilities_match_names
 
 
@@ -40,7 +42,8 @@ class Command(BaseCommand):
     help = (
         "Build an OSV archive of --advisories npm advisories over --names package names and an inventory of "
         "--packages package rows, then measure: the import (wall time, peak memory), a full re-match, and the "
-        "incremental match of one new advisory. Uses the configured database; its rows are removed afterwards."
+        "incremental match of one new advisory; then the overview, the Vulnerabilities page and the organisation "
+        "SBOM at that scale. Uses the configured database; its rows are removed afterwards."
     )
 
     def add_arguments(self, parser):
@@ -81,6 +84,7 @@ class Command(BaseCommand):
                     f"full match: {packages} package rows, {matched} matches in {time.perf_counter() - t0:.1f}s; "
                     f"peak memory {peak_rss_mb():.0f} MB"
                 )
+                self._pages(tenant)
                 new = _advisory(advisories, names)
                 new["id"] = "BENCH-NEW"
                 body = archive([_advisory(i, names) for i in range(advisories)] + [new])
@@ -110,6 +114,32 @@ class Command(BaseCommand):
                 Integration.objects.filter(pk=integration.pk).update(status=IntegrationStatus.DELETING)
                 services.integration_purge(integration_id=integration.pk)
             remove_benchmark_tenant(tenant)
+
+    def _pages(self, tenant) -> None:
+        """What people open at this scale: the overview (with a 20-entry deny list), the first
+        page of the Vulnerabilities list, and the organisation SBOM streamed to the end."""
+        Integration.objects.filter(tenant=tenant).update(
+            pr_settings={"deny_packages": [{"name": f"pkg-{i * 7}", "range": "<1.5.0"} for i in range(20)]}
+        )
+        t0 = time.perf_counter()
+        overview = tenant_overview(tenant=tenant)
+        self.stdout.write(
+            f"overview: {overview['vulnerabilities']['total']} vulnerable rows, {len(overview['denied'])} denied rows "
+            f"in {(time.perf_counter() - t0) * 1000:.0f} ms"
+        )
+        t0 = time.perf_counter()
+        first_page = list(vulnerabilities_visible(tenant=tenant)[:50])
+        self.stdout.write(
+            f"vulnerabilities page: first {len(first_page)} rows, worst first, in "
+            f"{(time.perf_counter() - t0) * 1000:.0f} ms"
+        )
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        size = sum(len(piece) for piece in tenant_sbom_stream(tenant=tenant))
+        self.stdout.write(
+            f"organisation SBOM: {size / 1e6:.1f} MB streamed in {time.perf_counter() - t0:.1f}s; "
+            f"peak memory {peak_rss_mb():.0f} MB"
+        )
 
     @staticmethod
     def _serve(body: bytes):
@@ -177,6 +207,11 @@ class Command(BaseCommand):
                         name=f"pkg-{(r.pk * per_repo + k) % (names * 2)}",  # half the names have advisories
                         version=f"1.{k % 12}.0",
                         manifest_path="package-lock.json",
+                        direct=k < 10,
+                        # Each package requires the next one in its lock file (the SBOM's graph).
+                        requires=[f"pkg-{(r.pk * per_repo + k + 1) % (names * 2)} 1.{(k + 1) % 12}.0"]
+                        if k + 1 < per_repo
+                        else [],
                     )
                     for r in refs
                     for k in range(per_repo)
