@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from django.utils import timezone
 
-from common.packages import normalise_name, package_url
+from common.packages import package_url
 from integrations.models import IntegrationStatus, Project, Reference
 from integrations.selectors import namespace_subtree_ids
 from scanning.models import DependencyPackage, PackageVulnerability
