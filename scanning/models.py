@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from integrations.models import Integration
 
@@ -151,7 +152,12 @@ class DependencyPackage(models.Model):
 
     class Meta:
         ordering = ["ecosystem", "name", "version"]
-        indexes = [models.Index(fields=["ecosystem", "name"]), models.Index(fields=["name"])]
+        indexes = [
+            models.Index(fields=["ecosystem", "name"]),
+            models.Index(fields=["name"]),
+            # Names compared case aside (deny lists, advisories' packages): scanning/policy.spelled_as.
+            models.Index(Upper("name"), name="dependencypackage_name_upper"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["reference", "manifest_path", "ecosystem", "name", "version"], name="dependencypackage_unique"

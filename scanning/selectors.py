@@ -234,11 +234,15 @@ def vulnerability_counts(*, tenant, integration=None) -> dict:
     """{"total", "repositories", "by_severity": {severity: n}} for the overview and the
     integration page (one integration's, when given)."""
     qs = _tenant_vulnerabilities(tenant, integration.pk if integration is not None else None)
-    by = dict(qs.values_list("advisory__severity").annotate(n=Count("pk")))
+    counts = qs.aggregate(
+        total=Count("pk"),
+        repositories=Count("package__reference__project", distinct=True),
+        **{f"severity_{s}": Count("pk", filter=Q(advisory__severity=s)) for s in SEVERITY_RANK},
+    )  # one pass over the matches
     return {
-        "total": sum(by.values()),
-        "repositories": qs.values("package__reference__project").distinct().count(),
-        "by_severity": {s: by.get(s, 0) for s in SEVERITY_RANK},
+        "total": counts["total"],
+        "repositories": counts["repositories"],
+        "by_severity": {s: counts[f"severity_{s}"] for s in SEVERITY_RANK},
     }
 
 
