@@ -13,6 +13,7 @@ from django.db import transaction
 from advisories.models import SEVERITY_RANK, Advisory, AffectedPackage
 from advisories.osv import osv_refresh
 from advisories.ranges import affects, first_fix
+from common.db import statistics_refresh
 from common.packages import OSV_ECOSYSTEMS, normalise_name
 from scanning.models import DependencyPackage, PackageVulnerability
 from scanning.policy import spelled_as
@@ -107,6 +108,7 @@ def vulnerabilities_match_all() -> int:
                 total += _replace([p.pk for p in batch], _matches(batch, entries))
                 batch = []
         total += _replace([p.pk for p in batch], _matches(batch, entries))
+    statistics_refresh(PackageVulnerability, rows_written=total)
     return total
 
 
@@ -121,7 +123,9 @@ def advisories_refresh(*, ecosystems: list[str] | None = None) -> dict:
     report = {}
     for ecosystem in ecosystems or ecosystems_seen():
         result = osv_refresh(ecosystem=ecosystem)
+        statistics_refresh(Advisory, AffectedPackage, rows_written=result.advisories if result.changed else 0)
         matched = vulnerabilities_match_names(names=result.names) if result.names else 0
+        statistics_refresh(PackageVulnerability, rows_written=matched)
         report[ecosystem] = {
             "changed": result.changed,
             "advisories": result.advisories,
