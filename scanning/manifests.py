@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote
@@ -22,6 +22,7 @@ import yaml
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
 from common.packages import gem_version, normalise_name
 
@@ -166,7 +167,7 @@ def parse_yarn_lock(text: str) -> list[Package]:
     ``dependencies`` are resolved through the entries' own ranges (the lock file's graph).
     Neither format says which packages are development dependencies."""
     blocks: list[dict] = []
-    block: dict = {}
+    block: dict = {"specs": [], "deps": []}  # lines indented before the first entry are no entry's
     sub = None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -199,7 +200,9 @@ def parse_yarn_lock(text: str) -> list[Package]:
     direct = set()
     packages = []
     for b in real:
-        needs = {resolved.get(f"{dep}@{spec}") for dep, spec in b["deps"]} - {None}
+        # Yarn 2 and 3 write a dependency's range without the "npm:" its entry's key has.
+        needs = {resolved.get(f"{dep}@{spec}", resolved.get(f"{dep}@npm:{spec}")) for dep, spec in b["deps"]}
+        needs.discard(None)
         name = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
         if name is None:  # a Berry workspace: its dependencies are the direct ones
             direct |= needs
@@ -219,7 +222,8 @@ def _yarn_dependency(line: str) -> tuple[str, str]:
     return name.strip(), rest.lstrip(":").strip().strip('"')
 
 
-_YARN_LOCAL = ("@workspace:", "@link:", "@portal:", "@file:", "@exec:")
+# The repository's own code (a ``file:`` or ``exec:`` dependency is a package built from a folder).
+_YARN_LOCAL = ("@workspace:", "@link:", "@portal:")
 
 
 def _yarn_resolved_name(spec: str) -> str | None:
@@ -259,16 +263,44 @@ def parse_pnpm_lock(text: str) -> list[Package]:
     # Format 9 keeps each package's dependencies in ``snapshots``; earlier formats in ``packages``.
     # A package installed for different peers is one key per peer set: the graph is walked on
     # those keys (each reaches its own dependencies), then told per package version.
-    entries = {str(key): meta or {} for key, meta in (data.get("snapshots") or data.get("packages") or {}).items()}
+    info = {str(key): meta or {} for key, meta in (data.get("packages") or {}).items()}
+    entries = {str(key): meta or {} for key, meta in (data.get("snapshots") or {}).items()} or info
     slash = "/" if any(key.startswith("/") for key in entries) else ""
 
     def node(name: str, ref) -> str | None:
+        """The key of the entry a dependency's reference names (None: the repository's own)."""
         ref = str(ref.get("version", "") if isinstance(ref, dict) else ref)  # 6.0+: {specifier, version}
-        if not ref or ref.startswith(("link:", "file:", "workspace:")):
-            return None  # the workspace's own code
-        if ref.startswith("/") or (not slash and "@" in ref.split("(", 1)[0][1:]):
-            return ref  # an alias: the key of the package it names
-        return f"{slash}{name}{'/' if legacy else '@'}{ref}"
+        if not ref or ref.startswith(("link:", "workspace:")):
+            return None
+        head = ref.split("(", 1)[0]
+        if slash:  # 5.x and 6.0: "/real/1.0.0" or "/real@1.0.0" (aliases, tarballs), "file:x", "github.com/..."
+            return (
+                ref
+                if ref.startswith("/") or head.startswith("file:") or "/" in head
+                else (f"/{name}{'/' if legacy else '@'}{ref}")
+            )
+        if _PNPM_ALIAS.match(head):  # 9.0: "real@1.0.0" (an alias or a tarball of the registry)
+            return ref
+        return f"{name}@{ref}"  # a version, or a non-registry reference (file:, git, a URL)
+
+    def ident(key: str) -> tuple[str, str] | None:
+        """(name, version) of an entry: its own name and version fields where it has them
+        (packages from git, tarballs and folders), else read from the key."""
+        meta = info.get(key.split("(", 1)[0]) or info.get(key) or {}
+        if meta.get("name"):
+            return str(meta["name"]), str(meta.get("version", ""))
+        spec = key.split("(", 1)[0]
+        if legacy:  # /name/version_peer@2 (a peer name's slash is written "+")
+            if not spec.startswith("/") or "/" not in spec[1:]:
+                return None
+            name, version = spec[1:].rsplit("/", 1)
+            return name, version.split("_", 1)[0]
+        spec = spec.removeprefix("/")
+        at = spec.find("@", 1)
+        if at < 0:
+            return None
+        version = spec[at + 1 :]
+        return spec[:at], "" if ":" in version else version  # file:, git+, https: are not versions
 
     direct, runtime = set(), set()
     importers = data.get("importers") or {".": data}
@@ -297,34 +329,26 @@ def parse_pnpm_lock(text: str) -> list[Package]:
                 todo.append(key)
     packages = []
     for key, needs in requires.items():
-        ident = _pnpm_key(key, legacy)
-        if ident is None:
+        found = ident(key)
+        if found is None:
             continue
-        targets = {_pnpm_key(n, legacy) for n in needs} - {None}
+        # 5.x and 6.0 say themselves whether a package is for development only.
+        said = (info.get(key) or {}).get("dev")
+        targets = {ident(n) for n in needs} - {None}
         packages.append(
             Package(
                 "npm",
-                *ident,
+                *found,
                 direct=key in direct,
-                dev=key not in runtime,
-                requires=tuple(sorted(f"{n} {v}" for n, v in targets)),
+                dev=said if isinstance(said, bool) else key not in runtime,
+                requires=tuple(sorted(f"{n} {v}" for n, v in targets if v)),
             )
         )
     return packages  # peer-set copies are merged by parse_manifest
 
 
-def _pnpm_key(key: str, legacy: bool) -> tuple[str, str] | None:
-    """(name, version) of a ``packages``/``snapshots`` key, without peer-dependency suffixes."""
-    spec = key.removeprefix("/").split("(", 1)[0]
-    if legacy:  # name/version_peer@2 (a peer name's slash is written "+")
-        if "/" not in spec:
-            return None
-        name, version = spec.rsplit("/", 1)
-        return name, version.split("_", 1)[0]
-    if "@" not in spec[1:]:
-        return None
-    name, version = spec.rsplit("@", 1)
-    return name, version
+# A package key in pnpm 9: a name (scoped or not), "@", then its version.
+_PNPM_ALIAS = re.compile(r"^(@[^/@:]+/)?[^/@:]+@[^/:]*$")
 
 
 # --- Python ------------------------------------------------------------------------------------
@@ -345,6 +369,42 @@ def _requirement(line: str, where: str) -> Package:
 
 
 _EGG = re.compile(r"#(?:.*&)?egg=([A-Za-z0-9][\w.-]*)")
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+
+
+def _pip_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, logical line) as pip's own reader makes them: a line ending in
+    ``\\`` continues on the next, a comment line ends a continuation (and never continues
+    itself), then comments are removed."""
+    pending: list[str] = []
+    start = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        if not line.endswith("\\") or _COMMENT.match(line):
+            if _COMMENT.match(line):
+                line = " " + line  # a comment: removed below, with what it continued
+            yield start, _COMMENT.sub("", "".join(pending) + line).strip()
+            pending = []
+        else:
+            pending.append(line[:-1])
+    if pending:
+        yield start, _COMMENT.sub("", "".join(pending)).strip()
+
+
+def _archive(path: str) -> tuple[str, str] | None:
+    """(name, version) a wheel's or source archive's file name gives (PEP 427, PEP 625)."""
+    filename = unquote(path.replace("\\", "/").rsplit("/", 1)[-1].split("#", 1)[0])
+    try:
+        if filename.endswith(".whl"):
+            name, version, *_ = parse_wheel_filename(filename)
+            return _pypi(name), str(version)
+        if filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            return _pypi(name), str(version)
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+    return None
 
 
 def parse_requirements(text: str, path: str = "requirements.txt") -> list[Package]:
@@ -355,32 +415,31 @@ def parse_requirements(text: str, path: str = "requirements.txt") -> list[Packag
     name other files, which the scanner reads on their own; nothing outside this text is
     ever opened (requirements-parser, for one, opens ``-r`` paths on the reading machine)."""
     packages = []
-    logical: list[tuple[int, str]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw if raw.lstrip().startswith("#") else re.split(r"(?:^|\s)#", raw, maxsplit=1)[0]
-        if logical and logical[-1][1].endswith("\\"):
-            logical[-1] = (logical[-1][0], logical[-1][1][:-1] + " " + line.strip())
-        else:
-            logical.append((number, line.strip()))
-    for number, line in logical:
-        line = line.rstrip("\\").strip()
+    for number, line in _pip_lines(text):
         where = f"{PurePosixPath(path).name} line {number}"
         if line.startswith(("-e ", "--editable ", "--editable=")):
             egg = _EGG.search(line)
             if egg:
                 packages.append(Package("pypi", _pypi(egg[1]), "", direct=True))
             continue
-        if not line or line.startswith(("#", "-", ".", "/", "~")):
-            continue  # comments, options (-r, -c, -i, --hash...), local paths
+        if not line or line.startswith("-"):
+            continue  # options (-r, -c, -i, --hash...)
         # Per-requirement options on the same line (pip's --hash=..., --config-settings ...).
         line = re.split(r"\s+--?[A-Za-z]", line, maxsplit=1)[0].strip()
-        if "://" in line and "@" not in line.split("://", 1)[0]:
-            egg = _EGG.search(line)  # a bare URL: only its #egg= says what it is
-            if egg:
-                packages.append(Package("pypi", _pypi(egg[1]), "", direct=True))
+        first = re.split(r"[\s;]", line, maxsplit=1)[0]
+        if "://" in first or "@" not in line and ("/" in first or "\\" in first or first.startswith((".", "~"))):
+            found = _archive(first) or (_EGG.search(line) and (_pypi(_EGG.search(line)[1]), ""))
+            if found:  # a URL or a path: a wheel's or sdist's file name, or #egg=, says what it is
+                packages.append(Package("pypi", found[0], found[1], direct=True))
+            continue  # else a folder pip would build: it has no name until built
+        if _archive(first):
+            packages.append(Package("pypi", *_archive(first), direct=True))
             continue
         package = _requirement(line, where)
-        packages.append(package if "://" not in line else Package("pypi", package.name, "", direct=True))
+        if "://" in line:  # name @ URL: a version only where the archive's file name gives one
+            found = _archive(line.split("@", 1)[1].split(";", 1)[0].strip())
+            package = Package("pypi", package.name, found[1] if found and found[0] == package.name else "")
+        packages.append(package)
     dev = bool(re.search(r"(dev|test|lint|doc)", PurePosixPath(path).name))
     return [Package(p.ecosystem, p.name, p.version, p.direct, dev) for p in packages]
 
@@ -451,63 +510,83 @@ def parse_pyproject(text: str) -> list[Package]:
 def parse_uv_lock(text: str) -> list[Package]:
     """uv's lock file: every resolved package, the project itself left out. A package that
     only the project's development groups reach is marked dev (the project's optional
-    extras are runtime dependencies, as ``uv export --all-extras --no-dev`` has them), and an
-    extra another package asks for (``requests[socks]``) adds that extra's dependencies to
-    the graph."""
+    extras are runtime dependencies, as ``uv export --all-extras --no-dev`` has them); an
+    extra a dependency asks for (``requests[socks]``) brings that extra's dependencies, at
+    run time only where a runtime path asks for it. A local package without a version (a
+    folder whose version is dynamic) is the repository's own code and is left out."""
     data = _toml(text, "uv.lock")
-    entries = data.get("package") or []
-    projects = [e for e in entries if (e.get("source") or {}).get("editable") or (e.get("source") or {}).get("virtual")]
+    entries = [e for e in data.get("package") or [] if isinstance(e, dict)]
 
-    def named(deps) -> list[tuple[str, str]]:
-        return [(str(d.get("name", "")).lower(), str(d.get("version", ""))) for d in deps or [] if isinstance(d, dict)]
+    def source(e: dict) -> dict:
+        return e.get("source") if isinstance(e.get("source"), dict) else {}
 
-    wanted_extras: dict[str, set[str]] = {}
+    projects = [e for e in entries if source(e).get("editable") or source(e).get("virtual")]
+    versions: dict[str, set[str]] = {}
+    for e in entries:
+        versions.setdefault(_pypi(str(e.get("name", ""))), set()).add(str(e.get("version", "")))
+
+    def edges(deps) -> list[tuple[tuple[str, str], tuple[str, ...]]]:
+        """((name, version), extras asked for) of each dependency entry; an entry names its
+        version only where the lock holds several of that package."""
+        found = []
+        for d in deps or []:
+            if isinstance(d, dict) and d.get("name"):
+                name = _pypi(str(d["name"]))
+                version = str(d.get("version", "")) or next(iter(sorted(versions.get(name, {""}))))
+                found.append(((name, version), tuple(d.get("extra") or ())))
+        return found
+
+    by_ident = {(_pypi(str(e.get("name", ""))), str(e.get("version", ""))): e for e in entries}
+
+    def needs(ident: tuple[str, str], extra: str | None):
+        meta = by_ident.get(ident, {})
+        if extra is None:
+            return edges(meta.get("dependencies"))
+        return edges((meta.get("optional-dependencies") or {}).get(extra))
+
+    def reach(start: list) -> set[tuple[str, str]]:
+        """Package versions reached from these edges, each extra followed only where asked."""
+        seen: set = set()
+        todo = list(start)
+        while todo:
+            ident, extras = todo.pop()
+            for extra in (None, *extras):
+                if (ident, extra) not in seen:
+                    seen.add((ident, extra))
+                    todo += needs(ident, extra)
+        return {ident for ident, _ in seen}
+
+    runtime_edges, dev_edges = [], []
+    for project in projects:
+        runtime_edges += edges(project.get("dependencies"))
+        for deps in (project.get("optional-dependencies") or {}).values():
+            runtime_edges += edges(deps)
+        for deps in (project.get("dev-dependencies") or {}).values():
+            dev_edges += edges(deps)
+    runtime = {ident for ident, _ in runtime_edges}
+    dev_only = {ident for ident, _ in dev_edges}
+    needed_at_run_time = reach(runtime_edges)
+    # The graph: what each package requires, with every extra anyone asks of it.
+    asked: dict[tuple[str, str], set[str]] = {}
     for e in entries:
         every = [*(e.get("dependencies") or []), *(d for ds in (e.get("dev-dependencies") or {}).values() for d in ds)]
         every += [d for ds in (e.get("optional-dependencies") or {}).values() for d in ds]
-        for d in every:
-            wanted_extras.setdefault(str(d.get("name", "")).lower(), set()).update(d.get("extra") or [])
-    versions: dict[str, set[str]] = {}
-    for e in entries:
-        versions.setdefault(str(e.get("name", "")).lower(), set()).add(str(e.get("version", "")))
-    graph: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    for e in entries:
-        name = str(e.get("name", "")).lower()
-        deps = named(e.get("dependencies"))
-        for extra in wanted_extras.get(name, ()):
-            deps += named((e.get("optional-dependencies") or {}).get(extra))
-        # A dependency names its version only where the lock holds several of that package.
-        graph[(name, str(e.get("version", "")))] = {
-            (n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in deps if n
-        }
-    runtime, dev_only = set(), set()
-    for project in projects:
-        ident = (str(project.get("name", "")).lower(), str(project.get("version", "")))
-        runtime |= graph.get(ident, set())
-        for deps in (project.get("optional-dependencies") or {}).values():
-            runtime |= {(n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in named(deps)}
-        for deps in (project.get("dev-dependencies") or {}).values():
-            dev_only |= {(n, v or next(iter(sorted(versions.get(n, {""}))))) for n, v in named(deps)}
-
-    def reach(start: set) -> set:
-        seen, todo = set(), list(start)
-        while todo:
-            node = todo.pop()
-            if node not in seen:
-                seen.add(node)
-                todo += graph.get(node, ())
-        return seen
-
-    needed_at_run_time = reach(runtime)
-    roots = {p.get("name", "").lower() for p in projects}
+        for ident, extras in edges(every):
+            asked.setdefault(ident, set()).update(extras)
+    roots = {_pypi(str(p.get("name", ""))) for p in projects}
     packages = []
     for meta in entries:
-        name = str(meta.get("name", "")).lower()
+        name = _pypi(str(meta.get("name", "")))
         if not name or name in roots:
             continue
         if "version" not in meta:
-            raise ManifestError(f"uv.lock: package {name} has no version")
+            if source(meta).get("registry"):
+                raise ManifestError(f"uv.lock: package {name} from a registry has no version")
+            continue  # a local folder with a dynamic version: the repository's own code
         ident = (name, str(meta["version"]))
+        requires = {t for t, _ in needs(ident, None)}
+        for extra in asked.get(ident, ()):
+            requires |= {t for t, _ in needs(ident, extra)}
         packages.append(
             Package(
                 "pypi",
@@ -515,7 +594,7 @@ def parse_uv_lock(text: str) -> list[Package]:
                 ident[1],
                 direct=ident in runtime or ident in dev_only,
                 dev=bool(runtime or dev_only) and ident not in needed_at_run_time,
-                requires=tuple(sorted(f"{n} {v}" for n, v in graph.get(ident, ()) if n not in roots)),
+                requires=tuple(sorted(f"{n} {v}" for n, v in requires if n not in roots)),
             )
         )
     return packages
@@ -815,7 +894,16 @@ def parse_manifest(path: str, text: str) -> list[Package]:
     parser = parser_for(path)
     if parser is None:
         raise ManifestError(f"{path} is not a manifest the portal reads")
-    packages = _resolved(_merged(parser(text)))
+    try:
+        packages = _resolved(_merged(parser(text)))
+    except ManifestError:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # Valid JSON/YAML/TOML in a shape its format never has (a list where a mapping
+        # belongs, null for a package): said as such, never a crash of the scan.
+        raise ManifestError(
+            f"{path}: not in the shape its format has ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     lock_files = {name for names in LOCKFILES.values() for name in names} | {"packages.lock.json"}
     if not packages and PurePosixPath(path).name in lock_files and len(text.strip()) > 200:
         # A lock file of real size that yields nothing is a format the parser missed: say so.

@@ -9,6 +9,8 @@ import json
 import uuid
 from collections.abc import Iterator
 
+from django.db.models import F, Value
+from django.db.models.functions import Lower, Replace
 from django.utils import timezone
 
 from common.packages import package_url
@@ -58,6 +60,18 @@ def _projects(tenant, namespace=None):
     return projects
 
 
+# Rows in package URL order: names as the URL spells them (case and PyPI's separators aside),
+# so every row of one URL is adjacent whatever its spelling (Newtonsoft.Json, newtonsoft.json).
+URL_ORDER = (
+    "ecosystem",
+    Lower(Replace(Replace(F("name"), Value("_"), Value("-")), Value("."), Value("-"))),
+    "version",
+    Lower("name"),
+    "name",
+    "pk",
+)
+
+
 def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
     """CycloneDX 1.6 JSON, piece by piece: each repository an application component that
     depends on its direct dependencies, each package version one library component (the
@@ -79,10 +93,9 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
         }
         yield ("" if first else ",") + json.dumps(component)
         first = False
-    # Libraries: one per package URL (rows come in URL order, so a URL's rows are adjacent;
-    # the set catches spellings of one name that sort apart).
+    # Libraries: one per package URL (rows come in URL order, so a URL's rows are adjacent).
     emitted: set[str] = set()
-    rows = packages.order_by("ecosystem", "name", "version", "pk").values_list("ecosystem", "name", "version", "dev")
+    rows = packages.order_by(*URL_ORDER).values_list("ecosystem", "name", "version", "dev")
     for ecosystem, package, version, dev in rows.iterator(chunk_size=CHUNK):
         ref = package_url(ecosystem, package, version)
         if ref in emitted:
@@ -119,11 +132,7 @@ def tenant_sbom_stream(*, tenant, namespace=None) -> Iterator[str]:
         yield ("" if first else ",") + json.dumps({"ref": f"repository:{current}", "dependsOn": direct})
         first = False
     # Each package version -> what its lock file rows require, over every repository.
-    rows = (
-        packages.exclude(requires=[])
-        .order_by("ecosystem", "name", "version", "pk")
-        .values_list("ecosystem", "name", "version", "requires")
-    )
+    rows = packages.exclude(requires=[]).order_by(*URL_ORDER).values_list("ecosystem", "name", "version", "requires")
     current, needs, done = None, set(), set()
     for ecosystem, package, version, requires in rows.iterator(chunk_size=CHUNK):
         ref = package_url(ecosystem, package, version)

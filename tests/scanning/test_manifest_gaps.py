@@ -270,3 +270,149 @@ def test_bundler_composer_and_nuget_lock_files_give_their_graph():
     }
     found = {p.name: p for p in parse_manifest("packages.lock.json", json.dumps(nuget))}
     assert found["Serilog.Sinks.Console"].requires == ("Serilog 3.1.1",)
+
+
+def test_pnpm_folders_and_tarballs_in_every_format():
+    """pnpm 7, 8 and 9 wrote these for a folder dependency (file:./local, itself needing ms),
+    a registry tarball URL and a plain version: each is a direct runtime package, the
+    folder's own dependency is transitive, and nothing is taken for a name it is not."""
+    for major in (7, 8, 9):
+        text = (Path(__file__).parent / "fixtures" / "manifests" / f"pnpm-{major}-local-and-tarball.yaml").read_text()
+        found = {(p.name, p.version): p for p in parse_manifest("pnpm-lock.yaml", text)}
+        local_version = "0.2.0" if major == 7 else ""  # pnpm 8 and 9 do not write a folder's version
+        assert set(found) == {("is-number", "7.0.0"), ("left-pad", "1.3.0"), ("local", local_version), ("ms", "2.1.3")}
+        assert {key for key, p in found.items() if p.direct} == {
+            ("is-number", "7.0.0"),
+            ("left-pad", "1.3.0"),
+            ("local", local_version),
+        }
+        assert not any(p.dev for p in found.values()), major
+        assert found[("local", local_version)].requires == ("ms 2.1.3",)
+
+
+def test_yarn_2_and_3_ranges_without_npm_prefix_and_folder_packages():
+    """Yarn 2 and 3 write a dependency's range without "npm:" (the entry's key has it); a
+    file: dependency is a package built from a folder, not the repository's workspace."""
+    berry = """__metadata:
+  version: 6
+  cacheKey: 8
+
+"@babel/highlight@npm:^7.16.7":
+  version: 7.16.10
+  resolution: "@babel/highlight@npm:7.16.10"
+  dependencies:
+    chalk: ^2.0.0
+  languageName: node
+  linkType: hard
+
+"chalk@npm:^2.0.0":
+  version: 2.4.2
+  resolution: "chalk@npm:2.4.2"
+  languageName: node
+  linkType: hard
+
+"app@workspace:.":
+  version: 0.0.0-use.local
+  resolution: "app@workspace:."
+  dependencies:
+    "@babel/highlight": ^7.16.7
+  languageName: unknown
+  linkType: soft
+"""
+    found = {p.name: p for p in parse_manifest("yarn.lock", berry)}
+    assert found["@babel/highlight"].direct
+    assert found["@babel/highlight"].requires == ("chalk 2.4.2",)
+    v1 = """# yarn lockfile v1
+
+
+"local@file:../local":
+  version "0.2.0"
+  dependencies:
+    ms "2.1.3"
+
+ms@2.1.3:
+  version "2.1.3"
+"""
+    found = {p.name: p for p in parse_manifest("yarn.lock", v1)}
+    assert found["local"].version == "0.2.0"
+    assert found["local"].requires == ("ms 2.1.3",)
+    assert not found["ms"].direct
+
+
+def test_uv_extras_asked_only_by_development_groups_are_development_only():
+    text = """version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [{ name = "requests" }]
+
+[package.dev-dependencies]
+dev = [{ name = "requests", extra = ["socks"] }]
+
+[[package]]
+name = "requests"
+version = "2.32.3"
+source = { registry = "https://pypi.org/simple" }
+
+[package.optional-dependencies]
+socks = [{ name = "pysocks" }]
+
+[[package]]
+name = "pysocks"
+version = "1.7.1"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "tool"
+source = { directory = "tools/tool" }
+"""
+    found = {p.name: p for p in parse_manifest("uv.lock", text)}
+    assert not found["requests"].dev
+    assert found["pysocks"].dev  # only the dev group asks for requests[socks]
+    assert found["requests"].requires == ("pysocks 1.7.1",)  # the graph holds every extra asked for
+    assert "tool" not in found  # a local folder with a dynamic version: the repository's own
+
+
+def test_requirements_lines_as_pips_reader_makes_them():
+    text = "\n".join(
+        [
+            "foo==1.0 \\",
+            "# a comment ends the continuation",
+            "bar==2.0",
+            "# a comment line ending in a backslash continues nothing \\",
+            "requests==2.31.0",
+            "dist/baz-1.2-py3-none-any.whl",
+            "qux-0.3.tar.gz",
+            "./local/folder",
+            "pkg @ https://example.com/pkg-2.0.tar.gz",
+            "-r /etc/hostname",
+        ]
+    )
+    found = {p.name: p.version for p in parse_manifest("requirements.txt", text)}
+    assert found == {"foo": "1.0", "bar": "2.0", "requests": "2.31.0", "baz": "1.2", "qux": "0.3", "pkg": "2.0"}
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("package-lock.json", '{"lockfileVersion": 1, "dependencies": {"a": null}}'),
+        ("package-lock.json", '{"lockfileVersion": 1, "dependencies": {"a": {"version": "1", "requires": true}}}'),
+        ("package-lock.json", '{"lockfileVersion": 3, "packages": {"": {"dependencies": ["a"]}}}'),
+        ("pnpm-lock.yaml", "lockfileVersion: '9.0'\nimporters:\n  .:\n    dependencies: [a]\n"),
+        ("pnpm-lock.yaml", "lockfileVersion: '6.0'\npackages:\n  /a@1.0.0: just a string\n"),
+        ("uv.lock", 'version = 1\n[[package]]\nname = "a"\nversion = "1"\ndependencies = ["b"]\n'),
+        ("yarn.lock", '  dependencies:\n    a "1"\nb@^1:\n  version "1.0.0"\n'),
+    ],
+)
+def test_a_lock_file_in_a_shape_its_format_never_has_is_a_clear_error(path, text):
+    """Read as far as it makes sense, or refused with a ManifestError naming the file (the
+    scan's warning); never an AttributeError or TypeError that stops the scan."""
+    try:
+        found = parse_manifest(path, text)
+    except ManifestError as exc:
+        assert path in str(exc)
+    else:
+        assert isinstance(found, list)

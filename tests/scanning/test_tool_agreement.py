@@ -91,7 +91,10 @@ def test_requirements_agree_with_pips_own_reader():
         pinned = specifier[2:] if specifier.startswith("==") and "," not in specifier else None
         pinned = specifier[3:] if specifier.startswith("===") else pinned
         pip_view.append((normalise_name("pypi", req["name"]), pinned or specifier))
-    assert [(p.name, p.version) for p in packages] == pip_view
+    assert [p.name for p in packages] == [name for name, _ in pip_view]
+    for package, (name, version) in zip(packages, pip_view, strict=True):
+        # pip has no specifier for a URL requirement; the archive's file name gives a version.
+        assert package.version == (version or {"pkg-from-url": "1.0"}.get(name, "")), name
 
 
 @pytest.mark.parametrize(("tool", "lock_file"), [("npm", "package-lock.json"), ("pnpm-9", "pnpm-lock.yaml")])
@@ -141,3 +144,36 @@ def test_both_sboms_carry_the_tools_graph(db, tool, lock_file):
         assert graph[root] == {purl(key) for key in expected["direct"]}, kind
         excluded = {c["purl"] for c in sbom["components"] if c.get("scope") == "excluded"}
         assert excluded == {purl(key) for key in expected["dev"]}, kind
+
+
+def test_the_organisation_sbom_joins_rows_of_one_package_url_whatever_their_spelling(db):
+    """NuGet names are case-insensitive: Newtonsoft.Json and newtonsoft.json rows are one
+    component, depending on what either row requires (rows of other versions sort between
+    them by name alone)."""
+    from scanning.models import DependencyPackage
+    from scanning.sbom import tenant_sbom_stream
+    from tests.factories import ProjectFactory, ReferenceFactory
+
+    first = ReferenceFactory(project=ProjectFactory(), is_default=True)
+    second = ReferenceFactory(project=ProjectFactory(namespace=first.project.namespace), is_default=True)
+    for reference, name, version, requires in (
+        (first, "Newtonsoft.Json", "12.0.0", ["System.A 1.0.0"]),
+        (first, "Newtonsoft.Json", "13.0.0", []),
+        (second, "newtonsoft.json", "12.0.0", ["System.B 1.0.0"]),
+        (first, "System.A", "1.0.0", []),
+        (second, "System.B", "1.0.0", []),
+    ):
+        DependencyPackage.objects.create(
+            reference=reference,
+            ecosystem="nuget",
+            name=name,
+            version=version,
+            manifest_path="packages.lock.json",
+            requires=requires,
+        )
+    sbom = json.loads("".join(tenant_sbom_stream(tenant=first.project.namespace.tenant)))
+    refs = [c["bom-ref"] for c in sbom["components"]]
+    assert len(refs) == len(set(refs))
+    graph = {d["ref"]: d["dependsOn"] for d in sbom["dependencies"]}
+    assert len(graph) == len(sbom["dependencies"])
+    assert graph["pkg:nuget/newtonsoft.json@12.0.0"] == ["pkg:nuget/system.a@1.0.0", "pkg:nuget/system.b@1.0.0"]
