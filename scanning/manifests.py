@@ -194,21 +194,20 @@ def parse_yarn_lock(text: str) -> list[Package]:
     # Every range an entry answers for -> the package version it resolved to.
     resolved: dict[str, tuple[str, str] | None] = {}
     for b in real:
-        name = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
+        b["name"] = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
         for spec in b["specs"]:
-            resolved[spec] = (name, b["version"]) if name is not None else None
+            resolved[spec] = (b["name"], b["version"]) if b["name"] is not None else None
     direct = set()
     packages = []
     for b in real:
         # Yarn 2 and 3 write a dependency's range without the "npm:" its entry's key has.
         needs = {resolved.get(f"{dep}@{spec}", resolved.get(f"{dep}@npm:{spec}")) for dep, spec in b["deps"]}
         needs.discard(None)
-        name = _yarn_resolved_name(b.get("resolution") or b["specs"][0])
-        if name is None:  # a Berry workspace: its dependencies are the direct ones
+        if b["name"] is None:  # a Berry workspace: its dependencies are the direct ones
             direct |= needs
             continue
         packages.append(
-            Package("npm", name, b["version"], direct=False, requires=tuple(sorted(f"{n} {v}" for n, v in needs)))
+            Package("npm", b["name"], b["version"], direct=False, requires=tuple(sorted(f"{n} {v}" for n, v in needs)))
         )
     return [Package(p.ecosystem, p.name, p.version, (p.name, p.version) in direct, False, p.requires) for p in packages]
 
@@ -427,14 +426,15 @@ def parse_requirements(text: str, path: str = "requirements.txt") -> list[Packag
         # Per-requirement options on the same line (pip's --hash=..., --config-settings ...).
         line = re.split(r"\s+--?[A-Za-z]", line, maxsplit=1)[0].strip()
         first = re.split(r"[\s;]", line, maxsplit=1)[0]
-        if "://" in first or "@" not in line and ("/" in first or "\\" in first or first.startswith((".", "~"))):
-            found = _archive(first) or (_EGG.search(line) and (_pypi(_EGG.search(line)[1]), ""))
-            if found:  # a URL or a path: a wheel's or sdist's file name, or #egg=, says what it is
-                packages.append(Package("pypi", found[0], found[1], direct=True))
-            continue  # else a folder pip would build: it has no name until built
-        if _archive(first):
-            packages.append(Package("pypi", *_archive(first), direct=True))
+        archive = _archive(first)  # a wheel's or sdist's file name says what it is
+        if archive:
+            packages.append(Package("pypi", *archive, direct=True))
             continue
+        if "://" in first or "@" not in line and ("/" in first or "\\" in first or first.startswith((".", "~"))):
+            egg = _EGG.search(line)  # a URL or a path: only #egg= names it
+            if egg:
+                packages.append(Package("pypi", _pypi(egg[1]), "", direct=True))
+            continue  # else a folder pip would build: it has no name until built
         package = _requirement(line, where)
         if "://" in line:  # name @ URL: a version only where the archive's file name gives one
             found = _archive(line.split("@", 1)[1].split(";", 1)[0].strip())
